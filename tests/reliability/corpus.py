@@ -27,6 +27,11 @@ INVALID_IMAGE = "invalid_image"
 IMAGE_TOO_LARGE = "image_too_large"
 INVALID_OPTION = "invalid_option"
 NO_FACE_DETECTED = "no_face_detected"
+# Gateway-only codes (facecraft.gateway.errors.ERROR_CATALOGUE): the gateway sniffs the type and
+# checks the byte cap itself before calling Triton; wrong form-field types are invalid_request.
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+FILE_TOO_LARGE = "file_too_large"
+INVALID_REQUEST = "invalid_request"
 # Rejected by Triton itself (datatype/shape check against config.pbtxt) before any model runs.
 TRITON_REQUEST_CHECK = "triton_request_check"
 
@@ -65,6 +70,9 @@ class OptionCase:
     tensors: dict[str, np.ndarray] | None
     triton_error: str
     model: str = "portrait_basic"
+    # Acceptable gateway error codes: out of range → invalid_option (400); not parseable as the
+    # field's type → invalid_request (422). NaN/inf parse as floats, so either code is correct.
+    gateway_errors: tuple[str, ...] = (INVALID_OPTION,)
 
 
 # --------------------------------------------------------------------------- encoders
@@ -253,6 +261,7 @@ def build_input_cases(face_rgb: np.ndarray) -> list[InputCase]:
             "image/jpeg",
             INVALID_IMAGE,
             "plain text disguised as a JPEG",
+            gateway_error=UNSUPPORTED_MEDIA_TYPE,
         ),
         case(
             "html_as_png",
@@ -261,6 +270,7 @@ def build_input_cases(face_rgb: np.ndarray) -> list[InputCase]:
             "image/png",
             INVALID_IMAGE,
             "HTML disguised as a PNG",
+            gateway_error=UNSUPPORTED_MEDIA_TYPE,
         ),
         case(
             "svg_as_png",
@@ -269,6 +279,7 @@ def build_input_cases(face_rgb: np.ndarray) -> list[InputCase]:
             "image/png",
             INVALID_IMAGE,
             "SVG is not a supported type",
+            gateway_error=UNSUPPORTED_MEDIA_TYPE,
         ),
         case(
             "png_bomb_declared_100k",
@@ -309,6 +320,7 @@ def build_input_cases(face_rgb: np.ndarray) -> list[InputCase]:
             "image/jpeg",
             IMAGE_TOO_LARGE,
             "a valid JPEG padded past the 20 MB byte cap",
+            gateway_error=FILE_TOO_LARGE,
         ),
         case(
             "one_by_one_png",
@@ -334,6 +346,7 @@ def build_input_cases(face_rgb: np.ndarray) -> list[InputCase]:
             "image/gif",
             INVALID_IMAGE,
             "GIF is not a supported type",
+            gateway_error=UNSUPPORTED_MEDIA_TYPE,
         ),
         case(
             "animated_webp",
@@ -392,14 +405,28 @@ def _f32(value: float) -> np.ndarray:
 def build_option_cases() -> list[OptionCase]:
     """Option values out of range or of the wrong type (documented ranges: docs/triton.md)."""
     c = OptionCase
+    either = (INVALID_OPTION, INVALID_REQUEST)
+    wrong_type = (INVALID_REQUEST,)
     return [
         c("width_too_small", {"width": "10"}, {"WIDTH": _i32(10)}, INVALID_OPTION),
         c("width_too_large", {"width": "99999"}, {"WIDTH": _i32(99_999)}, INVALID_OPTION),
         c("height_negative", {"height": "-648"}, {"HEIGHT": _i32(-648)}, INVALID_OPTION),
         c("face_margin_negative", {"face_margin": "-0.5"}, {"FACE_MARGIN": _f32(-0.5)}, INVALID_OPTION),
         c("face_margin_too_large", {"face_margin": "7"}, {"FACE_MARGIN": _f32(7.0)}, INVALID_OPTION),
-        c("face_margin_nan", {"face_margin": "nan"}, {"FACE_MARGIN": _f32(float("nan"))}, INVALID_OPTION),
-        c("face_margin_inf", {"face_margin": "inf"}, {"FACE_MARGIN": _f32(float("inf"))}, INVALID_OPTION),
+        c(
+            "face_margin_nan",
+            {"face_margin": "nan"},
+            {"FACE_MARGIN": _f32(float("nan"))},
+            INVALID_OPTION,
+            gateway_errors=either,
+        ),
+        c(
+            "face_margin_inf",
+            {"face_margin": "inf"},
+            {"FACE_MARGIN": _f32(float("inf"))},
+            INVALID_OPTION,
+            gateway_errors=either,
+        ),
         c(
             "fidelity_too_large",
             {"enhance_face": "true", "enhance_fidelity": "1.5"},
@@ -416,10 +443,22 @@ def build_option_cases() -> list[OptionCase]:
         ),
         c("max_jpeg_kb_too_small", None, {"MAX_JPEG_KB": _i32(1)}, INVALID_OPTION),
         c("background_out_of_range", {"background_r": "300"}, None, INVALID_OPTION),
-        c("width_not_a_number", {"width": "wide"}, None, INVALID_OPTION),
-        c("width_fractional", {"width": "64.5"}, None, INVALID_OPTION),
-        c("oval_mask_not_a_bool", {"use_oval_mask": "maybe"}, None, INVALID_OPTION),
-        c("face_margin_not_a_number", {"face_margin": "wide"}, None, INVALID_OPTION),
+        c("width_not_a_number", {"width": "wide"}, None, INVALID_OPTION, gateway_errors=wrong_type),
+        c("width_fractional", {"width": "64.5"}, None, INVALID_OPTION, gateway_errors=wrong_type),
+        c(
+            "oval_mask_not_a_bool",
+            {"use_oval_mask": "maybe"},
+            None,
+            INVALID_OPTION,
+            gateway_errors=wrong_type,
+        ),
+        c(
+            "face_margin_not_a_number",
+            {"face_margin": "wide"},
+            None,
+            INVALID_OPTION,
+            gateway_errors=wrong_type,
+        ),
         # Wrong dtype / shape: Triton's own request check refuses them before any model runs.
         c("width_wrong_dtype", None, {"WIDTH": np.array([[648.0]], np.float32)}, TRITON_REQUEST_CHECK),
         c("background_wrong_shape", None, {"BACKGROUND": np.array([[1, 2]], np.uint8)}, TRITON_REQUEST_CHECK),

@@ -1,0 +1,118 @@
+"""``AsyncPortraitClient``: the asyncio twin of ``PortraitClient`` (``tritonclient.grpc.aio`` / ``.http.aio``).
+
+One instance can serve many concurrent ``await client.process(...)`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from facecraft.client.errors import FacecraftError, ServerUnavailable, error_from_exception
+from facecraft.client.options import PortraitOptions, encode_inputs
+from facecraft.client.result import PortraitResult, result_from_outputs
+from facecraft.client.shared_memory import create_image_region
+from facecraft.client.transport import build_inputs, build_outputs, normalise_url, protocol_module
+
+
+class AsyncPortraitClient:
+    """Asyncio client for the portrait ensembles; same options and errors as ``PortraitClient``."""
+
+    def __init__(
+        self,
+        url: str,
+        protocol: str = "grpc",
+        *,
+        timeout_s: float = 300.0,
+        use_shared_memory: bool = False,
+    ):
+        self.protocol = protocol
+        self.url = normalise_url(url, protocol)
+        self.timeout_s = timeout_s
+        self.use_shared_memory = use_shared_memory
+        module = protocol_module(protocol, asyncio=True)
+        try:
+            if protocol == "http":
+                self._client = module.InferenceServerClient(self.url, conn_timeout=timeout_s)
+            else:
+                self._client = module.InferenceServerClient(self.url)
+        except Exception as error:
+            raise ServerUnavailable(f"cannot create a {protocol} client for {self.url}: {error}") from error
+
+    async def __aenter__(self) -> AsyncPortraitClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def is_ready(self, enhance: bool = True) -> bool:
+        model = PortraitOptions(enhance=enhance).model_name
+        try:
+            return bool(await self._client.is_server_live() and await self._client.is_model_ready(model))
+        except Exception:
+            return False
+
+    async def process(
+        self,
+        image_bytes: bytes,
+        *,
+        enhance: bool = True,
+        width: int | None = None,
+        height: int | None = None,
+        background: tuple[int, int, int] | None = None,
+        face_margin: float | None = None,
+        oval_mask: bool | None = None,
+        fidelity: float | None = None,
+        max_jpeg_kb: int | None = None,
+        touch_up: bool | None = None,
+    ) -> PortraitResult:
+        """See ``PortraitClient.process``."""
+        options = PortraitOptions(
+            enhance=enhance,
+            width=width,
+            height=height,
+            background=background,
+            face_margin=face_margin,
+            oval_mask=oval_mask,
+            fidelity=fidelity,
+            max_jpeg_kb=max_jpeg_kb,
+            touch_up=touch_up,
+        )
+        return await self.process_with(image_bytes, options)
+
+    async def process_with(self, image_bytes: bytes, options: PortraitOptions) -> PortraitResult:
+        specs = encode_inputs(image_bytes, options)
+        if not self.use_shared_memory:
+            return await self._infer(options.model_name, build_inputs(self.protocol, specs))
+        region = create_image_region(image_bytes)
+        registered = False
+        try:
+            await self._client.register_system_shared_memory(region.name, region.key, region.byte_size)
+            registered = True
+            inputs = build_inputs(self.protocol, specs, skip=("IMAGE",))
+            inputs[0].set_shared_memory(region.name, region.byte_size)
+            return await self._infer(options.model_name, inputs)
+        except FacecraftError:
+            raise
+        except Exception as error:
+            raise error_from_exception(error) from error
+        finally:
+            if registered:
+                with contextlib.suppress(Exception):
+                    await self._client.unregister_system_shared_memory(region.name)
+            region.destroy()
+
+    async def _infer(self, model_name: str, inputs: list) -> PortraitResult:
+        try:
+            if self.protocol == "grpc":
+                response = await self._client.infer(
+                    model_name, inputs, outputs=build_outputs(self.protocol), client_timeout=self.timeout_s
+                )
+            else:
+                # conn_timeout (set in __init__) bounds the whole HTTP request in tritonclient.http.aio
+                response = await self._client.infer(model_name, inputs, outputs=build_outputs(self.protocol))
+        except Exception as error:
+            raise error_from_exception(error) from error
+        return result_from_outputs(response.as_numpy)

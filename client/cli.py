@@ -1,0 +1,236 @@
+"""``facecraft process``, ``facecraft perf-data`` and ``facecraft bench`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+
+
+def register(subparsers) -> None:
+    _register_process(subparsers)
+    _register_perf_data(subparsers)
+    _register_bench(subparsers)
+
+
+# --- process -----------------------------------------------------------------------------------
+
+
+def _background(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError("background must be R,G,B (e.g. 240,240,240)")
+    try:
+        return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"background must be three integers: {text!r}") from error
+
+
+def _register_process(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "process",
+        help="turn photos (files or folders) into portraits via Triton (or the gateway)",
+        description="Process photos concurrently; writes <stem>.png and <stem>.jpg per input into OUTDIR. "
+        "Exit code 1 when any file failed or had no face.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    parser.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR")
+    parser.add_argument("--url", help="Triton host:port (default 127.0.0.1:8001 for grpc, :8000 for http)")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    parser.add_argument(
+        "--via-gateway", metavar="URL", help="use the gateway's REST API at URL instead of Triton"
+    )
+    parser.add_argument("--api-key", default=os.environ.get("FACECRAFT_API_KEY"), help="gateway API key")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    parser.add_argument("--no-enhance", action="store_true", help="skip CodeFormer (portrait_basic ensemble)")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--background", type=_background, metavar="R,G,B")
+    parser.add_argument("--face-margin", type=float)
+    parser.add_argument("--oval-mask", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--fidelity", type=float, help="CodeFormer fidelity 0..1")
+    parser.add_argument("--max-jpeg-kb", type=int)
+    parser.add_argument("--touch-up", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--shared-memory", action="store_true", help="pass images via Triton system shared memory"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    parser.set_defaults(func=run_process)
+
+
+def run_process(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from facecraft.cli import CliError
+    from facecraft.client.batch import STATUS_OK, collect_images, format_summary, process_files
+    from facecraft.client.errors import FacecraftError
+    from facecraft.client.options import PortraitOptions
+
+    try:
+        options = PortraitOptions(
+            enhance=not args.no_enhance,
+            width=args.width,
+            height=args.height,
+            background=args.background,
+            face_margin=args.face_margin,
+            oval_mask=args.oval_mask,
+            fidelity=args.fidelity,
+            max_jpeg_kb=args.max_jpeg_kb,
+            touch_up=args.touch_up,
+        )
+        images = collect_images(args.paths)
+    except (FacecraftError, FileNotFoundError, ValueError) as error:
+        raise CliError(str(error)) from error
+    if not images:
+        raise CliError("no image files found in the given paths")
+    if args.concurrency < 1:
+        raise CliError("--concurrency must be at least 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> tuple[list, float]:
+        client = _make_async_client(args)
+        try:
+
+            async def processor(data: bytes, name: str):
+                if args.via_gateway:
+                    return await client.process_with(data, options, filename=name)
+                return await client.process_with(data, options)
+
+            with tqdm(total=len(images), unit="img", desc="portraits", file=sys.stderr) as bar:
+
+                def on_done(outcome) -> None:
+                    bar.update(1)
+                    if outcome.status != STATUS_OK:
+                        bar.write(f"{outcome.path.name}: {outcome.status}: {outcome.error}", file=sys.stderr)
+
+                started = time.perf_counter()
+                outcomes = await process_files(
+                    images, args.out, processor, concurrency=args.concurrency, on_done=on_done
+                )
+                return outcomes, time.perf_counter() - started
+        finally:
+            await client.close()
+
+    outcomes, elapsed = asyncio.run(run())
+    print(format_summary(outcomes, elapsed))
+    return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
+
+
+def _make_async_client(args: argparse.Namespace):
+    if args.via_gateway:
+        from facecraft.client.gateway_client import AsyncGatewayClient
+
+        return AsyncGatewayClient(args.via_gateway, timeout_s=args.timeout, api_key=args.api_key)
+    from facecraft.client.async_portrait_client import AsyncPortraitClient
+
+    url = args.url or f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
+    return AsyncPortraitClient(
+        url, args.protocol, timeout_s=args.timeout, use_shared_memory=args.shared_memory
+    )
+
+
+# --- perf-data ---------------------------------------------------------------------------------
+
+
+def _register_perf_data(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "perf-data",
+        help="write perf_analyzer --input-data JSON from a folder of photos",
+        description="Write perf_analyzer --input-data JSON (IMAGE as a length-prefixed BYTES tensor, shape [1]).",
+    )
+    parser.add_argument("photos", nargs="+", metavar="PHOTO_DIR", help="folders or image files")
+    parser.add_argument("-o", "--out", required=True, type=Path, metavar="data.json")
+    parser.add_argument("--limit", type=int, default=None, help="use at most N photos")
+    parser.set_defaults(func=run_perf_data)
+
+
+def run_perf_data(args: argparse.Namespace) -> int:
+    from facecraft.cli import CliError
+    from facecraft.client.batch import collect_images
+    from facecraft.client.perf_data import write_perf_input_data
+
+    try:
+        images = collect_images(args.photos)
+    except (FileNotFoundError, ValueError) as error:
+        raise CliError(str(error)) from error
+    if args.limit is not None:
+        images = images[: args.limit]
+    if not images:
+        raise CliError("no image files found in the given paths")
+    count = write_perf_input_data(images, args.out)
+    print(f"wrote {count} IMAGE entries to {args.out}")
+    print(f"use: perf_analyzer -m portrait -i grpc -u 127.0.0.1:8001 --input-data {args.out}")
+    return 0
+
+
+# --- bench -------------------------------------------------------------------------------------
+
+
+def _concurrency_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("concurrency values must be positive integers")
+    return values
+
+
+def _register_bench(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark: sequential onnxruntime pipeline vs Triton gRPC vs gateway; writes a report",
+        description="Benchmark the in-process sequential pipeline, the Triton ensemble over gRPC and the "
+        "gateway over HTTP side by side, with Triton statistics, peak RSS and a roofline.",
+    )
+    parser.add_argument("--preset", choices=("tiny", "full"), default="full")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few requests, concurrency 1 and 2")
+    parser.add_argument(
+        "--photos", type=Path, help="folder of photos (default: shared faces, else the astronaut)"
+    )
+    parser.add_argument("--concurrency", type=_concurrency_list, default=None, metavar="1,4,16")
+    parser.add_argument(
+        "--requests", type=int, default=None, help="requests per scenario (default 16, quick 3)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=None,
+        help="benchmark model repository (default .facecraft/bench-repo-<preset>)",
+    )
+    parser.add_argument("--no-gateway", action="store_true", help="skip the gateway scenario")
+    parser.add_argument(
+        "--scenarios", default="sequential,triton,gateway", help="subset to run (comma-separated)"
+    )
+    parser.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from facecraft.client.bench import BenchConfig, run_benchmark
+
+    concurrency = args.concurrency or ([1, 2] if args.quick else [1, 4, 16])
+    requests = args.requests or (3 if args.quick else 16)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if args.no_gateway and "gateway" in scenarios:
+        scenarios.remove("gateway")
+    config = BenchConfig(
+        preset=args.preset,
+        device=args.device,
+        quick=args.quick,
+        photos_dir=args.photos,
+        concurrency=concurrency,
+        requests=requests,
+        out_dir=args.out,
+        repo=args.repo,
+        scenarios=tuple(scenarios),
+    )
+    md_path, json_path = run_benchmark(config)
+    print(f"report: {md_path}\n        {json_path}")
+    return 0

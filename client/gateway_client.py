@@ -1,0 +1,124 @@
+"""``AsyncGatewayClient``: the same ``process`` call over the gateway's REST API (``POST /api/v1/process``).
+
+Used by ``facecraft process --via-gateway URL`` and by the benchmark. Options map onto the REST
+form fields of DESIGN §7; omitted options are not sent, so the gateway's settings apply.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+
+from facecraft.client.errors import ERROR_CLASSES, FacecraftError, ServerUnavailable
+from facecraft.client.options import PortraitOptions
+from facecraft.client.result import PortraitResult
+
+
+def gateway_form_fields(options: PortraitOptions, *, return_base64: bool = True) -> dict[str, str]:
+    """REST form fields for ``options`` (only the options that are set, plus enhance/return_base64)."""
+    form = {"enhance_face": _flag(options.enhance), "return_base64": _flag(return_base64)}
+    if options.width is not None:
+        form["width"] = str(options.width)
+    if options.height is not None:
+        form["height"] = str(options.height)
+    if options.background is not None:
+        form["background_r"], form["background_g"], form["background_b"] = (
+            str(c) for c in options.background
+        )
+    if options.face_margin is not None:
+        form["face_margin"] = repr(float(options.face_margin))
+    if options.oval_mask is not None:
+        form["use_oval_mask"] = _flag(options.oval_mask)
+    if options.fidelity is not None:
+        form["enhance_fidelity"] = repr(float(options.fidelity))
+    if options.max_jpeg_kb is not None:
+        form["max_jpeg_kb"] = str(options.max_jpeg_kb)
+    if options.touch_up is not None:
+        form["touch_up"] = _flag(options.touch_up)
+    return form
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def error_from_gateway(status_code: int, body: object) -> FacecraftError:
+    """Map a gateway error response (``{"error": code, "error_message": ...}`` or FastAPI's ``detail``)."""
+    if isinstance(body, dict):
+        code = body.get("error")
+        message = body.get("error_message") or body.get("detail") or str(body)
+        if isinstance(code, str) and code in ERROR_CLASSES:
+            return ERROR_CLASSES[code](f"{code}: gateway: {message}", step="gateway", detail=str(message))
+        if isinstance(body.get("detail"), dict):
+            return error_from_gateway(status_code, body["detail"])
+        text = str(message)
+    else:
+        text = str(body)
+    if status_code in (502, 503, 504):
+        return ServerUnavailable(f"gateway answered {status_code}: {text}")
+    return FacecraftError(f"gateway answered {status_code}: {text}")
+
+
+class AsyncGatewayClient:
+    """Async REST client for the gateway at ``base_url`` (e.g. ``http://127.0.0.1:8080``)."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 300.0, api_key: str | None = None):
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, headers=headers)
+
+    async def __aenter__(self) -> AsyncGatewayClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def process_with(
+        self, image_bytes: bytes, options: PortraitOptions, filename: str = "image"
+    ) -> PortraitResult:
+        """POST the photo with ``return_base64=true``; fall back to the download URLs when no base64 comes back."""
+        try:
+            response = await self._http.post(
+                "/api/v1/process",
+                files={"file": (filename, image_bytes, "application/octet-stream")},
+                data=gateway_form_fields(options),
+            )
+        except httpx.HTTPError as error:
+            raise ServerUnavailable(f"gateway {self.base_url} unreachable: {error}") from error
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code != 200 or not isinstance(body, dict) or not body.get("success"):
+            raise error_from_gateway(response.status_code, body)
+        png = await self._payload(body, "png")
+        jpeg = await self._payload(body, "jpg")
+        result = body.get("result") or {}
+        position = result.get("face_position") or {}
+        size = result.get("output_size") or [0, 0]
+        if isinstance(size, dict):
+            size = [size.get("width", 0), size.get("height", 0)]
+        return PortraitResult(
+            png=png,
+            jpeg=jpeg,
+            face_box=tuple(int(position.get(k, 0)) for k in ("x", "y", "width", "height")),
+            face_count=int(result.get("face_count", 1)),
+            jpeg_cap_met=bool(result.get("jpeg_cap_met", True)),
+            output_size=(int(size[0]), int(size[1])),
+        )
+
+    async def _payload(self, body: dict, kind: str) -> bytes:
+        encoded = body.get(f"{kind}_base64")
+        if encoded:
+            return base64.b64decode(encoded)
+        url = body.get(f"{kind}_url")
+        if not url:
+            raise FacecraftError(f"gateway response has neither {kind}_base64 nor {kind}_url")
+        response = await self._http.get(url)
+        if response.status_code != 200:
+            raise error_from_gateway(response.status_code, response.text)
+        return response.content

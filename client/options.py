@@ -1,0 +1,134 @@
+"""Request options of the portrait ensembles and their encoding as Triton input tensors.
+
+Every option is optional: an option left as ``None`` is not sent at all, so the ensemble applies
+its own default (docs/triton.md). Values are checked against the contract's ranges here so a
+mistake fails fast with ``InvalidOption`` instead of a round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from facecraft.client.errors import InvalidOption
+
+ENHANCED_MODEL = "portrait"
+BASIC_MODEL = "portrait_basic"
+OUTPUT_NAMES = ("PNG", "JPEG", "FACE_BOX", "FACE_COUNT", "JPEG_CAP_MET", "OUTPUT_SIZE")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input tensor ready for a Triton request: name, numpy value with the batch dim, datatype."""
+
+    name: str
+    value: np.ndarray
+    datatype: str
+
+
+@dataclass(frozen=True)
+class PortraitOptions:
+    """Options of one portrait request; ``None`` means "not sent, server default"."""
+
+    enhance: bool = True
+    width: int | None = None
+    height: int | None = None
+    background: tuple[int, int, int] | None = None
+    face_margin: float | None = None
+    oval_mask: bool | None = None
+    fidelity: float | None = None
+    max_jpeg_kb: int | None = None
+    touch_up: bool | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("width", self.width, 64, 4096)
+        _check_int("height", self.height, 64, 4096)
+        _check_int("max_jpeg_kb", self.max_jpeg_kb, 8, 10240)
+        _check_float("face_margin", self.face_margin, 0.0, 2.0)
+        _check_float("fidelity", self.fidelity, 0.0, 1.0)
+        if self.fidelity is not None and not self.enhance:
+            raise InvalidOption(
+                "invalid_option: client: fidelity only applies with enhance=True", step="client"
+            )
+        if self.background is not None:
+            background = tuple(self.background)
+            if len(background) != 3 or not all(_is_int(c) and 0 <= c <= 255 for c in background):
+                raise InvalidOption(
+                    f"invalid_option: client: background must be three integers 0..255, got {self.background!r}",
+                    step="client",
+                )
+            object.__setattr__(self, "background", tuple(int(c) for c in background))
+        for name in ("oval_mask", "touch_up", "enhance"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (bool, np.bool_)):
+                raise InvalidOption(
+                    f"invalid_option: client: {name} must be a bool, got {value!r}", step="client"
+                )
+
+    @property
+    def model_name(self) -> str:
+        """``portrait`` with enhancement, ``portrait_basic`` without (never runs CodeFormer)."""
+        return ENHANCED_MODEL if self.enhance else BASIC_MODEL
+
+    def sent_options(self) -> dict[str, object]:
+        """The options that will be sent (those not ``None``), by field name."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "enhance" and getattr(self, f.name) is not None
+        }
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if value is None:
+        return
+    if not _is_int(value) or not low <= int(value) <= high:
+        raise InvalidOption(
+            f"invalid_option: client: {name} must be an integer {low}..{high}, got {value!r}", step="client"
+        )
+
+
+def _check_float(name: str, value: object, low: float, high: float) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.floating, np.integer))
+        or not (low <= float(value) <= high)
+    ):
+        raise InvalidOption(
+            f"invalid_option: client: {name} must be a number {low}..{high}, got {value!r}", step="client"
+        )
+
+
+def encode_inputs(image_bytes: bytes, options: PortraitOptions) -> list[TensorSpec]:
+    """Build the input tensors of one request (batch dimension 1) for ``options.model_name``.
+
+    ``IMAGE`` is BYTES ``[1,1]`` holding the encoded file; each option that is not ``None`` becomes
+    its contract tensor (INT32/FP32/UINT8/BOOL with a leading batch dim of 1).
+    """
+    if not isinstance(image_bytes, (bytes, bytearray, memoryview)):
+        raise TypeError(f"image_bytes must be bytes, got {type(image_bytes).__name__}")
+    specs = [TensorSpec("IMAGE", np.array([[bytes(image_bytes)]], dtype=np.object_), "BYTES")]
+    if options.width is not None:
+        specs.append(TensorSpec("WIDTH", np.array([[options.width]], dtype=np.int32), "INT32"))
+    if options.height is not None:
+        specs.append(TensorSpec("HEIGHT", np.array([[options.height]], dtype=np.int32), "INT32"))
+    if options.background is not None:
+        specs.append(TensorSpec("BACKGROUND", np.array([options.background], dtype=np.uint8), "UINT8"))
+    if options.face_margin is not None:
+        specs.append(TensorSpec("FACE_MARGIN", np.array([[options.face_margin]], dtype=np.float32), "FP32"))
+    if options.oval_mask is not None:
+        specs.append(TensorSpec("OVAL_MASK", np.array([[bool(options.oval_mask)]], dtype=np.bool_), "BOOL"))
+    if options.fidelity is not None:
+        specs.append(TensorSpec("FIDELITY", np.array([[options.fidelity]], dtype=np.float32), "FP32"))
+    if options.max_jpeg_kb is not None:
+        specs.append(TensorSpec("MAX_JPEG_KB", np.array([[options.max_jpeg_kb]], dtype=np.int32), "INT32"))
+    if options.touch_up is not None:
+        specs.append(TensorSpec("TOUCH_UP", np.array([[bool(options.touch_up)]], dtype=np.bool_), "BOOL"))
+    return specs

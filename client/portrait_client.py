@@ -1,0 +1,131 @@
+"""``PortraitClient``: synchronous client for the ``portrait`` / ``portrait_basic`` ensembles.
+
+One instance holds one tritonclient connection; use one instance per thread (tritonclient's sync
+clients are not meant to be shared between threads). For concurrency use ``AsyncPortraitClient``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from facecraft.client.errors import FacecraftError, ServerUnavailable, error_from_exception
+from facecraft.client.options import PortraitOptions, encode_inputs
+from facecraft.client.result import PortraitResult, result_from_outputs
+from facecraft.client.shared_memory import create_image_region
+from facecraft.client.transport import build_inputs, build_outputs, normalise_url, protocol_module
+
+
+class PortraitClient:
+    """Process photos with the Triton portrait ensembles over gRPC or HTTP.
+
+    ``url`` is ``host:port`` (Triton's gRPC port 8001 or HTTP port 8000 by default).
+    ``use_shared_memory=True`` passes the image through Triton system shared memory (same host only).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        protocol: str = "grpc",
+        *,
+        timeout_s: float = 300.0,
+        use_shared_memory: bool = False,
+    ):
+        self.protocol = protocol
+        self.url = normalise_url(url, protocol)
+        self.timeout_s = timeout_s
+        self.use_shared_memory = use_shared_memory
+        module = protocol_module(protocol)
+        try:
+            if protocol == "http":
+                self._client = module.InferenceServerClient(
+                    self.url, connection_timeout=timeout_s, network_timeout=timeout_s
+                )
+            else:
+                self._client = module.InferenceServerClient(self.url)
+        except Exception as error:  # tritonclient raises plain exceptions for bad URLs
+            raise ServerUnavailable(f"cannot create a {protocol} client for {self.url}: {error}") from error
+
+    def __enter__(self) -> PortraitClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def is_ready(self, enhance: bool = True) -> bool:
+        """True when the server is live and the matching ensemble is ready."""
+        model = PortraitOptions(enhance=enhance).model_name
+        try:
+            return bool(self._client.is_server_live() and self._client.is_model_ready(model))
+        except Exception:
+            return False
+
+    def process(
+        self,
+        image_bytes: bytes,
+        *,
+        enhance: bool = True,
+        width: int | None = None,
+        height: int | None = None,
+        background: tuple[int, int, int] | None = None,
+        face_margin: float | None = None,
+        oval_mask: bool | None = None,
+        fidelity: float | None = None,
+        max_jpeg_kb: int | None = None,
+        touch_up: bool | None = None,
+    ) -> PortraitResult:
+        """Turn one encoded photo (JPEG/PNG/WebP/BMP bytes) into a portrait.
+
+        Options left as ``None`` are not sent (the ensemble's defaults apply). ``enhance=False``
+        uses ``portrait_basic`` (no CodeFormer). Raises a ``FacecraftError`` subclass on failure.
+        """
+        options = PortraitOptions(
+            enhance=enhance,
+            width=width,
+            height=height,
+            background=background,
+            face_margin=face_margin,
+            oval_mask=oval_mask,
+            fidelity=fidelity,
+            max_jpeg_kb=max_jpeg_kb,
+            touch_up=touch_up,
+        )
+        return self.process_with(image_bytes, options)
+
+    def process_with(self, image_bytes: bytes, options: PortraitOptions) -> PortraitResult:
+        """``process`` with a prepared ``PortraitOptions``."""
+        specs = encode_inputs(image_bytes, options)
+        if not self.use_shared_memory:
+            return self._infer(options.model_name, build_inputs(self.protocol, specs))
+        region = create_image_region(image_bytes)
+        registered = False
+        try:
+            self._client.register_system_shared_memory(region.name, region.key, region.byte_size)
+            registered = True
+            inputs = build_inputs(self.protocol, specs, skip=("IMAGE",))
+            inputs[0].set_shared_memory(region.name, region.byte_size)
+            return self._infer(options.model_name, inputs)
+        except FacecraftError:
+            raise
+        except Exception as error:
+            raise error_from_exception(error) from error
+        finally:
+            if registered:
+                # if the server is gone this fails; the local segment is still destroyed below
+                with contextlib.suppress(Exception):
+                    self._client.unregister_system_shared_memory(region.name)
+            region.destroy()
+
+    def _infer(self, model_name: str, inputs: list) -> PortraitResult:
+        try:
+            if self.protocol == "grpc":
+                response = self._client.infer(
+                    model_name, inputs, outputs=build_outputs(self.protocol), client_timeout=self.timeout_s
+                )
+            else:
+                response = self._client.infer(model_name, inputs, outputs=build_outputs(self.protocol))
+        except Exception as error:
+            raise error_from_exception(error) from error
+        return result_from_outputs(response.as_numpy)

@@ -1,0 +1,24 @@
+"""Triton Python model `detect`: a thin adapter over `facecraft.pipeline.stages.detect_stage`.
+
+Tensors and errors are converted by `facecraft.pipeline.triton_adapter`; see docs/triton.md.
+"""
+
+from facecraft.pipeline.detect import load_models
+from facecraft.pipeline.stages import STAGE_INPUTS, STAGES
+from facecraft.pipeline.triton_adapter import execute_each, python_logger
+
+STEP = "detect"
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.logger = python_logger()
+        self.stage = STAGES[STEP]
+        self.input_names = STAGE_INPUTS[STEP]
+        load_models()  # dlib detector + 68-point predictor, once per instance
+
+    def execute(self, requests):
+        return execute_each(requests, STEP, self.input_names, self.stage, self.logger)
+
+    def finalize(self):
+        pass

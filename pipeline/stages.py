@@ -1,0 +1,155 @@
+"""One function per Triton Python model: contract tensors in → contract tensors out.
+
+Names, dtypes and shapes follow docs/triton.md (arrays here have NO batch dimension). The
+``model.py`` files only move tensors between Triton and these functions, so the whole
+per-request behaviour is testable without Triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from facecraft.pipeline.align import prepare_face, restore_face
+from facecraft.pipeline.compose import compose_portrait
+from facecraft.pipeline.decode import decode_image
+from facecraft.pipeline.detect import detect_face
+from facecraft.pipeline.errors import INVALID_IMAGE, INVALID_OPTION, PipelineError
+from facecraft.pipeline.options import Options, resolve_fidelity, resolve_options
+from facecraft.pipeline.segment import prepare_segmentation
+
+Tensors = Mapping[str, "np.ndarray | None"]
+
+# Ensemble option inputs → resolve_options keyword.
+OPTION_INPUTS = {
+    "WIDTH": "width",
+    "HEIGHT": "height",
+    "BACKGROUND": "background",
+    "FACE_MARGIN": "face_margin",
+    "OVAL_MASK": "oval_mask",
+    "MAX_JPEG_KB": "max_jpeg_kb",
+    "TOUCH_UP": "touch_up",
+}
+DECODE_INPUTS = ("IMAGE", *OPTION_INPUTS, "FIDELITY")
+
+
+def _option_value(input_name: str, array: np.ndarray | None):
+    """A Python scalar (or RGB tuple for BACKGROUND) from an option tensor; None when absent."""
+    if array is None:
+        return None
+    values = np.asarray(array).reshape(-1)
+    keyword = OPTION_INPUTS.get(input_name, input_name.lower())
+    expected = 3 if input_name == "BACKGROUND" else 1
+    if values.size != expected:
+        raise PipelineError(
+            INVALID_OPTION, "decode", f"{keyword} must have {expected} value(s), got {values.size}"
+        )
+    if input_name == "BACKGROUND":
+        return tuple(v.item() for v in values)
+    return values[0].item()
+
+
+def _require(inputs: Tensors, name: str, step: str) -> np.ndarray:
+    value = inputs.get(name)
+    if value is None:
+        raise PipelineError(
+            INVALID_IMAGE if name == "IMAGE" else INVALID_OPTION, step, f"missing input {name}"
+        )
+    return value
+
+
+def decode_stage(inputs: Tensors) -> dict[str, np.ndarray]:
+    """IMAGE BYTES + optional options → RGB, ORIGINAL_SIZE, OPTIONS, FIDELITY_W."""
+    from facecraft.pipeline.triton_adapter import first_bytes
+
+    options = resolve_options(
+        **{kw: _option_value(name, inputs.get(name)) for name, kw in OPTION_INPUTS.items()}
+    )
+    fidelity = resolve_fidelity(_option_value("FIDELITY", inputs.get("FIDELITY")))
+    image = _require(inputs, "IMAGE", "decode")
+    if np.asarray(image).size != 1:
+        raise PipelineError(
+            INVALID_IMAGE, "decode", f"IMAGE must hold one encoded image, got {np.asarray(image).size}"
+        )
+    decoded = decode_image(first_bytes(image), background=options.background)
+    return {
+        "RGB": decoded.rgb,
+        "ORIGINAL_SIZE": np.array(decoded.original_size, dtype=np.int32),
+        "OPTIONS": options.to_vector(),
+        "FIDELITY_W": np.array([fidelity], dtype=np.float32),
+    }
+
+
+def detect_stage(inputs: Tensors) -> dict[str, np.ndarray]:
+    """RGB → LANDMARKS [68, 2], FACE_BOX_WORK [4], FACE_COUNT [1]."""
+    detection = detect_face(np.ascontiguousarray(_require(inputs, "RGB", "detect"), dtype=np.uint8))
+    return {
+        "LANDMARKS": detection.landmarks.astype(np.float32),
+        "FACE_BOX_WORK": detection.box.astype(np.float32),
+        "FACE_COUNT": np.array([detection.face_count], dtype=np.int32),
+    }
+
+
+def enhance_pre_stage(inputs: Tensors) -> dict[str, np.ndarray]:
+    """RGB, LANDMARKS → FACE_INPUT [3, 512, 512] in [-1, 1], AFFINE [2, 3]."""
+    face_input, affine = prepare_face(
+        _require(inputs, "RGB", "enhance_pre"), _require(inputs, "LANDMARKS", "enhance_pre")
+    )
+    return {"FACE_INPUT": face_input, "AFFINE": affine}
+
+
+def enhance_post_stage(inputs: Tensors) -> dict[str, np.ndarray]:
+    """RGB, RESTORED [3, 512, 512], AFFINE → ENHANCED (HWC uint8, same size as RGB)."""
+    enhanced = restore_face(
+        _require(inputs, "RGB", "enhance_post"),
+        _require(inputs, "RESTORED", "enhance_post"),
+        _require(inputs, "AFFINE", "enhance_post"),
+    )
+    return {"ENHANCED": enhanced}
+
+
+def segment_pre_stage(inputs: Tensors) -> dict[str, np.ndarray]:
+    """RGB → SEG_INPUT [3, 320, 320]."""
+    return {"SEG_INPUT": prepare_segmentation(_require(inputs, "RGB", "segment_pre"))}
+
+
+def compose_stage(inputs: Tensors) -> dict[str, np.ndarray]:
+    """RGB, SEG_MAP, LANDMARKS, FACE_BOX_WORK, OPTIONS, ORIGINAL_SIZE → PNG, JPEG, FACE_BOX,
+    JPEG_CAP_MET, OUTPUT_SIZE."""
+    from facecraft.pipeline.triton_adapter import bytes_tensor
+
+    original = _require(inputs, "ORIGINAL_SIZE", "compose").reshape(-1)
+    portrait = compose_portrait(
+        rgb=np.ascontiguousarray(_require(inputs, "RGB", "compose"), dtype=np.uint8),
+        seg_map=_require(inputs, "SEG_MAP", "compose"),
+        landmarks=_require(inputs, "LANDMARKS", "compose"),
+        face_box=_require(inputs, "FACE_BOX_WORK", "compose"),
+        options=Options.from_vector(_require(inputs, "OPTIONS", "compose")),
+        original_size=(int(original[0]), int(original[1])),
+    )
+    return {
+        "PNG": bytes_tensor(portrait.png),
+        "JPEG": bytes_tensor(portrait.jpeg),
+        "FACE_BOX": np.array(portrait.face_box, dtype=np.int32),
+        "JPEG_CAP_MET": np.array([portrait.jpeg_cap_met], dtype=np.bool_),
+        "OUTPUT_SIZE": np.array(portrait.output_size, dtype=np.int32),
+    }
+
+
+STAGE_INPUTS = {
+    "decode": DECODE_INPUTS,
+    "detect": ("RGB",),
+    "enhance_pre": ("RGB", "LANDMARKS"),
+    "enhance_post": ("RGB", "RESTORED", "AFFINE"),
+    "segment_pre": ("RGB",),
+    "compose": ("RGB", "SEG_MAP", "LANDMARKS", "FACE_BOX_WORK", "OPTIONS", "ORIGINAL_SIZE"),
+}
+STAGES = {
+    "decode": decode_stage,
+    "detect": detect_stage,
+    "enhance_pre": enhance_pre_stage,
+    "enhance_post": enhance_post_stage,
+    "segment_pre": segment_pre_stage,
+    "compose": compose_stage,
+}

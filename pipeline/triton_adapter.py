@@ -1,0 +1,101 @@
+"""Glue shared by the Triton Python-backend models in ``model_repository/*/1/model.py``.
+
+Every model handles its requests one by one through :func:`execute_each`, so one bad request
+becomes one error response and never fails the rest of the batch. ``triton_python_backend_utils``
+exists only inside the Triton Python stub, so it is imported lazily.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from facecraft.pipeline.errors import PipelineError
+
+# A handler takes one request's inputs (name → array without the batch dimension, None when an
+# optional input is absent) and returns its outputs (name → array without the batch dimension).
+Handler = Callable[[Mapping[str, "np.ndarray | None"]], Mapping[str, np.ndarray]]
+
+
+def _pb_utils():
+    import triton_python_backend_utils as pb_utils
+
+    return pb_utils
+
+
+def error_message(error: BaseException, step: str) -> tuple[str, bool]:
+    """(message, is_client_error): ``PipelineError`` → its own ``"<code>: <step>: <detail>"``;
+    anything else → ``"internal_error: <step>: <Type>: <detail>"``."""
+    if isinstance(error, PipelineError):
+        return str(error), True
+    return f"internal_error: {step}: {type(error).__name__}: {error}", False
+
+
+def error_response(error: BaseException, step: str):
+    """A Triton ``InferenceResponse`` carrying the error (INVALID_ARG for input errors, INTERNAL else)."""
+    pb_utils = _pb_utils()
+    message, client_error = error_message(error, step)
+    code = pb_utils.TritonError.INVALID_ARG if client_error else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+def unbatch(array: np.ndarray | None) -> np.ndarray | None:
+    """Drop the leading batch dimension (each request of these models carries exactly one item)."""
+    if array is None:
+        return None
+    if array.ndim == 0 or array.shape[0] != 1:
+        raise PipelineError("invalid_option", "input", f"expected a batch of one, got shape {array.shape}")
+    return array[0]
+
+
+def first_bytes(array: np.ndarray) -> bytes:
+    """The first element of a BYTES tensor (numpy object array of ``bytes``) as ``bytes``."""
+    value = np.asarray(array).reshape(-1)[0]
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    return bytes(value)
+
+
+def bytes_tensor(value: bytes) -> np.ndarray:
+    """A one-element BYTES array (object dtype) for an output."""
+    return np.array([value], dtype=np.object_)
+
+
+def read_inputs(request, names: tuple[str, ...]) -> dict[str, np.ndarray | None]:
+    """name → numpy array without the batch dimension, or None when the input was not sent."""
+    pb_utils = _pb_utils()
+    inputs: dict[str, np.ndarray | None] = {}
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        inputs[name] = None if tensor is None else unbatch(tensor.as_numpy())
+    return inputs
+
+
+def execute_each(requests, step: str, input_names: tuple[str, ...], handler: Handler, logger=None) -> list:
+    """Run ``handler`` on every request; return one response per request, in order."""
+    pb_utils = _pb_utils()
+    responses = []
+    for request in requests:
+        try:
+            outputs = handler(read_inputs(request, input_names))
+            tensors = [
+                pb_utils.Tensor(name, np.asarray(value)[np.newaxis]) for name, value in outputs.items()
+            ]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        except Exception as error:  # noqa: BLE001 - one request's failure must not fail the batch
+            if logger is not None and not isinstance(error, PipelineError):
+                logger.log_error(f"{step}: {traceback.format_exc()}")
+            responses.append(error_response(error, step))
+    return responses
+
+
+def python_logger():
+    """Triton's Python-backend logger (``log_info``/``log_error``...), or None outside Triton."""
+    try:
+        return _pb_utils().Logger
+    except (ImportError, AttributeError):
+        return None

@@ -1,0 +1,219 @@
+"""Generate ``instance_group`` blocks of ``config.pbtxt`` files for the target host.
+
+CPU hosts: every model gets ``KIND_CPU`` instances. GPU hosts: the ONNX models (``codeformer``,
+``u2net``: backend ``onnxruntime``) get ``KIND_GPU`` instances; Python models stay ``KIND_CPU``.
+Ensembles have no instance groups and are left alone. The text is edited in place (comments and
+layout elsewhere are kept), so the committed configs stay readable.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+KINDS = ("KIND_CPU", "KIND_GPU")
+DEVICES = ("cpu", "gpu")
+ONNX_BACKENDS = ("onnxruntime",)
+ONNX_PLATFORMS = ("onnxruntime_onnx",)
+
+
+class ConfigEditError(ValueError):
+    """A ``config.pbtxt`` could not be edited (unbalanced brackets, bad arguments)."""
+
+
+def _skip_string_or_comment(text: str, index: int) -> int:
+    """If ``text[index]`` opens a string or comment, return the index just past it, else ``index``."""
+    char = text[index]
+    if char == "#":
+        end = text.find("\n", index)
+        return len(text) if end == -1 else end + 1
+    if char in "\"'":
+        cursor = index + 1
+        while cursor < len(text):
+            if text[cursor] == "\\":
+                cursor += 2
+                continue
+            if text[cursor] == char:
+                return cursor + 1
+            cursor += 1
+        raise ConfigEditError("unterminated string in config.pbtxt")
+    return index
+
+
+def _top_level_field_spans(text: str, field: str) -> list[tuple[int, int]]:
+    """(start, end) spans of every top-level ``field [ ... ]`` / ``field { ... }`` / ``field: ...``."""
+    spans = []
+    depth = 0
+    index = 0
+    pattern = re.compile(rf"{re.escape(field)}\b\s*:?\s*")
+    while index < len(text):
+        skipped = _skip_string_or_comment(text, index)
+        if skipped != index:
+            index = skipped
+            continue
+        char = text[index]
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth < 0:
+                raise ConfigEditError("unbalanced brackets in config.pbtxt")
+        elif depth == 0 and (index == 0 or not (text[index - 1].isalnum() or text[index - 1] == "_")):
+            match = pattern.match(text, index)
+            if match:
+                end = _value_end(text, match.end())
+                spans.append((index, end))
+                index = end
+                continue
+        index += 1
+    if depth != 0:
+        raise ConfigEditError("unbalanced brackets in config.pbtxt")
+    return spans
+
+
+def _value_end(text: str, start: int) -> int:
+    """End index of the bracketed value starting at ``start``."""
+    if start >= len(text) or text[start] not in "[{":
+        raise ConfigEditError("instance_group must be a [ ... ] or { ... } block")
+    depth = 0
+    index = start
+    while index < len(text):
+        skipped = _skip_string_or_comment(text, index)
+        if skipped != index:
+            index = skipped
+            continue
+        if text[index] in "[{":
+            depth += 1
+        elif text[index] in "]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    raise ConfigEditError("unbalanced brackets in instance_group")
+
+
+def top_level_value(config_text: str, field: str) -> str | None:
+    """The scalar value of a top-level field (``backend``, ``platform``, ``name``), unquoted."""
+    depth = 0
+    for line in config_text.splitlines():
+        stripped = line.split("#", 1)[0].strip()
+        if depth == 0:
+            match = re.match(rf"{re.escape(field)}\s*:\s*\"?([^\"\s]+)\"?", stripped)
+            if match:
+                return match.group(1)
+        depth += stripped.count("{") + stripped.count("[") - stripped.count("}") - stripped.count("]")
+    return None
+
+
+def instance_group_block(kind: str, count: int) -> str:
+    """``instance_group [ { kind: KIND_X, count: N } ]`` (KIND_CPU or KIND_GPU, N ≥ 1)."""
+    if kind not in KINDS:
+        raise ConfigEditError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not isinstance(count, int) or count < 1:
+        raise ConfigEditError(f"instance count must be an integer >= 1, got {count!r}")
+    return f"instance_group [\n  {{\n    kind: {kind}\n    count: {count}\n  }}\n]"
+
+
+def configure_instance_groups(config_text: str, kind: str, count: int) -> str:
+    """Return ``config_text`` with its ``instance_group`` replaced by ``count`` × ``kind``.
+
+    Every existing top-level ``instance_group`` is removed and one block is written where the
+    first one was (or appended). Ensemble configs (``platform: "ensemble"``) are returned as is.
+    """
+    block = instance_group_block(kind, count)
+    if top_level_value(config_text, "platform") == "ensemble":
+        return config_text
+    spans = _top_level_field_spans(config_text, "instance_group")
+    if not spans:
+        return config_text.rstrip("\n") + "\n" + block + "\n"
+    pieces = []
+    cursor = 0
+    for number, (start, end) in enumerate(spans):
+        pieces.append(config_text[cursor:start])
+        if number == 0:
+            pieces.append(block)
+        else:  # drop the line the removed block leaves behind
+            while pieces[-1].endswith((" ", "\t")):
+                pieces[-1] = pieces[-1][:-1]
+            if end < len(config_text) and config_text[end] == "\n":
+                end += 1
+        cursor = end
+    pieces.append(config_text[cursor:])
+    return "".join(pieces)
+
+
+def is_onnx_model(config_text: str) -> bool:
+    """True for configs served by ONNX Runtime (``backend: "onnxruntime"`` or the ONNX platform)."""
+    return (
+        top_level_value(config_text, "backend") in ONNX_BACKENDS
+        or top_level_value(config_text, "platform") in ONNX_PLATFORMS
+    )
+
+
+def current_count(config_text: str) -> int | None:
+    """The first ``count:`` inside the first ``instance_group``, or None."""
+    spans = _top_level_field_spans(config_text, "instance_group")
+    if not spans:
+        return None
+    match = re.search(r"count\s*:\s*(\d+)", config_text[spans[0][0] : spans[0][1]])
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class ModelPlacement:
+    """What ``configure_repository`` wrote for one model."""
+
+    model: str
+    kind: str | None
+    count: int | None
+
+
+def plan_for(
+    config_text: str, device: str, instances: int, python_instances: int | None
+) -> tuple[str, int] | None:
+    """(kind, count) for one config on ``device``, or None for an ensemble."""
+    if device not in DEVICES:
+        raise ConfigEditError(f"device must be one of {DEVICES}, got {device!r}")
+    if top_level_value(config_text, "platform") == "ensemble":
+        return None
+    if is_onnx_model(config_text):
+        return ("KIND_GPU" if device == "gpu" else "KIND_CPU", instances)
+    count = python_instances if python_instances is not None else (current_count(config_text) or 1)
+    return ("KIND_CPU", count)
+
+
+def configure_repository(
+    repo: Path,
+    *,
+    device: str,
+    instances: int = 1,
+    python_instances: int | None = None,
+    output: Path | None = None,
+) -> list[ModelPlacement]:
+    """Rewrite every ``<model>/config.pbtxt`` of ``repo`` for ``device`` (in place or into ``output``).
+
+    ``instances``: instances of each ONNX model; ``python_instances``: of each Python model
+    (default: keep the committed count). With ``output``, ``repo`` is first copied there
+    (``output`` must not exist) and only the copy is edited. Files are replaced atomically.
+    """
+    repo = Path(repo)
+    if output is not None:
+        shutil.copytree(repo, output, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
+        repo = Path(output)
+    placements = []
+    for config_path in sorted(repo.glob("*/config.pbtxt")):
+        text = config_path.read_text()
+        plan = plan_for(text, device, instances, python_instances)
+        if plan is None:
+            placements.append(ModelPlacement(config_path.parent.name, None, None))
+            continue
+        kind, count = plan
+        updated = configure_instance_groups(text, kind, count)
+        if updated != text:
+            temporary = config_path.with_name("config.pbtxt.tmp")
+            temporary.write_text(updated)
+            temporary.replace(config_path)
+        placements.append(ModelPlacement(config_path.parent.name, kind, count))
+    return placements

@@ -1,0 +1,335 @@
+"""Launch and supervise an embedded ``tritonserver`` process.
+
+:class:`TritonServer` starts Triton over a model repository with the assembled backend directory
+(Python stub + Python-based ``onnxruntime`` backend), waits until every model is READY, and stops
+it cleanly (SIGTERM, wait, SIGKILL). All output goes to one log file whose tail is quoted in every
+start-up error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from facecraft.runtime.backends import assemble_backend_directory
+from facecraft.runtime.discovery import TritonInstall, find_tritonserver
+from facecraft.runtime.environment import server_environment
+
+DEFAULT_RUNTIME_DIR = Path(".facecraft")
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+LOG_TAIL_LINES = 60
+
+
+class TritonStartError(RuntimeError):
+    """Triton exited or did not become ready in time; the message ends with the log tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An ephemeral TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM the child when the launching process dies (Linux ``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def tail_text(path: Path, lines: int = LOG_TAIL_LINES, start: int = 0) -> str:
+    """The last ``lines`` lines of ``path`` from byte offset ``start`` ('' when unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
+
+
+class TritonServer:
+    """An embedded Triton server process.
+
+    ``repo``: model repository. Ports: ``None`` → Triton's defaults (8000/8001/8002), ``0`` → a
+    free ephemeral port chosen at the first start and kept across restarts. ``models``: names to
+    load (default: every model in the repository, ``--load-model=*``). ``runtime_dir`` holds
+    ``backends/`` and ``logs/tritonserver.log`` unless ``backend_dir`` / ``log_path`` are given.
+    """
+
+    def __init__(
+        self,
+        repo: Path | str,
+        *,
+        runtime_dir: Path | str = DEFAULT_RUNTIME_DIR,
+        backend_dir: Path | str | None = None,
+        log_path: Path | str | None = None,
+        host: str = "127.0.0.1",
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        models: Sequence[str] | None = None,
+        log_verbose: int = 0,
+        ready_timeout: float = 300.0,
+        exit_timeout: float = 10.0,
+        extra_args: Sequence[str] = (),
+        install: TritonInstall | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.repo = Path(repo).resolve()
+        runtime_dir = Path(runtime_dir).resolve()
+        self.backend_dir = Path(backend_dir).resolve() if backend_dir else runtime_dir / "backends"
+        self.log_path = Path(log_path).resolve() if log_path else runtime_dir / "logs" / "tritonserver.log"
+        self.host = host
+        self._requested_ports = {
+            "http": DEFAULT_HTTP_PORT if http_port is None else http_port,
+            "grpc": DEFAULT_GRPC_PORT if grpc_port is None else grpc_port,
+            "metrics": DEFAULT_METRICS_PORT if metrics_port is None else metrics_port,
+        }
+        self.ports: dict[str, int] = {}
+        self.models = list(models) if models is not None else None
+        self.log_verbose = log_verbose
+        self.ready_timeout = ready_timeout
+        self.exit_timeout = exit_timeout
+        self.extra_args = list(extra_args)
+        self.install = install
+        self._base_env = env
+        self.process: subprocess.Popen | None = None
+        self._log_offset = 0
+        self._log_handle = None
+
+    # -- addresses ---------------------------------------------------------------------------
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    def _port(self, kind: str) -> int:
+        return self.ports.get(kind) or self._requested_ports[kind]
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP endpoint (the form ``tritonclient.http`` takes)."""
+        return f"{self._client_host}:{self._port('http')}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint (the form ``tritonclient.grpc`` takes)."""
+        return f"{self._client_host}:{self._port('grpc')}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Full URL of the Prometheus metrics page."""
+        return f"http://{self._client_host}:{self._port('metrics')}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # -- life cycle --------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        """The ``tritonserver`` command line for the current settings."""
+        install = self.install or find_tritonserver()
+        args = [
+            str(install.binary),
+            f"--model-repository={self.repo}",
+            f"--backend-directory={self.backend_dir}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            f"--http-port={self._port('http')}",
+            f"--grpc-port={self._port('grpc')}",
+            f"--metrics-port={self._port('metrics')}",
+            "--model-control-mode=explicit",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={int(self.exit_timeout)}",
+            f"--log-verbose={int(self.log_verbose)}",
+        ]
+        args += (
+            [f"--load-model={name}" for name in self.models]
+            if self.models is not None
+            else ["--load-model=*"]
+        )
+        return args + self.extra_args
+
+    def _choose_ports(self) -> None:
+        if self.ports:
+            return
+        used: set[int] = set()
+        for kind, requested in self._requested_ports.items():
+            port = requested
+            while port == 0 or port in used:
+                port = free_port(self._client_host)
+            used.add(port)
+            self.ports[kind] = port
+
+    def start(self, wait: bool = True, timeout: float | None = None) -> TritonServer:
+        """Start Triton (no-op if running); with ``wait``, block until all models are READY."""
+        if self.is_running():
+            return self
+        if not self.repo.is_dir():
+            raise TritonStartError(f"model repository {self.repo} does not exist")
+        self.install = self.install or find_tritonserver()
+        assemble_backend_directory(self.install, self.backend_dir)
+        self._choose_ports()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self._log_offset = handle.tell()
+        command = self.command()
+        handle.write(f"==== facecraft: starting {' '.join(command)}\n".encode())
+        handle.flush()
+        self._log_handle = handle
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=server_environment(self.install, self._base_env),
+            cwd=str(self.repo),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        if wait:
+            try:
+                self.wait_ready(self.ready_timeout if timeout is None else timeout)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines this server (current start) wrote to its log."""
+        return tail_text(self.log_path, lines, self._log_offset)
+
+    def _start_error(self, message: str) -> TritonStartError:
+        return TritonStartError(
+            f"{message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}\n--- end of log ---"
+        )
+
+    def _get(self, path: str, method: str = "GET", timeout: float = 2.0) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            f"http://{self.http_url}{path}", method=method, data=b"{}" if method == "POST" else None
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def model_states(self) -> dict[str, str]:
+        """``{model name: state}`` from Triton's repository index (e.g. ``READY``, ``UNAVAILABLE``)."""
+        status, body = self._get("/v2/repository/index", method="POST")
+        if status != 200:
+            return {}
+        return {entry["name"]: entry.get("state", "") for entry in json.loads(body or b"[]")}
+
+    def not_ready_models(self) -> dict[str, str]:
+        """Models that should be loaded but are not READY, with their state and reason."""
+        status, body = self._get("/v2/repository/index", method="POST")
+        if status != 200:
+            return {"<repository index>": f"HTTP {status}"}
+        entries = json.loads(body or b"[]")
+        wanted = set(self.models) if self.models is not None else {entry["name"] for entry in entries}
+        pending = {}
+        for entry in entries:
+            if entry["name"] in wanted and entry.get("state") != "READY":
+                pending[entry["name"]] = (
+                    f"{entry.get('state') or 'not loaded'} {entry.get('reason', '')}".strip()
+                )
+        for name in wanted - {entry["name"] for entry in entries}:
+            pending[name] = "not in repository"
+        return pending
+
+    def is_ready(self) -> bool:
+        """True when the server reports ready and every wanted model is READY."""
+        try:
+            status, _ = self._get("/v2/health/ready")
+            return status == 200 and not self.not_ready_models()
+        except (OSError, ValueError):
+            return False
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until ready; raise :class:`TritonStartError` with the log tail on exit or timeout."""
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        last_problem = "no answer on the HTTP port yet"
+        while True:
+            if self.process is None:
+                raise self._start_error("Triton is not started")
+            code = self.process.poll()
+            if code is not None:
+                raise self._start_error(f"tritonserver exited with code {code} during start-up")
+            try:
+                status, _ = self._get("/v2/health/ready")
+                pending = self.not_ready_models() if status == 200 else {}
+                if status == 200 and not pending:
+                    return
+                last_problem = (
+                    "models not ready: " + ", ".join(f"{k} ({v})" for k, v in sorted(pending.items()))
+                    if pending
+                    else f"/v2/health/ready answered {status}"
+                )
+            except (OSError, ValueError) as error:
+                last_problem = f"HTTP {self.http_url}: {error}"
+            if time.monotonic() >= deadline:
+                raise self._start_error(f"Triton not ready after {timeout:.0f} s: {last_problem}")
+            time.sleep(0.5)
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, wait up to ``timeout`` (default exit_timeout + 20 s), then SIGKILL. Returns the exit code."""
+        process, self.process = self.process, None
+        code = None
+        if process is not None:
+            timeout = self.exit_timeout + 20 if timeout is None else timeout
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(10)
+            code = process.returncode
+            # Stubs live in Triton's process group; reap any left behind by a hard kill.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        return code
+
+    def kill(self) -> None:
+        """Crash Triton on purpose (SIGKILL, no clean-up): for reliability tests."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self, wait: bool = True, timeout: float | None = None) -> TritonServer:
+        """Stop (if running) and start again on the same ports."""
+        self.stop()
+        return self.start(wait=wait, timeout=timeout)
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.is_running() else "stopped"
+        return f"TritonServer(repo={self.repo}, http={self.http_url}, grpc={self.grpc_url}, {state})"

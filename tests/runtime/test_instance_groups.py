@@ -1,0 +1,124 @@
+"""Instance-group rewriting for CPU / GPU targets (pure text transformation)."""
+
+from __future__ import annotations
+
+import pytest
+
+from facecraft.runtime.instance_groups import (
+    ConfigEditError,
+    configure_instance_groups,
+    configure_repository,
+    current_count,
+    is_onnx_model,
+    top_level_value,
+)
+
+ONNX_CONFIG = """\
+name: "u2net"
+backend: "onnxruntime"
+max_batch_size: 16
+input [ { name: "input", data_type: TYPE_FP32, dims: [ 3, 320, 320 ] } ]
+output [ { name: "output", data_type: TYPE_FP32, dims: [ 1, 320, 320 ] } ]
+# instance_group in a comment stays: [ {
+instance_group [
+  {
+    kind: KIND_CPU
+    count: 2
+  }
+]
+dynamic_batching { max_queue_delay_microseconds: 2000 }
+parameters { key: "note" value: { string_value: "instance_group [ ]" } }
+"""
+
+PYTHON_CONFIG = """\
+name: "decode"
+backend: "python"
+max_batch_size: 16
+instance_group [ { kind: KIND_CPU, count: 3 } ]
+"""
+
+ENSEMBLE_CONFIG = """\
+name: "portrait"
+platform: "ensemble"
+max_batch_size: 1
+ensemble_scheduling { step [ { model_name: "decode" model_version: -1 } ] }
+"""
+
+
+def test_replaces_block_and_keeps_everything_else():
+    result = configure_instance_groups(ONNX_CONFIG, "KIND_GPU", 4)
+    assert "kind: KIND_GPU" in result and "count: 4" in result
+    assert "KIND_CPU" not in result
+    assert result.count("instance_group [\n") == 1
+    assert "# instance_group in a comment stays: [ {" in result
+    assert 'string_value: "instance_group [ ]"' in result
+    assert result.index("kind: KIND_GPU") < result.index("dynamic_batching")
+    assert current_count(result) == 4
+
+
+def test_appends_block_when_absent():
+    text = 'name: "m"\nbackend: "python"\nmax_batch_size: 4\n'
+    result = configure_instance_groups(text, "KIND_CPU", 2)
+    assert result.startswith(text)
+    assert current_count(result) == 2 and "kind: KIND_CPU" in result
+
+
+def test_merges_several_blocks_into_one():
+    text = PYTHON_CONFIG + "instance_group [ { kind: KIND_GPU, count: 1 } ]\n"
+    result = configure_instance_groups(text, "KIND_CPU", 5)
+    assert result.count("instance_group") == 1
+    assert "KIND_GPU" not in result and current_count(result) == 5
+
+
+def test_ensemble_is_left_alone():
+    assert configure_instance_groups(ENSEMBLE_CONFIG, "KIND_GPU", 2) == ENSEMBLE_CONFIG
+
+
+@pytest.mark.parametrize(("kind", "count"), [("KIND_TPU", 1), ("KIND_CPU", 0), ("KIND_GPU", -1)])
+def test_rejects_bad_arguments(kind, count):
+    with pytest.raises(ConfigEditError):
+        configure_instance_groups(PYTHON_CONFIG, kind, count)
+
+
+def test_rejects_unbalanced_config():
+    with pytest.raises(ConfigEditError, match="unbalanced"):
+        configure_instance_groups("name: 'x'\ninstance_group [ { kind: KIND_CPU\n", "KIND_CPU", 1)
+
+
+def test_field_helpers():
+    assert top_level_value(ONNX_CONFIG, "backend") == "onnxruntime"
+    assert top_level_value(ENSEMBLE_CONFIG, "platform") == "ensemble"
+    assert is_onnx_model(ONNX_CONFIG) and not is_onnx_model(PYTHON_CONFIG)
+    assert is_onnx_model('name: "x"\nplatform: "onnxruntime_onnx"\n')
+
+
+def _write_repo(root):
+    for name, text in (("u2net", ONNX_CONFIG), ("decode", PYTHON_CONFIG), ("portrait", ENSEMBLE_CONFIG)):
+        (root / name).mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(text)
+    return root
+
+
+def test_configure_repository_gpu_into_copy(tmp_path):
+    repo = _write_repo(tmp_path / "repo")
+    placements = configure_repository(repo, device="gpu", instances=2, output=tmp_path / "out")
+    by_model = {p.model: (p.kind, p.count) for p in placements}
+    assert by_model == {"u2net": ("KIND_GPU", 2), "decode": ("KIND_CPU", 3), "portrait": (None, None)}
+    out = tmp_path / "out"
+    assert "KIND_GPU" in (out / "u2net" / "config.pbtxt").read_text()
+    assert (out / "portrait" / "config.pbtxt").read_text() == ENSEMBLE_CONFIG
+    # the source repository is untouched
+    assert (repo / "u2net" / "config.pbtxt").read_text() == ONNX_CONFIG
+
+
+def test_configure_repository_cpu_in_place_with_python_instances(tmp_path):
+    repo = _write_repo(tmp_path / "repo")
+    configure_repository(repo, device="cpu", instances=1, python_instances=4)
+    assert current_count((repo / "decode" / "config.pbtxt").read_text()) == 4
+    u2net = (repo / "u2net" / "config.pbtxt").read_text()
+    assert "KIND_CPU" in u2net and current_count(u2net) == 1
+
+
+def test_configure_repository_rejects_unknown_device(tmp_path):
+    with pytest.raises(ConfigEditError, match="device"):
+        configure_repository(_write_repo(tmp_path / "repo"), device="tpu")

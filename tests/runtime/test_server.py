@@ -1,0 +1,232 @@
+"""The embedded Triton launcher against a real tritonserver over small models built here.
+
+Covers the Python-based ``onnxruntime`` backend (real batching, CPU provider), the server
+environment seen by a Python stub, readiness errors quoting the log, SIGTERM shutdown and restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from facecraft.runtime.server import TritonServer, TritonStartError
+from tests.runtime.small_models import build_small_repository
+
+pytestmark = pytest.mark.integration
+
+
+def _server(repo, runtime_dir, **kwargs) -> TritonServer:
+    kwargs.setdefault("ready_timeout", 300)
+    return TritonServer(
+        repo, runtime_dir=runtime_dir, http_port=0, grpc_port=0, metrics_port=0, exit_timeout=2, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    repo = build_small_repository(tmp_path_factory.mktemp("small") / "repo")
+    server = _server(repo, tmp_path_factory.mktemp("small-runtime"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _add_one(url: str, batch: np.ndarray) -> np.ndarray:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url)
+    try:
+        tensor = httpclient.InferInput("x", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        return client.infer("add_one", [tensor]).as_numpy("y")
+    finally:
+        client.close()
+
+
+def _stats(url: str, model: str) -> dict:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url)
+    try:
+        return client.get_inference_statistics(model)["model_stats"][0]
+    finally:
+        client.close()
+
+
+def test_onnxruntime_python_backend_serves_and_batches(small_server):
+    before = _stats(small_server.http_url, "add_one")
+    inputs = [np.full((1, 4), i, dtype=np.float32) for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outputs = list(pool.map(lambda x: _add_one(small_server.http_url, x), inputs))
+    for x, y in zip(inputs, outputs, strict=True):
+        np.testing.assert_array_equal(y, x + 1)
+    after = _stats(small_server.http_url, "add_one")
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == 8
+    # the dynamic batcher merged concurrent requests and the backend ran them as one ONNX batch
+    assert executions < inferences
+
+
+def test_request_with_its_own_batch_of_rows(small_server):
+    batch = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(_add_one(small_server.http_url, batch), batch + 1)
+
+
+def test_log_names_cpu_provider_and_unknown_provenance(small_server):
+    log = small_server.log_path.read_text()
+    assert "onnxruntime backend: add_one v1:" in log
+    assert "on CPUExecutionProvider (instance kind CPU" in log
+    assert "weights provenance unknown" in log
+
+
+def test_python_stub_runs_in_this_environment(small_server):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(small_server.http_url)
+    try:
+        dummy = httpclient.InferInput("DUMMY", [1], "INT32")
+        dummy.set_data_from_numpy(np.zeros(1, dtype=np.int32))
+        facts = json.loads(client.infer("env_probe", [dummy]).as_numpy("FACTS")[0])
+    finally:
+        client.close()
+    assert facts["pipeline_import"] == "ok"
+    assert facts["version"] == list(os.sys.version_info[:2])
+    assert facts["prefix"] == os.sys.prefix
+
+
+def test_metrics_url_serves_prometheus_text(small_server):
+    import urllib.request
+
+    with urllib.request.urlopen(small_server.metrics_url, timeout=10) as response:
+        body = response.read().decode()
+    assert 'nv_inference_request_success{model="add_one"' in body
+
+
+def test_untrained_weights_are_announced(tmp_path):
+    repo = build_small_repository(tmp_path / "repo")
+    (repo / "add_one" / "1" / "export.json").write_text(
+        json.dumps({"trained": False, "weights": "random", "seed": 0})
+    )
+    server = _server(repo, tmp_path / "runtime", models=["add_one"])
+    with server:
+        np.testing.assert_array_equal(
+            _add_one(server.http_url, np.zeros((1, 4), np.float32)), np.ones((1, 4))
+        )
+    assert "add_one: UNTRAINED weights (seeded random" in server.log_path.read_text()
+
+
+FAILING_MODEL = textwrap.dedent(
+    """
+    class TritonPythonModel:
+        def initialize(self, args):
+            raise RuntimeError("deliberately broken model for the launcher test")
+
+        def execute(self, requests):
+            return []
+    """
+)
+
+SLOW_MODEL = textwrap.dedent(
+    """
+    import time
+
+    class TritonPythonModel:
+        def initialize(self, args):
+            time.sleep(60)
+
+        def execute(self, requests):
+            return []
+    """
+)
+
+PY_CONFIG = """\
+name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "IN", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+output [ {{ name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
+instance_group [ {{ kind: KIND_CPU, count: 1 }} ]
+"""
+
+
+def _python_model(repo, name, source):
+    (repo / name / "1").mkdir(parents=True)
+    (repo / name / "1" / "model.py").write_text(source)
+    (repo / name / "config.pbtxt").write_text(PY_CONFIG.format(name=name))
+
+
+def test_model_that_fails_to_load_reports_the_log_tail(tmp_path):
+    repo = tmp_path / "repo"
+    _python_model(repo, "broken", FAILING_MODEL)
+    server = _server(repo, tmp_path / "runtime")
+    with pytest.raises(TritonStartError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert "exited with code" in message
+    assert "--- last lines of" in message
+    assert "deliberately broken model for the launcher test" in message
+    assert not server.is_running()
+
+
+def test_readiness_timeout_reports_pending_models_and_log_tail(tmp_path):
+    repo = tmp_path / "repo"
+    _python_model(repo, "slow", SLOW_MODEL)
+    server = _server(repo, tmp_path / "runtime", ready_timeout=4)
+    with pytest.raises(TritonStartError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert "not ready after 4 s" in message
+    assert "--- last lines of" in message and "tritonserver" in message
+    assert not server.is_running()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_shutdown_is_clean_and_restart_keeps_ports(tmp_path):
+    repo = build_small_repository(tmp_path / "repo")
+    server = _server(repo, tmp_path / "runtime")
+    server.start()
+    first_pid, urls = server.pid, (server.http_url, server.grpc_url, server.metrics_url)
+    assert server.stop() == 0  # SIGTERM, graceful exit
+    assert not server.is_running() and not _group_alive(first_pid)  # stubs gone too
+    assert "Signal (15) received." in server.log_path.read_text()
+
+    server.start()
+    try:
+        assert server.pid != first_pid
+        assert (server.http_url, server.grpc_url, server.metrics_url) == urls
+        np.testing.assert_array_equal(
+            _add_one(server.http_url, np.zeros((1, 4), np.float32)), np.ones((1, 4))
+        )
+        # a crash (SIGKILL) followed by start() also recovers
+        crashed_pid = server.pid
+        server.kill()
+        assert not server.is_running()
+        server.start()
+        assert server.pid != crashed_pid and server.is_ready()
+    finally:
+        server.stop()
+
+
+def test_sigint_to_the_process_also_stops_it(tmp_path):
+    repo = build_small_repository(tmp_path / "repo")
+    server = _server(repo, tmp_path / "runtime", models=["add_one"])
+    server.start()
+    try:
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(30) == 0
+    finally:
+        server.stop()

@@ -1,0 +1,39 @@
+"""``python -m facecraft.gateway``: serve the gateway with uvicorn (settings from ``FACECRAFT_*``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from facecraft.gateway.app import create_app
+from facecraft.gateway.settings import GatewaySettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m facecraft.gateway", description=__doc__)
+    parser.add_argument("--host", help="bind address (default FACECRAFT_HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (default FACECRAFT_PORT or 8080)")
+    parser.add_argument("--triton-url", help="Triton gRPC host:port (default FACECRAFT_TRITON_URL)")
+    args = parser.parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in {"host": args.host, "port": args.port, "triton_url": args.triton_url}.items()
+        if value is not None
+    }
+    settings = GatewaySettings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Async jobs: a persistent queue worked by a few asyncio tasks.
+
+``submit`` validates the upload, stores it as ``input.bin`` with a ``queued`` record and enqueues
+the id; workers move a job queued → running → completed | failed, persisting every transition.
+At start-up, jobs left queued or running by a previous gateway process are re-queued when their
+input is still on disk, otherwise marked failed with the reason — never silently dropped.
+While Triton is unavailable a job is retried (``FACECRAFT_JOB_MAX_ATTEMPTS``) before failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict
+
+from facecraft.gateway.errors import GatewayError
+from facecraft.gateway.metrics import GatewayMetrics
+from facecraft.gateway.security import validate_image_bytes
+from facecraft.gateway.service import PortraitService, new_job_id, result_summary
+from facecraft.gateway.settings import GatewaySettings
+from facecraft.gateway.storage import INPUT_NAME, JobRecord, JobStorage
+from facecraft.gateway.triton import PortraitRequest
+
+log = logging.getLogger("facecraft.gateway.jobs")
+
+RETRYABLE_ERRORS = ("triton_unavailable", "server_busy", "triton_timeout")
+
+
+class JobQueue:
+    """The async job queue and its worker tasks."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        service: PortraitService,
+        storage: JobStorage,
+        metrics: GatewayMetrics,
+    ):
+        self.settings = settings
+        self.service = service
+        self.storage = storage
+        self.metrics = metrics
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._workers: list[asyncio.Task] = []
+        self._retry_tasks: set[asyncio.Task] = set()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def _enqueue(self, job_id: str) -> None:
+        self._queue.put_nowait(job_id)
+        self.metrics.job_queue_depth.set(self._queue.qsize())
+
+    def recover(self) -> dict[str, int]:
+        """Re-queue (or fail, with a reason) jobs a previous process left queued or running."""
+        counts = {"requeued": 0, "failed": 0}
+        pending: list[JobRecord] = []
+        for record in self.storage.iter_records():
+            if record.status not in ("queued", "running"):
+                continue
+            if record.kind == "async" and self.storage.file_path(record.job_id, INPUT_NAME).is_file():
+                record.status = "queued"
+                record.note = "re-queued after a gateway restart"
+                pending.append(record)
+            else:
+                record.status = "failed"
+                record.error = "internal_error"
+                record.error_message = "interrupted by a gateway restart and its input is no longer available"
+                self.storage.save(record)
+                counts["failed"] += 1
+                self.metrics.jobs.labels("failed").inc()
+        for record in sorted(pending, key=lambda r: r.created_at):
+            self.storage.save(record)
+            self._enqueue(record.job_id)
+            counts["requeued"] += 1
+            self.metrics.jobs.labels("requeued").inc()
+        if any(counts.values()):
+            log.warning("job recovery after restart: %s", counts)
+        return counts
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.recover)
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"facecraft-job-worker-{index}")
+            for index in range(self.settings.job_workers)
+        ]
+
+    async def stop(self) -> None:
+        """Cancel the workers; a job cut off here stays ``running`` on disk and is re-queued at start."""
+        tasks = [*self._workers, *self._retry_tasks]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._workers = []
+        self._retry_tasks.clear()
+
+    async def submit(self, image: bytes, request: PortraitRequest, filename: str | None) -> JobRecord:
+        """Validate and persist an upload as a queued job; returns its record."""
+        validate_image_bytes(image, self.settings.max_image_pixels)
+        now = time.time()
+        record = JobRecord(
+            job_id=new_job_id(),
+            kind="async",
+            status="queued",
+            created_at=now,
+            updated_at=now,
+            options=asdict(request),
+            filename=filename,
+        )
+
+        def persist() -> None:
+            try:
+                self.storage.write_file(record.job_id, INPUT_NAME, image)
+                self.storage.save(record)
+            except GatewayError:
+                with contextlib.suppress(GatewayError):
+                    self.storage.delete(record.job_id)
+                raise
+
+        await asyncio.to_thread(persist)
+        self._enqueue(record.job_id)
+        self.metrics.jobs.labels("submitted").inc()
+        return record
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            self.metrics.job_queue_depth.set(self._queue.qsize())
+            try:
+                await self._run(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a worker must survive any single job
+                log.exception("job %s crashed the worker step", job_id)
+            finally:
+                self._queue.task_done()
+
+    def _finish(self, record: JobRecord, status: str, error: GatewayError | None = None) -> None:
+        if self.storage.load(record.job_id) is None:
+            return  # deleted while running: do not resurrect it
+        record.status = status
+        if error is not None:
+            record.error, record.error_message = error.error, error.message
+        self.storage.save(record)
+        with contextlib.suppress(FileNotFoundError, GatewayError):
+            self.storage.file_path(record.job_id, INPUT_NAME).unlink()
+        self.metrics.jobs.labels(status).inc()
+
+    async def _run(self, job_id: str) -> None:
+        record = await asyncio.to_thread(self.storage.load, job_id)
+        if record is None or record.status != "queued":
+            return  # deleted, or already handled
+        record.status = "running"
+        record.attempts += 1
+        await asyncio.to_thread(self.storage.save, record)
+        try:
+            image = await asyncio.to_thread(self.storage.read_file, job_id, INPUT_NAME)
+            request = PortraitRequest(**{**record.options, "background": tuple(record.options["background"])})
+            outcome = await self.service.infer(image, request, wait_s=self.settings.triton_timeout_s)
+            record.processing_time_ms = outcome.processing_time_ms
+            if outcome.output is None:
+                error = GatewayError(400, outcome.error or "no_face_detected", outcome.error_message or "")
+                await asyncio.to_thread(self._finish, record, "failed", error)
+                return
+            record.result = result_summary(outcome.output, request.model_name)
+            if await asyncio.to_thread(self.storage.load, job_id) is None:
+                return
+            record.files = await asyncio.to_thread(self.service.store_outputs, job_id, outcome.output)
+            await asyncio.to_thread(self._finish, record, "completed")
+        except GatewayError as error:
+            if error.error in RETRYABLE_ERRORS and record.attempts < self.settings.job_max_attempts:
+                record.status = "queued"
+                record.note = f"retrying after {error.error} (attempt {record.attempts})"
+                await asyncio.to_thread(self.storage.save, record)
+                self.metrics.jobs.labels("requeued").inc()
+                self._schedule_retry(job_id, delay_s=float(self.settings.retry_after_s))
+                return
+            await asyncio.to_thread(self._finish, record, "failed", error)
+        except Exception as error:  # unexpected: record it on the job rather than lose it
+            log.exception("job %s failed unexpectedly", job_id)
+            await asyncio.to_thread(
+                self._finish, record, "failed", GatewayError(500, "internal_error", str(error))
+            )
+
+    def _schedule_retry(self, job_id: str, delay_s: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(delay_s)
+            self._enqueue(job_id)
+
+        task = asyncio.create_task(later())
+        self._retry_tasks.add(task)
+        task.add_done_callback(self._retry_tasks.discard)

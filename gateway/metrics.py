@@ -1,0 +1,107 @@
+"""Prometheus metrics of the gateway (``GET /metrics``), all named ``facecraft_gateway_*``.
+
+Each app instance owns its own registry, so several apps in one process (tests) do not clash.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from facecraft import __version__
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class GatewayMetrics:
+    """The gateway's counters, gauges and histograms on a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "facecraft_gateway_requests_total",
+            "HTTP requests by route template, method and status code",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "facecraft_gateway_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests_in_flight = Gauge(
+            "facecraft_gateway_requests_in_flight", "HTTP requests being handled", registry=r
+        )
+        self.inferences_in_flight = Gauge(
+            "facecraft_gateway_inferences_in_flight", "Triton inferences running now", registry=r
+        )
+        self.inferences_waiting = Gauge(
+            "facecraft_gateway_inferences_waiting",
+            "requests waiting for a free inference slot (FACECRAFT_MAX_CONCURRENT_JOBS)",
+            registry=r,
+        )
+        self.inference_latency = Histogram(
+            "facecraft_gateway_inference_duration_seconds",
+            "Triton ensemble inference latency by model",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_outcomes = Counter(
+            "facecraft_gateway_inferences_total",
+            "Triton inferences by model and outcome (ok or an error code)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.job_queue_depth = Gauge(
+            "facecraft_gateway_job_queue_depth", "async jobs queued, not yet running", registry=r
+        )
+        self.jobs = Counter(
+            "facecraft_gateway_jobs_total",
+            "async job events: submitted, completed, failed, requeued (after a restart or Triton outage)",
+            ["outcome"],
+            registry=r,
+        )
+        self.cleanup_removed = Counter(
+            "facecraft_gateway_cleanup_removed_jobs_total", "jobs deleted by the age cleanup", registry=r
+        )
+        self.triton_ready = Gauge(
+            "facecraft_gateway_triton_ready", "1 when the last readiness probe passed", registry=r
+        )
+        Info("facecraft_gateway_build", "gateway version", registry=r).info({"version": __version__})
+        self.started_at = time.time()
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request by its route template."""
+
+    def __init__(self, app, metrics: GatewayMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        self.metrics.requests_in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.requests_in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            self.metrics.requests.labels(template, method, str(status_holder["status"])).inc()
+            self.metrics.request_latency.labels(template, method).observe(time.perf_counter() - started)

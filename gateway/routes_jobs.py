@@ -1,0 +1,204 @@
+"""Async jobs, downloads and deletion: ``/api/v1/jobs*`` and ``/api/v1/download/*``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+
+from facecraft.gateway.errors import GatewayError, error_responses
+from facecraft.gateway.routes_process import download_url
+from facecraft.gateway.schemas import DeleteResponse, JobStatus, JobSubmitted
+from facecraft.gateway.security import (
+    read_upload_capped,
+    require_api_key,
+    sanitize_filename,
+    validate_format,
+    validate_job_id,
+)
+from facecraft.gateway.service import resolve_request
+from facecraft.gateway.storage import JobRecord
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"], dependencies=[Depends(require_api_key)])
+
+MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
+LOOKUP_ERRORS = ("invalid_job_id", "unauthorized", "not_found")
+
+
+def _file_response(path, fmt: str, download_name: str, weights: str) -> FileResponse:
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES[fmt],
+        filename=download_name,
+        headers={"X-Facecraft-Weights": weights, "Cache-Control": "no-store"},
+    )
+
+
+async def _record(request: Request, job_id: str) -> JobRecord:
+    validate_job_id(job_id)
+    return await asyncio.to_thread(request.app.state.storage.require, job_id)
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobSubmitted,
+    summary="Queue one photo for asynchronous processing",
+    responses=error_responses(
+        "invalid_request",
+        "invalid_option",
+        "invalid_image",
+        "image_too_large",
+        "unsupported_media_type",
+        "file_too_large",
+        "unauthorized",
+        "storage_error",
+    ),
+)
+async def submit_job(
+    request: Request,
+    file: UploadFile = File(..., description="JPEG, PNG, WebP or BMP photo"),
+    width: int | None = Form(None),
+    height: int | None = Form(None),
+    background_r: int | None = Form(None),
+    background_g: int | None = Form(None),
+    background_b: int | None = Form(None),
+    face_margin: float | None = Form(None),
+    use_oval_mask: bool | None = Form(None),
+    enhance_face: bool | None = Form(None),
+    enhance_fidelity: float | None = Form(None),
+    max_jpeg_kb: int | None = Form(None),
+    touch_up: bool = Form(False),
+) -> dict:
+    """Same options as ``/api/v1/process``. Poll ``GET /api/v1/jobs/{id}``; the job survives a
+    gateway restart (re-queued from its stored input)."""
+    settings = request.app.state.settings
+    options = resolve_request(
+        settings,
+        width=width,
+        height=height,
+        background=(background_r, background_g, background_b),
+        face_margin=face_margin,
+        use_oval_mask=use_oval_mask,
+        enhance_face=enhance_face,
+        enhance_fidelity=enhance_fidelity,
+        max_jpeg_kb=max_jpeg_kb,
+        touch_up=touch_up,
+    )
+    image = await read_upload_capped(file, settings.max_upload_bytes)
+    record = await request.app.state.jobs.submit(image, options, sanitize_filename(file.filename))
+    return {
+        "job_id": record.job_id,
+        "status": record.status,
+        "status_url": f"/api/v1/jobs/{record.job_id}",
+        "result_url": f"/api/v1/jobs/{record.job_id}/result?format=png",
+    }
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobStatus,
+    response_model_exclude_none=True,
+    summary="Status of any job (async, process or batch)",
+    responses=error_responses(*LOOKUP_ERRORS),
+)
+async def job_status(request: Request, job_id: str) -> dict:
+    record = await _record(request, job_id)
+    body = record.model_dump(
+        include={
+            "job_id",
+            "kind",
+            "status",
+            "created_at",
+            "updated_at",
+            "attempts",
+            "error",
+            "error_message",
+            "note",
+            "result",
+            "processing_time_ms",
+        }
+    )
+    if record.status == "completed" and record.files:
+        body["png_url"] = download_url(job_id, "png")
+        body["jpg_url"] = download_url(job_id, "jpg")
+    return body
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_class=FileResponse,
+    summary="The output of a completed async job",
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "the portrait"},
+        **error_responses(*LOOKUP_ERRORS, "invalid_format", "job_not_finished", "job_failed"),
+    },
+)
+async def job_result(
+    request: Request, job_id: str, format: str = Query("png", description="png or jpg")
+) -> FileResponse:
+    validate_format(format)
+    record = await _record(request, job_id)
+    if record.status in ("queued", "running"):
+        raise GatewayError(409, "job_not_finished", f"job {job_id} is {record.status}")
+    if record.status == "failed":
+        raise GatewayError(409, "job_failed", f"job {job_id} failed: {record.error}: {record.error_message}")
+    return await _download(request, record, format)
+
+
+async def _download(request: Request, record: JobRecord, fmt: str) -> FileResponse:
+    name = record.files.get(fmt)
+    if not name:
+        raise GatewayError(404, "not_found", f"job {record.job_id} has no {fmt} output")
+    path = await asyncio.to_thread(request.app.state.storage.existing_file, record.job_id, name)
+    weights = await request.app.state.weights.get()
+    return _file_response(path, fmt, f"portrait-{record.job_id}.{fmt}", weights)
+
+
+@router.get(
+    "/download/{job_id}/{fmt}",
+    response_class=FileResponse,
+    summary="Download the PNG or JPEG of a processed job",
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "the portrait"},
+        **error_responses(*LOOKUP_ERRORS, "invalid_format"),
+    },
+)
+async def download(request: Request, job_id: str, fmt: str) -> FileResponse:
+    validate_format(fmt)
+    record = await _record(request, job_id)
+    return await _download(request, record, fmt)
+
+
+@router.get(
+    "/download/{job_id}/{index}/{fmt}",
+    response_class=FileResponse,
+    summary="Download the PNG or JPEG of one file of a batch (index as in `results`)",
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "the portrait"},
+        **error_responses(*LOOKUP_ERRORS, "invalid_format", "invalid_request"),
+    },
+)
+async def download_batch_file(request: Request, job_id: str, index: int, fmt: str) -> FileResponse:
+    validate_format(fmt)
+    record = await _record(request, job_id)
+    if record.kind != "batch" or not 0 <= index < len(record.items) or not record.items[index].get("success"):
+        raise GatewayError(404, "not_found", f"batch job {job_id} has no successful file #{index}")
+    path = await asyncio.to_thread(request.app.state.storage.existing_file, job_id, f"file-{index:04d}.{fmt}")
+    weights = await request.app.state.weights.get()
+    return _file_response(path, fmt, f"portrait-{job_id}-{index}.{fmt}", weights)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=DeleteResponse,
+    summary="Delete a job and its files",
+    responses=error_responses(*LOOKUP_ERRORS, "storage_error"),
+)
+async def delete_job(request: Request, job_id: str) -> dict:
+    validate_job_id(job_id)
+    deleted = await asyncio.to_thread(request.app.state.storage.delete, job_id)
+    if not deleted:
+        raise GatewayError(404, "not_found", f"job {job_id} not found (unknown or expired)")
+    return {"success": True, "job_id": job_id, "deleted": True}

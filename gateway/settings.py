@@ -1,0 +1,90 @@
+"""Gateway settings, read from ``FACECRAFT_*`` environment variables (see docs/api.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """Every knob of the gateway. Env var = ``FACECRAFT_`` + field name in upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="FACECRAFT_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    log_level: str = "info"
+
+    triton_url: str = Field("localhost:8001", description="Triton gRPC endpoint, host:port")
+    triton_timeout_s: float = Field(120.0, gt=0, description="per-inference timeout")
+    model_repository: Path | None = Field(
+        None, description="the Triton model repository, to read export.json (trained/untrained)"
+    )
+
+    # Processing defaults (the Facecraft contract).
+    default_width: int = Field(648, ge=64, le=4096)
+    default_height: int = Field(648, ge=64, le=4096)
+    default_background: Annotated[tuple[int, int, int], NoDecode] = (240, 240, 240)
+    default_face_margin: float = Field(0.3, ge=0.0, le=2.0)
+    default_use_oval_mask: bool = True
+    default_enhance_face: bool = True
+    default_enhance_fidelity: float = Field(0.7, ge=0.0, le=1.0)
+    default_max_jpeg_kb: int = Field(200, ge=8, le=10240)
+
+    # Limits.
+    max_upload_mb: float = Field(20.0, gt=0)
+    max_image_pixels: int = Field(50_000_000, gt=0)
+    batch_max_files: int = Field(50, ge=1)
+    max_concurrent_jobs: int = Field(4, ge=1, description="Triton inferences in flight at once")
+    queue_wait_s: float = Field(
+        2.0, ge=0, description="how long a synchronous request waits for a free slot before 503"
+    )
+    job_workers: int = Field(2, ge=1, description="async job worker tasks")
+    job_max_attempts: int = Field(3, ge=1, description="tries per async job while Triton is down")
+
+    # Storage.
+    output_dir: Path = Path("outputs")
+    cleanup_age_hours: float = Field(24.0, gt=0)
+    cleanup_interval_s: float = Field(600.0, gt=0)
+
+    # Security and health.
+    api_key: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ready_cache_s: float = Field(5.0, ge=0, description="how long a readiness probe result is reused")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 responses")
+
+    @field_validator("default_background", mode="before")
+    @classmethod
+    def _parse_background(cls, value):
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if len(parts) != 3:
+                raise ValueError("default_background must be three integers 'R,G,B'")
+            value = tuple(int(part) for part in parts)
+        value = tuple(value)
+        if len(value) != 3 or not all(0 <= int(channel) <= 255 for channel in value):
+            raise ValueError("default_background must be three integers in 0..255")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value):
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value):
+        return None if value in ("", None) else value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def cleanup_age_s(self) -> float:
+        return self.cleanup_age_hours * 3600.0

@@ -1,0 +1,219 @@
+"""Job storage on disk: one folder per job under ``OUTPUT_DIR/jobs``, written atomically.
+
+Layout::
+
+    OUTPUT_DIR/jobs/<job_id>/job.json      metadata (JobRecord), replaced atomically
+    OUTPUT_DIR/jobs/<job_id>/portrait.png  outputs of /process and async jobs
+    OUTPUT_DIR/jobs/<job_id>/portrait.jpg
+    OUTPUT_DIR/jobs/<job_id>/file-0003.png per-file outputs of a batch
+    OUTPUT_DIR/jobs/<job_id>/input.bin     the upload of a queued async job (kept for restarts)
+
+Every file is written to a temporary name in the same folder, fsynced, then renamed, so a reader
+never sees a partial file. Job ids and file names are validated against strict patterns and every
+resolved path is checked to stay inside the jobs folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from facecraft.gateway.errors import GatewayError
+from facecraft.gateway.security import validate_job_id
+
+FILE_NAME_PATTERN = re.compile(r"^(portrait|file-\d{4})\.(png|jpg)$|^input\.bin$|^job\.json$")
+METADATA_NAME = "job.json"
+INPUT_NAME = "input.bin"
+
+
+class JobRecord(BaseModel):
+    """Metadata of one job, persisted as ``job.json``."""
+
+    job_id: str
+    kind: str = Field(..., description="process | batch | async")
+    status: str = Field(..., description="queued | running | completed | failed")
+    created_at: float
+    updated_at: float
+    options: dict[str, Any] = Field(default_factory=dict)
+    filename: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    error_message: str | None = None
+    result: dict[str, Any] | None = None
+    files: dict[str, str] = Field(default_factory=dict, description="format -> file name")
+    items: list[dict[str, Any]] = Field(default_factory=list, description="batch: one entry per file")
+    processing_time_ms: float | None = None
+    note: str | None = None
+
+
+class StorageError(GatewayError):
+    """A disk failure: 507 when the disk is full, 500 otherwise; error code ``storage_error``."""
+
+    def __init__(self, action: str, error: OSError):
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        detail = "no space left on the device" if full else (error.strerror or str(error))
+        super().__init__(507 if full else 500, "storage_error", f"could not {action}: {detail}")
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via temp file + fsync + rename; never leaves a partial file.
+
+    Raises :class:`StorageError` on any OS error (the temporary file is removed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise StorageError(f"write {path.name}", error) from error
+    _fsync_directory(path.parent)
+
+
+class JobStorage:
+    """Files and metadata of jobs under ``root/jobs``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.jobs_root = (self.root / "jobs").resolve()
+
+    def ensure_ready(self) -> None:
+        try:
+            self.jobs_root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"create {self.jobs_root}", error) from error
+
+    def job_dir(self, job_id: str) -> Path:
+        """The folder of a job (validated id, guaranteed inside the jobs folder)."""
+        validate_job_id(job_id)
+        path = (self.jobs_root / job_id).resolve()
+        if path.parent != self.jobs_root:
+            raise GatewayError(400, "invalid_job_id", "job id resolves outside the output folder")
+        return path
+
+    def file_path(self, job_id: str, name: str) -> Path:
+        """Path of a job file; ``name`` must be one of the generated names."""
+        if not FILE_NAME_PATTERN.fullmatch(name):
+            raise GatewayError(400, "invalid_format", f"not a job file name: {name!r}")
+        folder = self.job_dir(job_id)
+        path = (folder / name).resolve()
+        if path.parent != folder:
+            raise GatewayError(400, "invalid_format", "file name resolves outside the job folder")
+        return path
+
+    def write_file(self, job_id: str, name: str, data: bytes) -> int:
+        """Write one job file atomically; returns its size."""
+        atomic_write_bytes(self.file_path(job_id, name), data)
+        return len(data)
+
+    def read_file(self, job_id: str, name: str) -> bytes:
+        path = self.file_path(job_id, name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise GatewayError(404, "not_found", f"job {job_id} has no file {name}") from None
+        except OSError as error:
+            raise StorageError(f"read {name}", error) from error
+
+    def existing_file(self, job_id: str, name: str) -> Path:
+        """Path of an existing job file, or 404 ``not_found``."""
+        path = self.file_path(job_id, name)
+        if not path.is_file():
+            raise GatewayError(404, "not_found", f"job {job_id} has no {name} (unknown or expired job)")
+        return path
+
+    def save(self, record: JobRecord) -> None:
+        """Persist a job's metadata atomically."""
+        record.updated_at = time.time()
+        data = json.dumps(record.model_dump(), indent=1).encode()
+        atomic_write_bytes(self.file_path(record.job_id, METADATA_NAME), data)
+
+    def load(self, job_id: str) -> JobRecord | None:
+        """A job's metadata, or None when the job does not exist (or its metadata is unreadable)."""
+        path = self.file_path(job_id, METADATA_NAME)
+        try:
+            return JobRecord.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None
+
+    def require(self, job_id: str) -> JobRecord:
+        record = self.load(job_id)
+        if record is None:
+            raise GatewayError(404, "not_found", f"job {job_id} not found (unknown or expired)")
+        return record
+
+    def iter_records(self) -> Iterator[JobRecord]:
+        """Every readable job record (folders with other names are ignored)."""
+        if not self.jobs_root.is_dir():
+            return
+        for entry in sorted(self.jobs_root.iterdir()):
+            if entry.is_dir() and re.fullmatch(r"[0-9a-f]{32}", entry.name):
+                record = self.load(entry.name)
+                if record is not None:
+                    yield record
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a job folder; False when it did not exist."""
+        folder = self.job_dir(job_id)
+        if not folder.is_dir():
+            return False
+        try:
+            shutil.rmtree(folder)
+        except OSError as error:
+            raise StorageError(f"delete job {job_id}", error) from error
+        return True
+
+    def cleanup(self, max_age_s: float, now: float | None = None) -> list[str]:
+        """Delete finished jobs (and unreadable leftovers) older than ``max_age_s``; returns their ids.
+
+        Queued and running jobs are kept whatever their age.
+        """
+        now = time.time() if now is None else now
+        removed: list[str] = []
+        if not self.jobs_root.is_dir():
+            return removed
+        for entry in self.jobs_root.iterdir():
+            if not (entry.is_dir() and re.fullmatch(r"[0-9a-f]{32}", entry.name)):
+                continue
+            record = self.load(entry.name)
+            if record is not None and record.status in ("queued", "running"):
+                continue
+            created = record.created_at if record is not None else entry.stat().st_mtime
+            if now - created > max_age_s:
+                try:
+                    shutil.rmtree(entry)
+                    removed.append(entry.name)
+                except OSError:
+                    continue
+        return removed

@@ -1,0 +1,381 @@
+"""``facecraft bench``: sequential in-process pipeline vs Triton over gRPC vs the gateway, one run.
+
+Steps: prepare a benchmark copy of the model repository (configs for the device; ONNX exported
+when missing), start the embedded Triton on free ports and the gateway as a subprocess, pick the
+photos, then for enhance on/off run each scenario with a bounded number of requests at each
+concurrency, diffing Triton's statistics around every Triton/gateway scenario. The sequential
+baseline runs at concurrency 1 only (one caller, stages one after the other). Writes
+``<out>/<timestamp>-<preset>-<device>.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from facecraft.client.batch import IMAGE_SUFFIXES, write_atomically
+from facecraft.client.bench_load import run_async_load, run_sequential_load
+from facecraft.client.bench_machine import (
+    REFERENCE_GMAC,
+    conv_probe,
+    count_onnx_macs,
+    describe_machine,
+    peak_rss_of_tree,
+)
+from facecraft.client.bench_report import build_report, render_markdown
+from facecraft.client.bench_stats import diff_statistics, snapshot
+from facecraft.client.errors import FacecraftError, NoFaceDetected
+from facecraft.client.options import PortraitOptions
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+SHARED_FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
+ONNX_MODELS = ("codeformer", "u2net")
+GENERATED = ("model.onnx", "model.onnx.data", "export.json", "__pycache__", "*.pyc")
+# Single clearly frontal faces of the shared development set (see its SOURCES.md), varied sizes.
+DEFAULT_PHOTOS = (
+    "fr__obama_small.jpg",
+    "dlib__Tom_Cruise_avp_2014_4.jpg",
+    "cf__Einstein01.png",
+    "fr__obama-1080p.jpg",
+    "hiv__test0.jpg",
+    "cf__Hepburn01.png",
+)
+
+
+@dataclass
+class BenchConfig:
+    preset: str = "full"
+    device: str = "cpu"
+    quick: bool = False
+    photos_dir: Path | None = None
+    concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    requests: int = 16
+    out_dir: Path = Path("benchmarks/results")
+    repo: Path | None = None
+    scenarios: tuple[str, ...] = ("sequential", "triton", "gateway")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- preparation -------------------------------------------------------------------------------
+
+
+def prepare_repository(config: BenchConfig) -> Path:
+    """The benchmark model repository: committed configs/Python models (refreshed), instance groups
+    for the device, and ONNX exports (made with ``facecraft.export`` when missing)."""
+    from facecraft.runtime.instance_groups import configure_repository
+
+    repo = (
+        config.repo
+        or REPO_ROOT / ".facecraft" / "bench" / f"{config.preset}-{config.device}" / "model_repository"
+    )
+    repo = Path(repo)
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(MODEL_REPOSITORY, repo, ignore=shutil.ignore_patterns(*GENERATED), dirs_exist_ok=True)
+    configure_repository(repo, device=config.device)
+    missing = [name for name in ONNX_MODELS if not (repo / name / "1" / "model.onnx").is_file()]
+    if missing:
+        from facecraft.export.exporter import export_model
+
+        weights = "random" if config.preset == "tiny" else "auto"
+        for name in missing:
+            log(f"exporting {name} (preset {config.preset}, weights {weights}) into {repo} ...")
+            export_model(name, preset=config.preset, weights=weights, seed=0, repo=repo, progress=True)
+    return repo
+
+
+def export_records(repo: Path) -> dict[str, dict]:
+    """``export.json`` of each ONNX model (trained flag, preset, weights source), when present."""
+    records = {}
+    for name in ONNX_MODELS:
+        path = repo / name / "1" / "export.json"
+        try:
+            records[name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            records[name] = {}
+    return records
+
+
+def select_photos(photos_dir: Path | None, limit: int | None = None) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the benchmark photos: ``photos_dir``'s images, else the shared default set,
+    else the public-domain astronaut from scikit-image."""
+    if photos_dir is not None:
+        paths = sorted(p for p in Path(photos_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise FileNotFoundError(f"no photos in {photos_dir}")
+    else:
+        paths = [SHARED_FACES / name for name in DEFAULT_PHOTOS if (SHARED_FACES / name).is_file()]
+    photos = [(p.name, p.read_bytes()) for p in paths]
+    if not photos:
+        import io
+
+        from PIL import Image
+        from skimage import data
+
+        buffer = io.BytesIO()
+        Image.fromarray(data.astronaut()).save(buffer, format="JPEG", quality=92)
+        photos = [("skimage_astronaut.jpg", buffer.getvalue())]
+    return photos[:limit] if limit else photos
+
+
+@contextlib.contextmanager
+def gateway_process(grpc_url: str, repo: Path, max_concurrency: int):
+    """Run ``python -m facecraft.gateway`` on a free loopback port; yields its base URL (or raises)."""
+    from facecraft.runtime.server import free_port
+
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="facecraft-bench-gateway-"))
+    env = dict(
+        os.environ,
+        FACECRAFT_HOST="127.0.0.1",
+        FACECRAFT_PORT=str(port),
+        FACECRAFT_TRITON_URL=grpc_url,
+        FACECRAFT_MODEL_REPOSITORY=str(repo),
+        FACECRAFT_OUTPUT_DIR=str(workdir / "outputs"),
+        # the benchmark measures throughput, so the gateway must queue rather than shed load
+        FACECRAFT_MAX_CONCURRENT_JOBS=str(max_concurrency),
+        FACECRAFT_QUEUE_WAIT_S="3600",
+        FACECRAFT_TRITON_TIMEOUT_S="3600",
+        FACECRAFT_LOG_LEVEL="warning",
+    )
+    env.pop("FACECRAFT_API_KEY", None)
+    log_path = workdir / "gateway.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "facecraft.gateway"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"gateway exited with {process.returncode}: {log_path.read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway not healthy after 120 s: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield base_url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+
+def _progress(total: int, label: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="req", file=sys.stderr, leave=False)
+
+
+def usable_photos(photos, call_sync) -> tuple[list, list[str]]:
+    """Drop photos in which the pipeline finds no face (they would measure error paths)."""
+    kept, dropped = [], []
+    for name, data in photos:
+        try:
+            call_sync(data)
+            kept.append((name, data))
+        except NoFaceDetected:
+            dropped.append(name)
+    return kept, dropped
+
+
+def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
+    """Run every scenario and write the Markdown + JSON report; returns their paths."""
+    from facecraft.client.async_portrait_client import AsyncPortraitClient
+    from facecraft.client.bench_sequential import SequentialPipeline
+    from facecraft.client.gateway_client import AsyncGatewayClient
+    from facecraft.runtime.server import TritonServer
+
+    started_at = datetime.now(timezone.utc)
+    log(f"preset {config.preset}, device {config.device}, concurrency {config.concurrency}, "
+        f"{config.requests} requests per scenario")  # fmt: skip
+    machine = describe_machine()
+    log("conv-throughput probe (onnxruntime) ...")
+    probe = conv_probe(config.device)
+    log(f"probe: {probe.gflops:.1f} GFLOP/s ({probe.provider})")
+    repo = prepare_repository(config)
+    records = export_records(repo)
+    macs = {name: count_onnx_macs(repo / name / "1" / "model.onnx") for name in ONNX_MODELS}
+    photos = select_photos(config.photos_dir)
+    enhance_modes = (True, False)
+    scenario_results: list[dict] = []
+    notes: list[str] = []
+    rss: dict[str, dict[str, float]] = {}
+
+    sequential = None
+    if "sequential" in config.scenarios:
+        log("loading the sequential onnxruntime pipeline ...")
+        sequential = SequentialPipeline(repo, config.device)
+        photos, dropped = usable_photos(
+            photos, lambda data: sequential.process(data, PortraitOptions(enhance=False))
+        )
+        if dropped:
+            notes.append(f"photos without a detectable face were left out: {', '.join(dropped)}")
+        if not photos:
+            raise FacecraftError("no benchmark photo has a detectable face")
+        for enhance in enhance_modes:
+            options = PortraitOptions(enhance=enhance)
+            sequential.process(photos[0][1], options)  # warm-up
+            with _progress(config.requests, f"sequential enhance={enhance} c1") as bar:
+                load = run_sequential_load(
+                    lambda data, _name, o=options: sequential.process(data, o),
+                    photos,
+                    requests=config.requests,
+                    on_request=bar.update,
+                )
+            scenario_results.append(
+                {"scenario": "sequential", "enhance": enhance, "concurrency": 1, **load.summary()}
+            )
+            log(_line(scenario_results[-1]))
+        notes.append(
+            "sequential = one caller in this process running the stages one after the other (concurrency 1 only)"
+        )
+
+    runtime_dir = repo.parent / "runtime"
+    server = TritonServer(
+        repo,
+        runtime_dir=runtime_dir,
+        host="127.0.0.1",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        ready_timeout=1800,
+        exit_timeout=5,
+    )
+    log(f"starting embedded Triton over {repo} ...")
+    server.start()
+    try:
+        log(f"Triton ready: grpc {server.grpc_url}, http {server.http_url}")
+
+        async def triton_scenarios() -> None:
+            async with AsyncPortraitClient(server.grpc_url, "grpc", timeout_s=3600) as client:
+                for enhance in enhance_modes:
+                    options = PortraitOptions(enhance=enhance)
+                    await client.process_with(photos[0][1], options)  # warm-up
+                    for concurrency in config.concurrency:
+                        before = snapshot(server.http_url)
+                        with _progress(
+                            config.requests, f"triton-grpc enhance={enhance} c{concurrency}"
+                        ) as bar:
+                            load = await run_async_load(
+                                lambda data, _name, o=options: client.process_with(data, o),
+                                photos,
+                                requests=config.requests,
+                                concurrency=concurrency,
+                                on_request=bar.update,
+                            )
+                        deltas = diff_statistics(before, snapshot(server.http_url))
+                        scenario_results.append(
+                            {
+                                "scenario": "triton_grpc",
+                                "enhance": enhance,
+                                "concurrency": concurrency,
+                                **load.summary(),
+                                "triton_models": [d.to_dict() for d in deltas],
+                            }
+                        )
+                        log(_line(scenario_results[-1]))
+
+        if "triton" in config.scenarios:
+            asyncio.run(triton_scenarios())
+
+        if "gateway" in config.scenarios:
+            try:
+                with gateway_process(server.grpc_url, repo, max(config.concurrency)) as (base_url, gateway):
+
+                    async def gateway_scenarios() -> None:
+                        async with AsyncGatewayClient(base_url, timeout_s=3600) as client:
+                            for enhance in enhance_modes:
+                                options = PortraitOptions(enhance=enhance)
+                                await client.process_with(photos[0][1], options, filename=photos[0][0])
+                                for concurrency in config.concurrency:
+                                    before = snapshot(server.http_url)
+                                    with _progress(
+                                        config.requests, f"gateway enhance={enhance} c{concurrency}"
+                                    ) as bar:
+                                        load = await run_async_load(
+                                            lambda data, name, o=options: client.process_with(
+                                                data, o, filename=name
+                                            ),
+                                            photos,
+                                            requests=config.requests,
+                                            concurrency=concurrency,
+                                            on_request=bar.update,
+                                        )
+                                    deltas = diff_statistics(before, snapshot(server.http_url))
+                                    scenario_results.append(
+                                        {
+                                            "scenario": "gateway_http",
+                                            "enhance": enhance,
+                                            "concurrency": concurrency,
+                                            **load.summary(),
+                                            "triton_models": [d.to_dict() for d in deltas],
+                                        }
+                                    )
+                                    log(_line(scenario_results[-1]))
+
+                    asyncio.run(gateway_scenarios())
+                    rss["gateway"] = peak_rss_of_tree(gateway.pid)
+            except (RuntimeError, OSError) as error:
+                notes.append(f"gateway scenario not run: {error}")
+                log(f"gateway scenario not run: {error}")
+        rss["triton"] = peak_rss_of_tree(server.pid) if server.pid else {}
+    finally:
+        server.stop()
+
+    report = build_report(
+        config=config,
+        started_at=started_at,
+        machine=machine,
+        probe=probe,
+        records=records,
+        macs=macs,
+        photos=[name for name, _ in photos],
+        scenarios=scenario_results,
+        rss=rss,
+        notes=notes,
+        reference_gmac=REFERENCE_GMAC,
+    )
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{config.preset}-{config.device}"
+    json_path, md_path = config.out_dir / f"{stem}.json", config.out_dir / f"{stem}.md"
+    write_atomically(json_path, json.dumps(report, indent=2).encode())
+    write_atomically(md_path, render_markdown(report).encode())
+    return md_path, json_path
+
+
+def _line(result: dict) -> str:
+    latency = result["latency_ms"]
+    p50 = f"{latency['p50']:.0f}" if latency.get("p50") is not None else "-"
+    return (
+        f"{result['scenario']:<13} enhance={str(result['enhance']):<5} c{result['concurrency']:<3} "
+        f"{result['images_per_s']:.3f} img/s  p50 {p50} ms  ok {result['ok']}/{result['requests']}"
+    )

@@ -1,0 +1,202 @@
+"""Machine facts for the benchmark: description, conv-throughput probe, ONNX MAC counts, peak RSS."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# DESIGN §9 reference figures for the full preset (MACs per image).
+REFERENCE_GMAC = {"codeformer": 405.0, "u2net": 58.6}
+
+
+def describe_machine() -> dict:
+    """CPU model, cores, memory, GPU (nvidia-smi if present) and library versions."""
+    cpu_model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    gpu = None
+    try:
+        completed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        if completed.returncode == 0 and completed.stdout.strip():
+            gpu = completed.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "cpu_model": cpu_model,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": memory_gib,
+        "gpu": gpu,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for package in (
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "tritonclient",
+        "nvidia-pytriton",
+        "numpy",
+        "dlib-bin",
+        "torch",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@dataclass(frozen=True)
+class ConvProbe:
+    """Measured fp32 conv throughput of onnxruntime on this machine."""
+
+    gflops: float
+    gmac_per_run: float
+    seconds_per_run: float
+    provider: str
+    shape: str
+
+
+def conv_probe(device: str = "cpu", repeats: int = 5, channels: int = 256, size: int = 96) -> ConvProbe:
+    """Time a big 3×3 convolution ``[1,C,S,S] * [C,C,3,3]`` in onnxruntime; best of ``repeats``."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.01
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "conv_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])],
+        initializer=[numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    providers = (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "gpu" else ["CPUExecutionProvider"]
+    )
+    providers = [p for p in providers if p in ort.get_available_providers()]
+    session = ort.InferenceSession(model.SerializeToString(), providers=providers)
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    session.run(None, {"x": x})  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        session.run(None, {"x": x})
+        best = min(best, time.perf_counter() - started)
+    gmac = channels * channels * 9 * size * size / 1e9
+    return ConvProbe(
+        gflops=2 * gmac / best,
+        gmac_per_run=gmac,
+        seconds_per_run=best,
+        provider=session.get_providers()[0],
+        shape=f"[1,{channels},{size},{size}] conv3x3 -> {channels} ch",
+    )
+
+
+def count_onnx_macs(onnx_path: Path) -> float:
+    """Multiply-accumulates of one sample (batch 1) through the graph: Conv, ConvTranspose, MatMul, Gemm.
+
+    Shapes come from ONNX shape inference with every dynamic dimension set to 1.
+    """
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for value in list(model.graph.input) + list(model.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    shapes: dict[str, list[int]] = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in value.type.tensor_type.shape.dim]
+        shapes[value.name] = dims
+    for initializer in inferred.graph.initializer:
+        shapes[initializer.name] = list(initializer.dims)
+
+    total = 0.0
+    for node in inferred.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            weight, output = shapes.get(node.input[1]), shapes.get(node.output[0])
+            if not weight or not output:
+                continue
+            kernel = int(np.prod(weight[2:]))
+            if node.op_type == "Conv":
+                # weight [C_out, C_in/groups, k...]
+                total += float(np.prod(output)) * weight[1] * kernel
+            else:
+                # weight [C_in, C_out/groups, k...]: every input element feeds C_out/groups * k outputs
+                input_shape = shapes.get(node.input[0])
+                if input_shape:
+                    total += float(np.prod(input_shape)) * weight[1] * kernel
+        elif node.op_type in ("MatMul", "Gemm"):
+            a, output = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if not a or not output:
+                continue
+            transposed = node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)
+            inner = a[-2] if transposed else a[-1]
+            total += float(np.prod(output)) * inner
+    return total
+
+
+def peak_rss_of_tree(root_pid: int) -> dict[str, float]:
+    """Peak resident memory (VmHWM, MiB) of ``root_pid`` and every descendant, keyed ``name[pid]``.
+
+    Read from ``/proc``; Triton's Python backend stubs are children of the server process.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    result: dict[str, float] = {}
+    stack = [root_pid]
+    while stack:
+        pid = stack.pop()
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        name = fields.get("Name", "?").strip()
+        hwm = fields.get("VmHWM", "0 kB").split()[0]
+        result[f"{name}[{pid}]"] = round(int(hwm) / 1024, 1)
+        stack.extend(children.get(pid, []))
+    return result

@@ -1,0 +1,231 @@
+"""Benchmark report: the JSON document (``build_report``) and its Markdown rendering (``render_markdown``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+
+REPORT_VERSION = 1
+MODEL_OF = {"codeformer": "codeformer", "u2net": "u2net"}
+
+
+def _best(scenarios: list[dict], name: str, enhance: bool) -> dict | None:
+    candidates = [s for s in scenarios if s["scenario"] == name and s["enhance"] == enhance and s["ok"] > 0]
+    return max(candidates, key=lambda s: s["images_per_s"]) if candidates else None
+
+
+def _at(scenarios: list[dict], name: str, enhance: bool, concurrency: int) -> dict | None:
+    for s in scenarios:
+        if (
+            s["scenario"] == name
+            and s["enhance"] == enhance
+            and s["concurrency"] == concurrency
+            and s["ok"] > 0
+        ):
+            return s
+    return None
+
+
+def _ratio(numerator: dict | None, denominator: dict | None) -> float | None:
+    if not numerator or not denominator or denominator["images_per_s"] <= 0:
+        return None
+    return numerator["images_per_s"] / denominator["images_per_s"]
+
+
+def build_report(
+    *,
+    config,
+    started_at: datetime,
+    machine: dict,
+    probe,
+    records: dict[str, dict],
+    macs: dict[str, float],
+    photos: list[str],
+    scenarios: list[dict],
+    rss: dict[str, dict[str, float]],
+    notes: list[str],
+    reference_gmac: dict[str, float],
+) -> dict:
+    """The whole report as a JSON-serialisable dict (see docs/benchmarks.md for the fields)."""
+    models = {}
+    for name, count in macs.items():
+        record = records.get(name, {})
+        models[name] = {
+            "gmac_per_image": count / 1e9,
+            "reference_gmac_full": reference_gmac.get(name),
+            "trained": record.get("trained"),
+            "preset": record.get("preset", config.preset),
+            "weights": record.get("weights") or record.get("weights_source"),
+        }
+    # Achieved model throughput from Triton's compute_infer time during each Triton/gateway scenario.
+    model_throughput = []
+    for s in scenarios:
+        for delta in s.get("triton_models", []):
+            gmac = models.get(delta["model"], {}).get("gmac_per_image")
+            if not gmac or delta["compute_infer_s_total"] <= 0:
+                continue
+            gflops = 2 * gmac * delta["inferences"] / delta["compute_infer_s_total"]
+            model_throughput.append(
+                {
+                    "scenario": s["scenario"],
+                    "enhance": s["enhance"],
+                    "concurrency": s["concurrency"],
+                    "model": delta["model"],
+                    "avg_batch_size": delta["avg_batch_size"],
+                    "gflops_achieved": gflops,
+                    "fraction_of_probe": gflops / probe.gflops if probe.gflops else None,
+                }
+            )
+    roofline = {}
+    for enhance in (True, False):
+        gmac = models.get("u2net", {}).get("gmac_per_image", 0.0) + (
+            models.get("codeformer", {}).get("gmac_per_image", 0.0) if enhance else 0.0
+        )
+        roofline["enhanced" if enhance else "basic"] = {
+            "gmac_per_image": gmac,
+            "images_per_s": probe.gflops / (2 * gmac) if gmac else None,
+        }
+    ratios = {}
+    top = max(config.concurrency)
+    for enhance, label in ((True, "enhanced"), (False, "basic")):
+        sequential = _at(scenarios, "sequential", enhance, 1)
+        triton_top = _at(scenarios, "triton_grpc", enhance, top)
+        ratios[f"triton_c{top}_over_sequential_{label}"] = _ratio(triton_top, sequential)
+        for c in config.concurrency:
+            ratios[f"gateway_over_grpc_c{c}_{label}"] = _ratio(
+                _at(scenarios, "gateway_http", enhance, c), _at(scenarios, "triton_grpc", enhance, c)
+            )
+        best = _best(scenarios, "triton_grpc", enhance)
+        bound = roofline["enhanced" if enhance else "basic"]["images_per_s"]
+        ratios[f"end_to_end_over_roofline_{label}"] = best["images_per_s"] / bound if best and bound else None
+    untrained = [name for name, m in models.items() if m["trained"] is not True]
+    report_notes = list(notes)
+    if untrained:
+        report_notes.append(
+            f"UNTRAINED weights (seeded random) for: {', '.join(untrained)} — timings are valid, outputs are not real restorations"
+        )
+    if config.preset != "full":
+        report_notes.append("roofline and GFLOP/s are only meaningful at the full preset")
+    if config.device == "cpu":
+        report_notes.append(
+            "GPU not measured in this run; on a GPU machine run: facecraft bench --preset full --device gpu"
+        )
+    return {
+        "report_version": REPORT_VERSION,
+        "timestamp": started_at.isoformat(),
+        "preset": config.preset,
+        "device": config.device,
+        "quick": config.quick,
+        "requests_per_scenario": config.requests,
+        "concurrency": list(config.concurrency),
+        "machine": machine,
+        "conv_probe": asdict(probe),
+        "models": models,
+        "photos": photos,
+        "scenarios": scenarios,
+        "model_throughput": model_throughput,
+        "roofline": roofline,
+        "ratios": ratios,
+        "peak_rss_mib": {
+            group: {"processes": values, "total": round(sum(values.values()), 1)}
+            for group, values in rss.items()
+        },
+        "notes": report_notes,
+    }
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_markdown(report: dict) -> str:
+    """A human-readable Markdown version of ``report`` (same numbers as the JSON)."""
+    m = report["machine"]
+    lines = [
+        f"# Facecraft benchmark — preset `{report['preset']}`, device `{report['device']}`",
+        "",
+        f"{report['timestamp']} · {report['requests_per_scenario']} requests per scenario · "
+        f"concurrency {', '.join(map(str, report['concurrency']))}"
+        + (" · quick smoke run" if report["quick"] else ""),
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m.get('cpu_model')} ({m.get('usable_cores')} usable of {m.get('logical_cores')} logical cores), "
+        f"memory {m.get('memory_gib')} GiB",
+        f"- GPU: {m.get('gpu') or 'none'}",
+        f"- {m.get('os')}, Python {m.get('python')}",
+        "- " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
+        f"- conv probe: {report['conv_probe']['gflops']:.1f} GFLOP/s fp32 ({report['conv_probe']['shape']}, "
+        f"{report['conv_probe']['provider']})",
+        "",
+        "## Models",
+        "",
+        "| model | GMAC / image (ONNX graph) | reference (full, DESIGN §9) | weights |",
+        "|---|---|---|---|",
+    ]
+    for name, model in report["models"].items():
+        trained = {True: "trained", False: "**untrained** (seeded random)"}.get(model["trained"], "unknown")
+        lines.append(
+            f"| {name} | {_fmt(model['gmac_per_image'])} | {_fmt(model['reference_gmac_full'], 1)} | {trained} |"
+        )
+    lines += [
+        "",
+        f"Photos: {', '.join(report['photos'])}",
+        "",
+        "## Throughput and latency",
+        "",
+        "| scenario | enhance | concurrency | ok / requests | images/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["scenarios"]:
+        latency = s["latency_ms"]
+        lines.append(
+            f"| {s['scenario']} | {s['enhance']} | {s['concurrency']} | {s['ok']} / {s['requests']} | "
+            f"{_fmt(s['images_per_s'], 3)} | {_fmt(latency.get('p50'), 0)} | {_fmt(latency.get('p95'), 0)} | "
+            f"{_fmt(latency.get('p99'), 0)} |"
+        )
+    lines += [
+        "",
+        "## Triton per-model statistics (diff over each scenario)",
+        "",
+        "| scenario | enhance | c | model | requests | avg batch | queue ms/req | compute ms/req |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["scenarios"]:
+        for d in s.get("triton_models", []):
+            lines.append(
+                f"| {s['scenario']} | {s['enhance']} | {s['concurrency']} | {d['model']} | {d['requests']} | "
+                f"{_fmt(d['avg_batch_size'])} | {_fmt(d['queue_ms_per_request'], 1)} | {_fmt(d['compute_ms_per_request'], 1)} |"
+            )
+    lines += [
+        "",
+        "## Achieved model throughput vs the conv probe",
+        "",
+        "| scenario | enhance | c | model | avg batch | GFLOP/s | of probe |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in report["model_throughput"]:
+        lines.append(
+            f"| {t['scenario']} | {t['enhance']} | {t['concurrency']} | {t['model']} | {_fmt(t['avg_batch_size'])} | "
+            f"{_fmt(t['gflops_achieved'], 1)} | {_fmt(t['fraction_of_probe'])} |"
+        )
+    lines += ["", "## Roofline and ratios", ""]
+    for label, bound in report["roofline"].items():
+        lines.append(
+            f"- {label}: {_fmt(bound['gmac_per_image'])} GMAC/image → model-only roofline "
+            f"{_fmt(bound['images_per_s'], 3)} images/s at the probe's GFLOP/s"
+        )
+    for key, value in report["ratios"].items():
+        lines.append(f"- `{key}`: {_fmt(value)}")
+    lines += ["", "## Peak RSS (MiB)", ""]
+    for group, values in report["peak_rss_mib"].items():
+        lines.append(f"- {group}: total {values['total']}")
+        for process, mib in sorted(values["processes"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"  - {process}: {mib}")
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"

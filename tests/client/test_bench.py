@@ -1,0 +1,63 @@
+"""``facecraft bench --preset tiny --quick``: the report is produced and well formed (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from facecraft.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, capsys):
+    import shutil
+
+    repo = tmp_path / "bench-repo"
+    shutil.copytree(tiny_model_repo, repo)  # reuse the session's tiny exports; the bench refreshes configs
+    out = tmp_path / "results"
+    code = main(["bench", "--preset", "tiny", "--quick", "--requests", "2", "--concurrency", "1,2",
+                 "--out", str(out), "--repo", str(repo)])  # fmt: skip
+    assert code == 0
+    json_files, md_files = sorted(out.glob("*-tiny-cpu.json")), sorted(out.glob("*-tiny-cpu.md"))
+    assert len(json_files) == 1 and len(md_files) == 1
+    report = json.loads(json_files[0].read_text())
+    for key in (
+        "machine",
+        "conv_probe",
+        "models",
+        "scenarios",
+        "model_throughput",
+        "roofline",
+        "ratios",
+        "peak_rss_mib",
+        "notes",
+    ):
+        assert key in report, key
+    assert report["conv_probe"]["gflops"] > 0
+    assert all(report["models"][m]["gmac_per_image"] > 0 for m in ("codeformer", "u2net"))
+    assert any("UNTRAINED" in note for note in report["notes"])
+    seen = {(s["scenario"], s["enhance"], s["concurrency"]) for s in report["scenarios"]}
+    for enhance in (True, False):
+        assert ("sequential", enhance, 1) in seen
+        for concurrency in (1, 2):
+            assert ("triton_grpc", enhance, concurrency) in seen
+    for s in report["scenarios"]:
+        assert s["ok"] == s["requests"] == 2, s
+        assert s["images_per_s"] > 0 and s["latency_ms"]["p50"] > 0
+    triton = [s for s in report["scenarios"] if s["scenario"] == "triton_grpc"]
+    models = {d["model"] for s in triton for d in s["triton_models"]}
+    assert {"decode", "detect", "u2net", "compose", "codeformer"} <= models
+    assert all(d["avg_batch_size"] >= 1 for s in triton for d in s["triton_models"])
+    assert report["peak_rss_mib"]["triton"]["total"] > 0
+    gateway = [s for s in report["scenarios"] if s["scenario"] == "gateway_http"]
+    assert gateway or any("gateway scenario not run" in note for note in report["notes"])
+    markdown = md_files[0].read_text()
+    for heading in (
+        "## Machine",
+        "## Throughput and latency",
+        "## Triton per-model statistics",
+        "## Roofline and ratios",
+    ):
+        assert heading in markdown

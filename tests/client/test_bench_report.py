@@ -1,0 +1,99 @@
+"""Report building: ratios, roofline, achieved GFLOP/s and the Markdown sections, from known numbers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from facecraft.client.bench import BenchConfig
+from facecraft.client.bench_machine import ConvProbe
+from facecraft.client.bench_report import build_report, render_markdown
+
+
+def scenario(name, enhance, concurrency, images_per_s, models=()):
+    return {
+        "scenario": name,
+        "enhance": enhance,
+        "concurrency": concurrency,
+        "requests": 4,
+        "ok": 4,
+        "failed": 0,
+        "wall_s": 4 / images_per_s,
+        "images_per_s": images_per_s,
+        "latency_ms": {"p50": 100.0, "p95": 150.0, "p99": 160.0, "mean": 110.0},
+        "errors": [],
+        "triton_models": list(models),
+    }
+
+
+def make_report():
+    codeformer_delta = {
+        "model": "codeformer",
+        "requests": 4,
+        "inferences": 4,
+        "executions": 2,
+        "avg_batch_size": 2.0,
+        "queue_ms_per_request": 5.0,
+        "compute_ms_per_request": 50.0,
+        "compute_infer_ms_per_execution": 100.0,
+        "compute_infer_s_total": 2.0,
+    }
+    scenarios = [
+        scenario("sequential", True, 1, 0.1),
+        scenario("sequential", False, 1, 0.5),
+        scenario("triton_grpc", True, 1, 0.1, [codeformer_delta]),
+        scenario("triton_grpc", True, 4, 0.3, [codeformer_delta]),
+        scenario("triton_grpc", False, 4, 1.0),
+        scenario("gateway_http", True, 4, 0.27),
+    ]
+    return build_report(
+        config=BenchConfig(preset="full", device="cpu", concurrency=[1, 4], requests=4),
+        started_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        machine={"cpu_model": "test", "logical_cores": 2, "usable_cores": 2, "versions": {}},
+        probe=ConvProbe(
+            gflops=100.0, gmac_per_run=1.0, seconds_per_run=0.02, provider="CPUExecutionProvider", shape="s"
+        ),
+        records={"codeformer": {"trained": False}, "u2net": {"trained": True}},
+        macs={"codeformer": 400e9, "u2net": 50e9},
+        photos=["a.jpg"],
+        scenarios=scenarios,
+        rss={"triton": {"tritonserver[1]": 100.0, "triton_python_backend_stub[2]": 50.0}},
+        notes=[],
+        reference_gmac={"codeformer": 405.0, "u2net": 58.6},
+    )
+
+
+def test_ratios_and_roofline():
+    report = make_report()
+    ratios = report["ratios"]
+    assert ratios["triton_c4_over_sequential_enhanced"] == pytest.approx(3.0)
+    assert ratios["triton_c4_over_sequential_basic"] == pytest.approx(2.0)
+    assert ratios["gateway_over_grpc_c4_enhanced"] == pytest.approx(0.9)
+    assert ratios["gateway_over_grpc_c1_enhanced"] is None
+    # enhanced: 450 GMAC/image at 100 GFLOP/s → 1/9 images/s; best Triton 0.3 → 2.7× the bound
+    assert report["roofline"]["enhanced"]["images_per_s"] == pytest.approx(100 / 900)
+    assert ratios["end_to_end_over_roofline_enhanced"] == pytest.approx(0.3 * 9)
+    # codeformer: 4 images × 400 GMAC × 2 / 2 s = 1600 GFLOP/s
+    throughput = report["model_throughput"][0]
+    assert throughput["gflops_achieved"] == pytest.approx(1600.0)
+    assert report["peak_rss_mib"]["triton"]["total"] == 150.0
+    assert any("UNTRAINED" in note and "codeformer" in note for note in report["notes"])
+    assert any("--device gpu" in note for note in report["notes"])
+
+
+def test_markdown_has_every_section():
+    markdown = render_markdown(make_report())
+    for heading in (
+        "## Machine",
+        "## Models",
+        "## Throughput and latency",
+        "## Triton per-model statistics",
+        "## Achieved model throughput",
+        "## Roofline and ratios",
+        "## Peak RSS (MiB)",
+        "## Notes",
+    ):
+        assert heading in markdown
+    assert "**untrained**" in markdown
+    assert "| triton_grpc | True | 4 | 4 / 4 | 0.300 |" in markdown

@@ -1,0 +1,75 @@
+"""``facecraft process`` end to end against the real embedded Triton."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from facecraft.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_process_folder_with_good_and_no_face_images(
+    triton_server, astronaut_jpeg, no_face_jpeg, tmp_path, capsys, protocol
+):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "astronaut.jpg").write_bytes(astronaut_jpeg)
+    (photos / "gradient.jpg").write_bytes(no_face_jpeg)
+    out = tmp_path / "out"
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    code = main(
+        ["process", str(photos), "-o", str(out), "--url", url, "--protocol", protocol, "--concurrency", "2",
+         "--no-enhance", "--width", "128", "--height", "160"]
+    )  # fmt: skip
+    assert code == 1  # the no-face photo counts as a failure
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.jpg", "astronaut.png"]
+    assert Image.open(out / "astronaut.png").size == (128, 160)
+    assert Image.open(io.BytesIO((out / "astronaut.jpg").read_bytes())).format == "JPEG"
+    printed = capsys.readouterr().out
+    assert "gradient.jpg" in printed and "no face" in printed
+    assert printed.splitlines()[-1].split()[:4] == ["1", "1", "0", "2"]
+
+
+def test_process_all_good_exits_zero_with_enhancement(triton_server, astronaut_jpeg, tmp_path, capsys):
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "process",
+                str(photo),
+                "-o",
+                str(out),
+                "--url",
+                triton_server.grpc_url,
+                "--width",
+                "96",
+                "--height",
+                "96",
+                "--shared-memory",
+            ]
+        )
+        == 0
+    )
+    assert (out / "me.png").is_file() and (out / "me.jpg").is_file()
+    assert capsys.readouterr().out.splitlines()[-1].split()[:4] == ["1", "0", "0", "1"]
+
+
+def test_process_server_down_fails_cleanly(astronaut_jpeg, tmp_path, capsys):
+    from facecraft.runtime.server import free_port
+
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    out = tmp_path / "out"
+    assert (
+        main(["process", str(photo), "-o", str(out), "--url", f"127.0.0.1:{free_port()}", "--timeout", "5"])
+        == 1
+    )
+    assert list(out.iterdir()) == []
+    assert "failed" in capsys.readouterr().out

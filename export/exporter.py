@@ -1,0 +1,215 @@
+"""Export CodeFormer / U²-Net to ``<repo>/<model>/1/model.onnx`` with parity check and record.
+
+Steps: resolve weights (official / local path / seeded random) → trace to a temp ONNX file in the
+target folder → parity + batch-independence check (fails the export) → metadata_props → rename to
+``model.onnx`` → ``export.json``. On any failure the temp file is removed and an existing
+``model.onnx`` is left untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from facecraft import __version__
+from facecraft.export import weights as weights_mod
+from facecraft.export.metadata import MODEL_VERSION, metadata_path, write_json_atomic
+from facecraft.export.models import (
+    MODEL_NAMES,
+    ModelSpec,
+    build_model,
+    parameter_count,
+    resolve,
+)
+from facecraft.export.onnx_export import DEFAULT_OPSET, convert_to_fp16, export_onnx, set_metadata_props
+from facecraft.export.parity import ParityReport, check_parity
+
+__all__ = ["MODEL_NAMES", "ExportResult", "UntrainedWeightsWarning", "WeightsChoice", "export_model"]
+
+# Parity batch sizes: tiny models check 1 and 4; full ones 1 and 3 (CodeFormer ≈ 405 GMAC/image).
+PARITY_BATCHES = {"tiny": (1, 4), "full": (1, 3)}
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """The exported model has random weights: its output is not a real restoration/segmentation."""
+
+
+@dataclass
+class WeightsChoice:
+    """Where the network's weights came from."""
+
+    source: str  # "official" | "path" | "random"
+    trained: bool
+    path: str | None = None
+    seed: int | None = None
+    note: str = ""
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.metadata.get("trained"))
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"[export] {message}", file=sys.stderr, flush=True)
+
+
+def untrained_banner(spec: ModelSpec, seed: int, reason: str) -> str:
+    return (
+        f"!!! {spec.name} ({spec.variant}, {spec.preset}) is UNTRAINED: random weights, seed {seed}. "
+        f"{reason} Its output is NOT a real result. !!!"
+    )
+
+
+def _random(spec: ModelSpec, seed: int, reason: str, progress: bool) -> tuple[nn.Module, WeightsChoice]:
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    banner = untrained_banner(spec, seed, reason)
+    warnings.warn(banner, UntrainedWeightsWarning, stacklevel=3)
+    _say(progress, banner)
+    return model, WeightsChoice("random", trained=False, seed=seed, note=reason)
+
+
+def load_weights(
+    spec: ModelSpec, weights: str, seed: int, *, progress: bool = True
+) -> tuple[nn.Module, WeightsChoice]:
+    """Build the network for ``spec`` with ``weights`` = ``auto`` | ``official`` | ``random`` | PATH.
+
+    ``auto`` tries the official checkpoint (cache, then download) and falls back to seeded random
+    weights with an ``UntrainedWeightsWarning`` only when the download host cannot be reached.
+    Raises ``WeightsError`` subclasses for a missing/corrupt file or a wrong architecture.
+    """
+    if weights == "random":
+        return _random(spec, seed, "Chosen with --weights random.", progress)
+    if weights in ("auto", "official"):
+        if spec.preset != "full":
+            if weights == "official":
+                raise weights_mod.WeightsError(
+                    f"there are no official weights for the {spec.preset!r} preset; use --preset full"
+                )
+            return _random(spec, seed, f"The {spec.preset!r} preset has no official weights.", progress)
+        entry = weights_mod.OFFICIAL_WEIGHTS[spec.variant]
+        try:
+            _say(progress, f"official weights {entry.filename} ({entry.source})")
+            path = weights_mod.fetch_official(spec.variant, progress=progress)
+        except weights_mod.DownloadError as error:
+            if weights == "auto" and error.offline:
+                return _random(spec, seed, f"Official weights unavailable ({error}).", progress)
+            raise
+        source, label = "official", entry.filename
+    else:
+        path = Path(weights).expanduser()
+        source, label = "path", str(path)
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    checkpoint_key = "params_ema" if spec.name == "codeformer" else None
+    state = weights_mod.read_state_dict(path, checkpoint_key)
+    weights_mod.load_strict(model, state, label=label)
+    return model.eval(), WeightsChoice(source, trained=True, path=str(path))
+
+
+def export_model(
+    name: str,
+    *,
+    variant: str | None = None,
+    preset: str = "full",
+    weights: str = "auto",
+    seed: int = 0,
+    fp16: bool = False,
+    repo: Path = Path("model_repository"),
+    opset: int | None = None,
+    progress: bool = True,
+) -> ExportResult:
+    """Export one model (``codeformer`` or ``u2net``) into the Triton repository ``repo``.
+
+    Raises ``UnknownModelError`` (bad name/variant/preset), ``WeightsError`` subclasses, or
+    ``ParityError``; nothing partial is left in ``repo`` in those cases.
+    """
+    spec = resolve(name, variant, preset)
+    opset = opset or DEFAULT_OPSET
+    started = time.perf_counter()
+    model, choice = load_weights(spec, weights, seed, progress=progress)
+    params = parameter_count(model)
+
+    version_dir = Path(repo) / spec.name / MODEL_VERSION
+    version_dir.mkdir(parents=True, exist_ok=True)
+    final = version_dir / "model.onnx"
+    tmp = version_dir / f".model.onnx.{os.getpid()}.tmp"
+    try:
+        _say(
+            progress,
+            f"{spec.name}/{spec.variant} preset {spec.preset}: {params:,} parameters; tracing to ONNX (opset {opset})",
+        )
+        step = time.perf_counter()
+        export_onnx(model, spec, tmp, opset=opset)
+        if fp16:
+            _say(progress, "converting to float16 (float32 inputs/outputs kept)")
+            convert_to_fp16(tmp)
+        export_seconds = time.perf_counter() - step
+        batches = PARITY_BATCHES[spec.preset]
+        _say(progress, f"exported in {export_seconds:.1f}s; parity check at batch sizes {batches}")
+        report: ParityReport = check_parity(
+            model, tmp, spec, batch_sizes=batches, fp16=fp16, seed=seed, log=lambda m: _say(progress, m)
+        )
+        _say(progress, report.summary())
+        props = {
+            "facecraft.model": spec.name,
+            "facecraft.variant": spec.variant,
+            "facecraft.preset": spec.preset,
+            "facecraft.weights_source": choice.source,
+            "facecraft.trained": str(choice.trained).lower(),
+            "facecraft.seed": "" if choice.seed is None else str(choice.seed),
+            "facecraft.parameter_count": str(params),
+            "facecraft.fp16": str(fp16).lower(),
+            "facecraft.version": __version__,
+        }
+        doc = spec.description + ("" if choice.trained else " -- UNTRAINED (random weights)")
+        set_metadata_props(tmp, props, doc=doc)
+        sha256 = weights_mod.sha256_of(tmp)
+        onnx_bytes = tmp.stat().st_size
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+    import onnx
+
+    record = {
+        "model": spec.name,
+        "variant": spec.variant,
+        "preset": spec.preset,
+        "weights_source": choice.source,
+        "weights_path": choice.path,
+        "trained": choice.trained,
+        "untrained_reason": None if choice.trained else choice.note,
+        "seed": choice.seed,
+        "parameter_count": params,
+        "onnx_sha256": sha256,
+        "onnx_bytes": onnx_bytes,
+        "opset": opset,
+        "fp16": fp16,
+        "inputs": {t.name: ["B", *t.shape] for t in spec.inputs},
+        "outputs": {spec.output.name: ["B", *spec.output.shape]},
+        "parity": report.as_dict(),
+        "export_seconds": round(export_seconds, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "facecraft_version": __version__,
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+    }
+    write_json_atomic(metadata_path(Path(repo) / spec.name), record)
+    return ExportResult(onnx_path=final, metadata=record)

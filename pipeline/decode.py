@@ -132,7 +132,10 @@ def decode_image(
             rgb = _to_rgb(image, background)
     except PipelineError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        # Pillow refuses headers above 2x its own limit while opening, before our check can run.
+        raise PipelineError(IMAGE_TOO_LARGE, STEP, f"{error}; the cap is {max_pixels} pixels") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise PipelineError(INVALID_IMAGE, STEP, f"corrupt or truncated {kind} data ({error})") from None
     original_size = (int(rgb.shape[1]), int(rgb.shape[0]))
     return DecodedImage(rgb=limit_working_size(rgb, max_side), original_size=original_size, format=kind)

@@ -17,6 +17,8 @@ STEP = "detect"
 # HOG runs on a copy whose long side is at most this; full-resolution HOG costs ~250 ms/MP.
 DETECTION_MAX_SIDE = 800
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
+# HOG SVM score (dlib default threshold 0); real frontal faces here score ~0.5-2.5.
+CONFIDENT_SCORE = 0.25
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ def find_faces(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
     """All frontal faces in an HWC uint8 RGB image as (x, y, w, h) in its pixels, largest first.
 
     HOG runs on a copy downscaled to ≤ 800 px long side (upsample 0); when that finds nothing it
-    retries with one upsampling step, which catches faces down to ~40 px in the copy.
+    retries with one upsampling step, which catches faces down to ~40 px in the copy. Detections
+    scoring below ``CONFIDENT_SCORE`` (HOG false positives on hands, fabric...) are dropped when
+    a confident one exists, so a large false positive cannot beat the real face.
     """
     h, w = rgb.shape[:2]
     scale = min(1.0, DETECTION_MAX_SIDE / max(h, w))
@@ -78,10 +82,13 @@ def find_faces(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
     )
     small = np.ascontiguousarray(small)
     detector = _face_detector()
-    rects = detector(small, 0)
+    rects, scores, _ = detector.run(small, 0, 0.0)
     if len(rects) == 0:
-        rects = detector(small, 1)
-    boxes = [(r.left() / scale, r.top() / scale, r.width() / scale, r.height() / scale) for r in rects]
+        rects, scores, _ = detector.run(small, 1, 0.0)
+    found = list(zip(rects, scores, strict=True))
+    if any(score >= CONFIDENT_SCORE for _, score in found):
+        found = [(rect, score) for rect, score in found if score >= CONFIDENT_SCORE]
+    boxes = [(r.left() / scale, r.top() / scale, r.width() / scale, r.height() / scale) for r, _ in found]
     return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
 
 

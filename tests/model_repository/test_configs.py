@@ -1,0 +1,151 @@
+"""Every config.pbtxt parses as a Triton ModelConfig and the ensembles are wired consistently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+ENSEMBLES = ("portrait", "portrait_basic")
+ONNX_MODELS = ("codeformer", "u2net")
+PYTHON_MODELS = ("decode", "detect", "enhance_pre", "enhance_post", "segment_pre", "compose")
+
+
+def load_config(name: str) -> model_config_pb2.ModelConfig:
+    text = (REPOSITORY / name / "config.pbtxt").read_text()
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def all_configs() -> dict[str, model_config_pb2.ModelConfig]:
+    return {
+        path.parent.name: load_config(path.parent.name) for path in sorted(REPOSITORY.glob("*/config.pbtxt"))
+    }
+
+
+def tensor_specs(tensors) -> dict[str, tuple[int, tuple[int, ...]]]:
+    return {t.name: (t.data_type, tuple(t.dims)) for t in tensors}
+
+
+def test_repository_holds_every_model():
+    assert set(all_configs()) == {*ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS}
+
+
+@pytest.mark.parametrize("name", [*ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS])
+def test_config_name_matches_folder_and_has_a_version_folder(name):
+    config = load_config(name)
+    assert config.name == name
+    assert (REPOSITORY / name / "1").is_dir()
+
+
+@pytest.mark.parametrize("name", PYTHON_MODELS)
+def test_python_models_batch_dynamically_and_have_model_py(name):
+    config = load_config(name)
+    assert config.backend == "python"
+    assert config.max_batch_size == 16
+    assert config.HasField("dynamic_batching")
+    assert (REPOSITORY / name / "1" / "model.py").is_file()
+    for tensor in config.input:
+        if -1 in tensor.dims:
+            assert tensor.allow_ragged_batch, f"{name}.{tensor.name} is variable-size but not ragged"
+
+
+@pytest.mark.parametrize("name", ONNX_MODELS)
+def test_onnx_models_batch_dynamically_with_fixed_dims(name):
+    config = load_config(name)
+    assert config.backend == "onnxruntime"
+    assert config.max_batch_size >= 8
+    assert config.HasField("dynamic_batching")
+    assert list(config.dynamic_batching.preferred_batch_size)
+    assert 0 < config.dynamic_batching.max_queue_delay_microseconds <= 10_000
+    for tensor in [*config.input, *config.output]:
+        assert all(d > 0 for d in tensor.dims), f"{name}.{tensor.name} has a dynamic dim"
+
+
+@pytest.mark.parametrize("name", [*ONNX_MODELS, *PYTHON_MODELS])
+def test_instance_groups_are_the_simple_cpu_default(name):
+    groups = load_config(name).instance_group
+    assert len(groups) == 1
+    assert groups[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert groups[0].count == 1
+
+
+@pytest.mark.parametrize("name", ENSEMBLES)
+def test_ensemble_wiring_matches_the_composing_models(name):
+    configs = all_configs()
+    ensemble = configs[name]
+    assert ensemble.platform == "ensemble"
+    assert ensemble.max_batch_size == 1
+    # tensor name → (dtype, dims) as produced so far; the ensemble inputs are available first.
+    available = tensor_specs(ensemble.input)
+    consumed: set[str] = set()
+    steps = list(ensemble.ensemble_scheduling.step)
+    pending = steps[:]
+    # Resolve steps in dependency order; a step that can never run means a tensor nobody produces.
+    while pending:
+        ready = [s for s in pending if all(v in available for v in s.input_map.values())]
+        assert ready, f"{name}: steps {[s.model_name for s in pending]} consume tensors nobody produces"
+        for step in ready:
+            model = configs[step.model_name]
+            model_inputs = tensor_specs(model.input)
+            model_outputs = tensor_specs(model.output)
+            for model_input, tensor in step.input_map.items():
+                assert model_input in model_inputs, f"{step.model_name} has no input {model_input}"
+                assert available[tensor] == model_inputs[model_input], (
+                    f"{name}: {tensor} {available[tensor]} does not match {step.model_name}.{model_input} "
+                    f"{model_inputs[model_input]}"
+                )
+                consumed.add(tensor)
+            required = {t.name for t in model.input if not t.optional}
+            assert required <= set(step.input_map), (
+                f"{step.model_name} misses {required - set(step.input_map)}"
+            )
+            for model_output, tensor in step.output_map.items():
+                assert model_output in model_outputs, f"{step.model_name} has no output {model_output}"
+                assert tensor not in available, f"{name}: {tensor} is produced twice"
+                available[tensor] = model_outputs[model_output]
+            pending.remove(step)
+    for tensor in ensemble.input:
+        assert tensor.name in consumed, f"{name}: input {tensor.name} is never used"
+    for tensor in ensemble.output:
+        assert tensor.name in available, f"{name}: output {tensor.name} is never produced"
+        assert available[tensor.name] == (tensor.data_type, tuple(tensor.dims))
+    produced_inside = set(available) - {t.name for t in ensemble.input}
+    unused = produced_inside - consumed - {t.name for t in ensemble.output}
+    assert not unused, f"{name}: tensors produced but never used: {unused}"
+
+
+@pytest.mark.parametrize("name", ENSEMBLES)
+def test_ensemble_options_are_optional_and_match_decode(name):
+    ensemble = load_config(name)
+    decode = tensor_specs(load_config("decode").input)
+    for tensor in ensemble.input:
+        assert tensor.optional == (tensor.name != "IMAGE")
+        assert decode[tensor.name] == (tensor.data_type, tuple(tensor.dims))
+
+
+def test_portrait_basic_never_runs_codeformer():
+    models = {s.model_name for s in load_config("portrait_basic").ensemble_scheduling.step}
+    assert "codeformer" not in models
+    assert not models & {"enhance_pre", "enhance_post"}
+    assert "FIDELITY" not in {t.name for t in load_config("portrait_basic").input}
+
+
+def test_portrait_runs_codeformer_with_fidelity_as_a_tensor():
+    steps = {s.model_name: s for s in load_config("portrait").ensemble_scheduling.step}
+    assert steps["codeformer"].input_map["w"] == steps["decode"].output_map["FIDELITY_W"]
+    assert steps["compose"].input_map["RGB"] == steps["enhance_post"].output_map["ENHANCED"]
+
+
+@pytest.mark.parametrize("name", ENSEMBLES)
+def test_segmentation_branch_is_parallel_to_detection(name):
+    steps = {s.model_name: s for s in load_config(name).ensemble_scheduling.step}
+    decode_outputs = set(steps["decode"].output_map.values())
+    # segment_pre depends only on decode; nothing on the detection side feeds u2net.
+    assert set(steps["segment_pre"].input_map.values()) <= decode_outputs
+    detect_side = set(steps["detect"].output_map.values())
+    if "enhance_pre" in steps:
+        detect_side |= set(steps["enhance_pre"].output_map.values())
+    assert not set(steps["u2net"].input_map.values()) & detect_side

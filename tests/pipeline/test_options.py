@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from facecraft.pipeline.errors import PipelineError
+from facecraft.pipeline.options import DEFAULT_OPTIONS, Options, resolve_fidelity, resolve_options
+
+
+def test_defaults_match_the_contract():
+    options = resolve_options()
+    assert options == Options(648, 648, (240, 240, 240), 0.3, True, 200, False)
+    assert resolve_fidelity() == pytest.approx(0.7)
+
+
+def test_vector_layout():
+    vector = Options(100, 200, (1, 2, 3), 0.5, False, 64, True).to_vector()
+    assert vector.dtype == np.float32 and vector.shape == (9,)
+    assert vector.tolist() == [100, 200, 1, 2, 3, 0.5, 0, 64, 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"width": 63}, "width"),
+        ({"width": 4097}, "width"),
+        ({"height": 0}, "height"),
+        ({"width": 100.5}, "width"),
+        ({"width": True}, "width"),
+        ({"face_margin": -0.1}, "face_margin"),
+        ({"face_margin": float("nan")}, "face_margin"),
+        ({"face_margin": 2.5}, "face_margin"),
+        ({"max_jpeg_kb": 7}, "max_jpeg_kb"),
+        ({"background": (1, 2)}, "background"),
+        ({"background": (0, 256, 0)}, "background[1]"),
+        ({"oval_mask": 2}, "oval_mask"),
+        ({"touch_up": "yes"}, "touch_up"),
+    ],
+)
+def test_bad_option_is_named(kwargs, named):
+    with pytest.raises(PipelineError) as caught:
+        resolve_options(**kwargs)
+    assert caught.value.code == "invalid_option"
+    assert caught.value.step == "decode"
+    assert named in caught.value.detail
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.01, float("inf")])
+def test_bad_fidelity_is_named(bad):
+    with pytest.raises(PipelineError, match="invalid_option: decode: fidelity"):
+        resolve_fidelity(bad)
+
+
+def test_numpy_scalars_are_accepted():
+    options = resolve_options(width=np.int32(320), face_margin=np.float32(0.5), oval_mask=np.bool_(False))
+    assert (options.width, options.face_margin, options.oval_mask) == (320, 0.5, False)
+
+
+@given(
+    width=st.integers(64, 4096),
+    height=st.integers(64, 4096),
+    background=st.tuples(*[st.integers(0, 255)] * 3),
+    face_margin=st.floats(0.0, 2.0, width=32),
+    oval_mask=st.booleans(),
+    max_jpeg_kb=st.integers(8, 10240),
+    touch_up=st.booleans(),
+)
+def test_options_round_trip_through_the_vector(
+    width, height, background, face_margin, oval_mask, max_jpeg_kb, touch_up
+):
+    options = resolve_options(width, height, background, face_margin, oval_mask, max_jpeg_kb, touch_up)
+    assert Options.from_vector(options.to_vector()) == options
+
+
+def test_from_vector_rejects_a_wrong_length():
+    with pytest.raises(PipelineError, match="OPTIONS has 8 values"):
+        Options.from_vector(DEFAULT_OPTIONS.to_vector()[:8])

@@ -184,6 +184,24 @@ def plan_for(
     return ("KIND_CPU", count)
 
 
+def link_repository(source: Path, output: Path) -> Path:
+    """Create ``output`` mirroring ``source``'s models: config files copied, other entries symlinked."""
+    source = Path(source).resolve()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=False)
+    for model_dir in sorted(path for path in source.iterdir() if path.is_dir()):
+        if not (model_dir / "config.pbtxt").is_file():
+            continue
+        target = output / model_dir.name
+        target.mkdir()
+        for entry in model_dir.iterdir():
+            if entry.name == "config.pbtxt":
+                shutil.copy2(entry, target / entry.name)
+            elif entry.name != "__pycache__":
+                (target / entry.name).symlink_to(entry)
+    return output
+
+
 def configure_repository(
     repo: Path,
     *,
@@ -195,13 +213,14 @@ def configure_repository(
     """Rewrite every ``<model>/config.pbtxt`` of ``repo`` for ``device`` (in place or into ``output``).
 
     ``instances``: instances of each ONNX model; ``python_instances``: of each Python model
-    (default: keep the committed count). With ``output``, ``repo`` is first copied there
-    (``output`` must not exist) and only the copy is edited. Files are replaced atomically.
+    (default: keep the committed count). With ``output`` (which must not exist), only a runtime
+    copy is edited: its ``config.pbtxt`` files are copies, everything else in a model folder
+    (version directories with ``model.onnx`` / ``model.py``) is a symlink into ``repo``, so large
+    exports are not duplicated. Files are replaced atomically.
     """
     repo = Path(repo)
     if output is not None:
-        shutil.copytree(repo, output, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
-        repo = Path(output)
+        repo = link_repository(repo, Path(output))
     placements = []
     for config_path in sorted(repo.glob("*/config.pbtxt")):
         text = config_path.read_text()

@@ -18,7 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from facecraft.runtime.backends import assemble_backend_directory
@@ -177,7 +177,12 @@ class TritonServer:
             used.add(port)
             self.ports[kind] = port
 
-    def start(self, wait: bool = True, timeout: float | None = None) -> TritonServer:
+    def start(
+        self,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_wait: Callable[[float, str], None] | None = None,
+    ) -> TritonServer:
         """Start Triton (no-op if running); with ``wait``, block until all models are READY."""
         if self.is_running():
             return self
@@ -205,7 +210,7 @@ class TritonServer:
         )
         if wait:
             try:
-                self.wait_ready(self.ready_timeout if timeout is None else timeout)
+                self.wait_ready(self.ready_timeout if timeout is None else timeout, on_wait=on_wait)
             except BaseException:
                 self.stop()
                 raise
@@ -262,10 +267,21 @@ class TritonServer:
         except (OSError, ValueError):
             return False
 
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until ready; raise :class:`TritonStartError` with the log tail on exit or timeout."""
+    def wait_ready(
+        self,
+        timeout: float | None = None,
+        on_wait: Callable[[float, str], None] | None = None,
+        report_every: float = 10.0,
+    ) -> None:
+        """Block until ready; raise :class:`TritonStartError` with the log tail on exit or timeout.
+
+        ``on_wait(elapsed_seconds, what_is_pending)`` is called every ``report_every`` seconds
+        while waiting (progress for long CLI start-ups).
+        """
         timeout = self.ready_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        next_report = started + report_every
         last_problem = "no answer on the HTTP port yet"
         while True:
             if self.process is None:
@@ -285,8 +301,12 @@ class TritonServer:
                 )
             except (OSError, ValueError) as error:
                 last_problem = f"HTTP {self.http_url}: {error}"
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise self._start_error(f"Triton not ready after {timeout:.0f} s: {last_problem}")
+            if on_wait is not None and now >= next_report:
+                on_wait(now - started, last_problem)
+                next_report = now + report_every
             time.sleep(0.5)
 
     def stop(self, timeout: float | None = None) -> int | None:

@@ -122,3 +122,16 @@ def test_configure_repository_cpu_in_place_with_python_instances(tmp_path):
 def test_configure_repository_rejects_unknown_device(tmp_path):
     with pytest.raises(ConfigEditError, match="device"):
         configure_repository(_write_repo(tmp_path / "repo"), device="tpu")
+
+
+def test_runtime_copy_links_payload_and_copies_configs(tmp_path):
+    repo = _write_repo(tmp_path / "repo")
+    (repo / "u2net" / "1").mkdir()
+    (repo / "u2net" / "1" / "model.onnx").write_bytes(b"onnx")
+    out = tmp_path / "out"
+    configure_repository(repo, device="cpu", instances=3, output=out)
+    assert (out / "u2net" / "1").is_symlink()
+    assert (out / "u2net" / "1" / "model.onnx").read_bytes() == b"onnx"
+    assert not (out / "u2net" / "config.pbtxt").is_symlink()
+    assert current_count((out / "u2net" / "config.pbtxt").read_text()) == 3
+    assert current_count((repo / "u2net" / "config.pbtxt").read_text()) == 2

@@ -1,0 +1,163 @@
+"""``facecraft serve`` and ``facecraft repo configure``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from facecraft.cli import CliError
+
+DEVICE_CHOICES = ("cpu", "gpu")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the embedded Triton server (and the gateway)",
+        description=(
+            "Export missing ONNX models, start the embedded Triton (nvidia-pytriton wheel) over the "
+            "model repository, wait until every model is READY, then start the gateway "
+            "(python -m facecraft.gateway). Ctrl-C stops both."
+        ),
+    )
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument("--triton-only", action="store_true", help="run Triton only, no gateway")
+    mode.add_argument(
+        "--gateway-only", action="store_true", help="run the gateway only, against --triton-url"
+    )
+    serve.add_argument("--triton-url", help="Triton gRPC HOST:PORT for --gateway-only")
+    serve.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository")
+    serve.add_argument(
+        "--runtime-dir",
+        type=Path,
+        default=Path(".facecraft"),
+        help="backends, logs and generated repository copies (default .facecraft)",
+    )
+    serve.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="cpu", help="instance kind of the ONNX models"
+    )
+    serve.add_argument(
+        "--instances", type=_positive, help="instances per ONNX model (default: committed config)"
+    )
+    serve.add_argument(
+        "--python-instances", type=_positive, help="instances per Python model (default: committed config)"
+    )
+    serve.add_argument(
+        "--preset",
+        choices=("full", "tiny"),
+        default="full",
+        help="preset for models that must be exported first",
+    )
+    serve.add_argument(
+        "--weights", default="auto", help="weights for models that must be exported first (default auto)"
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="bind address for Triton and the gateway")
+    serve.add_argument("--http-port", type=_port, default=8000)
+    serve.add_argument("--grpc-port", type=_port, default=8001)
+    serve.add_argument("--metrics-port", type=_port, default=8002)
+    serve.add_argument("--gateway-port", type=_port, default=8080)
+    serve.add_argument("--log-verbose", type=int, default=0, help="Triton --log-verbose level")
+    serve.add_argument(
+        "--ready-timeout", type=float, default=900.0, help="seconds to wait for every model to be READY"
+    )
+    serve.set_defaults(func=run_serve)
+
+    repo = subparsers.add_parser("repo", help="model repository tools")
+    repo_commands = repo.add_subparsers(dest="repo_command", metavar="ACTION")
+    configure = repo_commands.add_parser(
+        "configure",
+        help="rewrite instance groups for a CPU or GPU host",
+        description=(
+            "Rewrite each model's instance_group: KIND_CPU everywhere on CPU hosts; KIND_GPU for the "
+            "ONNX models on GPU hosts (Python models stay KIND_CPU). Ensembles are left alone."
+        ),
+    )
+    configure.add_argument("--repo", type=Path, default=Path("model_repository"))
+    configure.add_argument("--device", choices=DEVICE_CHOICES, required=True)
+    configure.add_argument("--instances", type=_positive, default=1, help="instances per ONNX model")
+    configure.add_argument(
+        "--python-instances", type=_positive, help="instances per Python model (default: keep)"
+    )
+    configure.add_argument(
+        "--output", type=Path, help="write a runtime copy here instead of editing --repo in place"
+    )
+    configure.set_defaults(func=run_repo_configure)
+    repo.set_defaults(func=lambda _args: repo.print_help() or 2)
+
+
+def run_repo_configure(args: argparse.Namespace) -> int:
+    from facecraft.runtime.instance_groups import ConfigEditError, configure_repository
+
+    if not any(args.repo.glob("*/config.pbtxt")):
+        raise CliError(f"{args.repo} is not a model repository (no */config.pbtxt)")
+    if args.output is not None and args.output.exists():
+        raise CliError(f"--output {args.output} already exists")
+    try:
+        placements = configure_repository(
+            args.repo,
+            device=args.device,
+            instances=args.instances,
+            python_instances=args.python_instances,
+            output=args.output,
+        )
+    except ConfigEditError as error:
+        raise CliError(str(error)) from error
+    for placement in placements:
+        what = f"{placement.count} x {placement.kind}" if placement.kind else "ensemble (unchanged)"
+        print(f"{placement.model:16s} {what}")
+    print(f"configured {args.output or args.repo} for {args.device}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from facecraft.runtime.backends import BackendAssemblyError
+    from facecraft.runtime.discovery import TritonNotFoundError
+    from facecraft.runtime.instance_groups import ConfigEditError
+    from facecraft.runtime.serve import ServeError, ServeOptions, serve
+    from facecraft.runtime.server import TritonStartError
+
+    if args.triton_url and not args.gateway_only:
+        raise CliError("--triton-url only goes with --gateway-only")
+    options = ServeOptions(
+        repo=args.repo,
+        runtime_dir=args.runtime_dir,
+        triton_only=args.triton_only,
+        gateway_only=args.gateway_only,
+        triton_url=args.triton_url,
+        device=args.device,
+        instances=args.instances,
+        python_instances=args.python_instances,
+        preset=args.preset,
+        weights=args.weights,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        gateway_port=args.gateway_port,
+        log_verbose=args.log_verbose,
+        ready_timeout=args.ready_timeout,
+    )
+    try:
+        return serve(options)
+    except (
+        ServeError,
+        TritonStartError,
+        TritonNotFoundError,
+        BackendAssemblyError,
+        ConfigEditError,
+    ) as error:
+        raise CliError(str(error), exit_code=1) from error

@@ -1,0 +1,282 @@
+"""``facecraft serve``: export missing models, run the embedded Triton, then the gateway.
+
+The steps are separate functions so each can be tested on its own; :func:`serve` strings them
+together and owns the clean shutdown (Ctrl-C / SIGTERM stop the gateway first, then Triton).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facecraft.runtime.instance_groups import configure_repository, is_onnx_model
+from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
+
+GATEWAY_MODULE = "facecraft.gateway"
+DEFAULT_GATEWAY_PORT = 8080
+
+
+class ServeError(RuntimeError):
+    """A user-facing failure of ``facecraft serve`` (printed as one line by the CLI)."""
+
+
+def say(message: str) -> None:
+    print(f"facecraft serve: {message}", flush=True)
+
+
+def onnx_models(repo: Path) -> list[str]:
+    """Names of the models in ``repo`` served by ONNX Runtime."""
+    return [
+        path.parent.name for path in sorted(repo.glob("*/config.pbtxt")) if is_onnx_model(path.read_text())
+    ]
+
+
+def missing_onnx_models(repo: Path) -> list[str]:
+    """ONNX models of ``repo`` whose ``1/model.onnx`` has not been exported yet."""
+    return [name for name in onnx_models(repo) if not (repo / name / "1" / "model.onnx").is_file()]
+
+
+def weights_status(repo: Path, name: str) -> dict | None:
+    """Contents of ``<repo>/<name>/1/export.json`` (written by ``facecraft export``), or None."""
+    try:
+        return json.loads((repo / name / "1" / "export.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def export_missing(repo: Path, preset: str, weights: str = "auto") -> list[str]:
+    """Export every missing ONNX model of ``repo`` (progress shown); return the names exported."""
+    missing = missing_onnx_models(repo)
+    if not missing:
+        return []
+    try:
+        from facecraft.export.exporter import export_model
+    except ImportError as error:
+        raise ServeError(
+            f"models {', '.join(missing)} are not exported and facecraft.export is unavailable ({error}); "
+            "install the `export` extra (make setup) or run `facecraft export all`"
+        ) from error
+    for name in missing:
+        say(f"{name}: no {repo / name / '1' / 'model.onnx'}; exporting (preset {preset}, weights {weights})")
+        export_model(name, preset=preset, weights=weights, repo=repo, progress=True)
+    return missing
+
+
+def report_weights(repo: Path) -> list[str]:
+    """Print each ONNX model's weights provenance; return the models with untrained weights."""
+    untrained = []
+    for name in onnx_models(repo):
+        status = weights_status(repo, name)
+        if status is None:
+            say(f"{name}: weights provenance unknown (no 1/export.json)")
+        elif status.get("trained") is False:
+            untrained.append(name)
+            say(
+                f"WARNING: {name} has UNTRAINED weights (seeded random, seed {status.get('seed', '?')}): "
+                "its output is NOT a real result"
+            )
+        else:
+            say(f"{name}: trained weights ({status.get('weights', status.get('weights_source', '?'))})")
+    return untrained
+
+
+def prepare_repository(
+    repo: Path, runtime_dir: Path, device: str, instances: int | None, python_instances: int | None
+) -> Path:
+    """The repository Triton should load: ``repo`` itself for the committed CPU default, else a
+    runtime copy under ``runtime_dir/model_repository`` with generated instance groups."""
+    if device == "cpu" and instances is None and python_instances is None:
+        return repo
+    output = runtime_dir / "model_repository"
+    if output.exists():
+        shutil.rmtree(output)
+    placements = configure_repository(
+        repo, device=device, instances=instances or 1, python_instances=python_instances, output=output
+    )
+    for placement in placements:
+        if placement.kind:
+            say(f"{placement.model}: {placement.count} x {placement.kind}")
+    return output
+
+
+def gateway_available() -> bool:
+    """True when ``python -m facecraft.gateway`` exists in this environment."""
+    try:
+        return importlib.util.find_spec(f"{GATEWAY_MODULE}.__main__") is not None
+    except ImportError:
+        return False
+
+
+@dataclass
+class GatewayProcess:
+    """The gateway (``python -m facecraft.gateway``) as a child process."""
+
+    triton_url: str
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_GATEWAY_PORT
+    log_path: Path | None = None
+    process: subprocess.Popen | None = field(default=None, init=False)
+
+    def start(self) -> GatewayProcess:
+        env = dict(os.environ)
+        env.update(
+            FACECRAFT_TRITON_URL=self.triton_url, FACECRAFT_HOST=self.host, FACECRAFT_PORT=str(self.port)
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", GATEWAY_MODULE], env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        return self
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def wait_healthy(self, timeout: float = 60.0) -> bool:
+        """Poll ``/health`` until it answers 200 (True) or the process exits / time runs out (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/health", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return True
+            time.sleep(0.5)
+        return False
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        return process.returncode
+
+
+@dataclass
+class ServeOptions:
+    repo: Path = Path("model_repository")
+    runtime_dir: Path = DEFAULT_RUNTIME_DIR
+    triton_only: bool = False
+    gateway_only: bool = False
+    triton_url: str | None = None
+    device: str = "cpu"
+    instances: int | None = None
+    python_instances: int | None = None
+    preset: str = "full"
+    weights: str = "auto"
+    host: str = "0.0.0.0"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    gateway_port: int = DEFAULT_GATEWAY_PORT
+    log_verbose: int = 0
+    ready_timeout: float = 900.0
+
+
+def _raise_interrupt(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _wait_forever(triton: TritonServer | None, gateway: GatewayProcess | None) -> int:
+    """Block until a child dies (returns 1) or Ctrl-C / SIGTERM (raises KeyboardInterrupt)."""
+    while True:
+        if triton is not None and not triton.is_running():
+            say(f"Triton exited unexpectedly; last lines of {triton.log_path}:\n{triton.log_tail(30)}")
+            return 1
+        if gateway is not None and gateway.process is not None and gateway.process.poll() is not None:
+            say(f"the gateway exited with code {gateway.process.returncode}")
+            return 1
+        time.sleep(1.0)
+
+
+def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> int:
+    """Run the service until interrupted; returns the exit code."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    triton: TritonServer | None = None
+    gateway: GatewayProcess | None = None
+    try:
+        triton_grpc = options.triton_url
+        if options.gateway_only:
+            if not triton_grpc:
+                raise ServeError("--gateway-only needs --triton-url HOST:PORT (Triton's gRPC endpoint)")
+        else:
+            repo = options.repo.resolve()
+            if not any(repo.glob("*/config.pbtxt")):
+                raise ServeError(f"{repo} is not a model repository (no */config.pbtxt)")
+            runtime_dir = options.runtime_dir.resolve()
+            export_missing(repo, options.preset, options.weights)
+            report_weights(repo)
+            served_repo = prepare_repository(
+                repo, runtime_dir, options.device, options.instances, options.python_instances
+            )
+            triton = TritonServer(
+                served_repo,
+                runtime_dir=runtime_dir,
+                host=options.host,
+                http_port=options.http_port,
+                grpc_port=options.grpc_port,
+                metrics_port=options.metrics_port,
+                log_verbose=options.log_verbose,
+                ready_timeout=options.ready_timeout,
+            )
+            say(f"starting Triton over {served_repo} (log: {triton.log_path})")
+            started = time.monotonic()
+            triton.start(
+                on_wait=lambda elapsed, pending: say(f"waiting for Triton ({elapsed:.0f} s): {pending}")
+            )
+            say(
+                f"Triton ready in {time.monotonic() - started:.0f} s: {', '.join(sorted(triton.model_states()))}"
+            )
+            say(f"  HTTP    {triton.http_url}")
+            say(f"  gRPC    {triton.grpc_url}")
+            say(f"  metrics {triton.metrics_url}")
+            triton_grpc = triton.grpc_url
+
+        if not options.triton_only:
+            if gateway_available():
+                gateway = GatewayProcess(triton_url=triton_grpc, host=options.host, port=options.gateway_port)
+                gateway.start()
+                if gateway.wait_healthy():
+                    say(f"gateway ready: {gateway.url} (Triton gRPC {triton_grpc})")
+                elif gateway.process is None or gateway.process.poll() is not None:
+                    raise ServeError("the gateway exited during start-up (see its output above)")
+                else:
+                    say(f"gateway started at {gateway.url} but /health has not answered yet")
+            elif options.gateway_only:
+                raise ServeError(f"the gateway module {GATEWAY_MODULE} is not installed")
+            else:
+                say(
+                    f"the gateway ({GATEWAY_MODULE}) is not available in this installation; Triton keeps running"
+                )
+        say("press Ctrl-C to stop")
+        return wait(triton, gateway)
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if gateway is not None:
+            gateway.stop()
+        if triton is not None:
+            code = triton.stop()
+            say(f"Triton stopped (exit code {code})")

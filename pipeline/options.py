@@ -59,6 +59,10 @@ class Options:
                 "compose",
                 f"OPTIONS has {values.size} values, expected {OPTIONS_VECTOR_LENGTH}",
             )
+        if not np.isfinite(values).all():
+            raise PipelineError(
+                INVALID_OPTION, "compose", f"OPTIONS holds non-finite values: {values.tolist()}"
+            )
         return resolve_options(
             width=int(round(values[0])),
             height=int(round(values[1])),

@@ -75,3 +75,11 @@ def test_options_round_trip_through_the_vector(
 def test_from_vector_rejects_a_wrong_length():
     with pytest.raises(PipelineError, match="OPTIONS has 8 values"):
         Options.from_vector(DEFAULT_OPTIONS.to_vector()[:8])
+
+
+@pytest.mark.parametrize("position", [0, 2, 5, 7])
+def test_from_vector_rejects_non_finite_values(position):
+    vector = DEFAULT_OPTIONS.to_vector()
+    vector[position] = np.nan
+    with pytest.raises(PipelineError, match="invalid_option: compose: OPTIONS holds non-finite"):
+        Options.from_vector(vector)

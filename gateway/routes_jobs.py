@@ -180,14 +180,19 @@ async def download(request: Request, job_id: str, fmt: str) -> FileResponse:
         **error_responses(*LOOKUP_ERRORS, "invalid_format", "invalid_request"),
     },
 )
-async def download_batch_file(request: Request, job_id: str, index: int, fmt: str) -> FileResponse:
+async def download_batch_file(request: Request, job_id: str, index: str, fmt: str) -> FileResponse:
     validate_format(fmt)
+    if not index.isascii() or not index.isdigit() or len(index) > 4:
+        raise GatewayError(
+            400, "invalid_request", "index must be a file number from the batch results (0, 1, ...)"
+        )
     record = await _record(request, job_id)
-    if record.kind != "batch" or not 0 <= index < len(record.items) or not record.items[index].get("success"):
+    position = int(index)
+    if record.kind != "batch" or position >= len(record.items) or not record.items[position].get("success"):
         raise GatewayError(404, "not_found", f"batch job {job_id} has no successful file #{index}")
     path = await asyncio.to_thread(request.app.state.storage.existing_file, job_id, f"file-{index:04d}.{fmt}")
     weights = await request.app.state.weights.get()
-    return _file_response(path, fmt, f"portrait-{job_id}-{index}.{fmt}", weights)
+    return _file_response(path, fmt, f"portrait-{job_id}-{position}.{fmt}", weights)
 
 
 @router.delete(

@@ -87,7 +87,7 @@ def report_weights(repo: Path) -> list[str]:
                 "its output is NOT a real result"
             )
         else:
-            say(f"{name}: trained weights ({status.get('weights', status.get('weights_source', '?'))})")
+            say(f"{name}: trained weights ({status.get('weights_source', '?')})")
     return untrained
 
 

@@ -159,12 +159,12 @@ class TritonPythonModel:
         if metadata.get("trained") is False:
             pb_utils.Logger.log_warn(
                 f"onnxruntime backend: {self.name}: UNTRAINED weights (seeded random, "
-                f"weights={metadata.get('weights', '?')}, seed={metadata.get('seed', '?')}): "
+                f"weights_source={metadata.get('weights_source', '?')}, seed={metadata.get('seed', '?')}): "
                 "outputs are NOT real results"
             )
         else:
             pb_utils.Logger.log_info(
-                f"onnxruntime backend: {self.name}: trained weights ({metadata.get('weights', '?')})"
+                f"onnxruntime backend: {self.name}: trained weights ({metadata.get('weights_source', '?')}, preset {metadata.get('preset', '?')})"
             )
 
     def _request_arrays(self, request) -> dict[str, np.ndarray]:

@@ -13,19 +13,10 @@ from facecraft.pipeline import decode
 from facecraft.pipeline.errors import PipelineError
 from tests.reliability import corpus
 
-# Cases whose declared size is above Pillow's own bomb limit (2 x 89.5 MP): Image.open raises
-# DecompressionBombError before decode's cap check runs, and decode maps that to invalid_image.
-PILLOW_BOMB_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason="defect: a declared size above Pillow's 179 MP limit raises DecompressionBombError inside "
-    "Image.open, which decode_image reports as invalid_image instead of the documented "
-    "image_too_large: owner pipeline (decode.py)",
-)
-DECODE_DEFECTS = {
-    "png_bomb_declared_100k": PILLOW_BOMB_DEFECT,
-    "png_declared_20000": PILLOW_BOMB_DEFECT,
-    "jpeg_declared_20000": PILLOW_BOMB_DEFECT,
-}
+# Known pipeline defects, pinned as strict xfails until fixed (name -> pytest.mark.xfail(...)).
+# Empty now: the Pillow-bomb case (declared size above Pillow's 179 MP limit answered
+# invalid_image instead of image_too_large), found by this corpus, is fixed in decode.py.
+DECODE_DEFECTS: dict[str, pytest.MarkDecorator] = {}
 CASE_NAMES = [case.name for case in corpus.build_input_cases(np.zeros((64, 64, 3), np.uint8))]
 
 

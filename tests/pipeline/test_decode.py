@@ -158,3 +158,16 @@ def test_sniffing_is_by_content():
 def test_real_rgba_photo(faces_dir):
     decoded = decode_image((faces_dir / "fr__32bit.png").read_bytes())
     assert decoded.rgb.shape == (1200, 626, 3)
+
+
+def test_16_bit_rgb_png_becomes_8_bit_rgb():
+    import cv2
+
+    bgr16 = np.zeros((30, 40, 3), np.uint16)
+    bgr16[:, :, 2] = 65535  # red in OpenCV's BGR order
+    bgr16[:, :, 1] = 32896  # ~half green
+    ok, buffer = cv2.imencode(".png", bgr16)
+    assert ok
+    decoded = decode_image(buffer.tobytes())
+    assert decoded.rgb.dtype == np.uint8
+    assert np.abs(decoded.rgb[10, 10].astype(int) - (255, 128, 0)).max() <= 1

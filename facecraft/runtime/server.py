@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 LOG_TAIL_LINES = 60
+PORT_RETRIES = 3
 
 
 class TritonStartError(RuntimeError):
@@ -190,7 +192,25 @@ class TritonServer:
             raise TritonStartError(f"model repository {self.repo} does not exist")
         self.install = self.install or find_tritonserver()
         assemble_backend_directory(self.install, self.backend_dir)
-        self._choose_ports()
+        first_start = not self.ports
+        for attempt in range(PORT_RETRIES + 1):
+            self._choose_ports()
+            try:
+                return self._start_once(wait, timeout, on_wait)
+            except TritonStartError as error:
+                # An auto-chosen port can be taken between choosing and binding: choose again.
+                taken = re.search(r"Socket '[^']*:(\d+)' already in use", str(error))
+                auto_ports = {self.ports[kind] for kind, port in self._requested_ports.items() if port == 0}
+                if not (
+                    first_start and taken and int(taken.group(1)) in auto_ports and attempt < PORT_RETRIES
+                ):
+                    raise
+                self.ports = {}
+        raise AssertionError("unreachable")
+
+    def _start_once(
+        self, wait: bool, timeout: float | None, on_wait: Callable[[float, str], None] | None
+    ) -> TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self._log_offset = handle.tell()

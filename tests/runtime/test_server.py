@@ -230,3 +230,52 @@ def test_sigint_to_the_process_also_stops_it(tmp_path):
         assert server.process.wait(30) == 0
     finally:
         server.stop()
+
+
+def test_auto_port_taken_before_bind_is_chosen_again(tmp_path, monkeypatch):
+    import socket
+
+    from facecraft.runtime import server as server_module
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    real_free_port = server_module.free_port
+    handed_out = []
+
+    def first_a_taken_port(host="127.0.0.1"):
+        port = taken if not handed_out else real_free_port(host)
+        handed_out.append(port)
+        return port
+
+    monkeypatch.setattr(server_module, "free_port", first_a_taken_port)
+    repo = build_small_repository(tmp_path / "repo")
+    server = _server(repo, tmp_path / "runtime", models=["add_one"])
+    try:
+        server.start()
+        assert taken in handed_out and taken not in server.ports.values()
+        assert "already in use" in server.log_path.read_text()
+        assert server.is_ready()
+    finally:
+        server.stop()
+        blocker.close()
+
+
+def test_fixed_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        repo = build_small_repository(tmp_path / "repo")
+        server = TritonServer(
+            repo,
+            runtime_dir=tmp_path / "runtime",
+            http_port=blocker.getsockname()[1],
+            grpc_port=0,
+            metrics_port=0,
+        )
+        with pytest.raises(TritonStartError, match="already in use"):
+            server.start()
+        assert not server.is_running()

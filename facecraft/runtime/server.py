@@ -158,6 +158,11 @@ class TritonServer:
             f"--metrics-port={self._port('metrics')}",
             "--model-control-mode=explicit",
             "--strict-readiness=true",
+            "--exit-on-error=true",
+            # same metrics as the NGC container (docker/triton-entrypoint.sh): dashboards use summaries
+            "--allow-metrics=true",
+            "--allow-cpu-metrics=true",
+            "--metrics-config=summary_latencies=true",
             f"--exit-timeout-secs={int(self.exit_timeout)}",
             f"--log-verbose={int(self.log_verbose)}",
         ]

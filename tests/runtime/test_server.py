@@ -107,6 +107,7 @@ def test_metrics_url_serves_prometheus_text(small_server):
     with urllib.request.urlopen(small_server.metrics_url, timeout=10) as response:
         body = response.read().decode()
     assert 'nv_inference_request_success{model="add_one"' in body
+    assert "nv_inference_request_summary_us" in body  # summary latencies, as in the NGC container
 
 
 def test_untrained_weights_are_announced(tmp_path):

@@ -72,12 +72,9 @@ def test_instance_groups_are_the_simple_cpu_default(name):
     assert groups[0].count == 1
 
 
-@pytest.mark.parametrize("name", ENSEMBLES)
-def test_ensemble_wiring_matches_the_composing_models(name):
-    configs = all_configs()
-    ensemble = configs[name]
-    assert ensemble.platform == "ensemble"
-    assert ensemble.max_batch_size == 1
+def check_ensemble_wiring(ensemble: model_config_pb2.ModelConfig, configs: dict) -> None:
+    """Assert that every step's maps match its model and the tensor graph is closed."""
+    name = ensemble.name
     # tensor name → (dtype, dims) as produced so far; the ensemble inputs are available first.
     available = tensor_specs(ensemble.input)
     consumed: set[str] = set()
@@ -115,6 +112,46 @@ def test_ensemble_wiring_matches_the_composing_models(name):
     produced_inside = set(available) - {t.name for t in ensemble.input}
     unused = produced_inside - consumed - {t.name for t in ensemble.output}
     assert not unused, f"{name}: tensors produced but never used: {unused}"
+
+
+@pytest.mark.parametrize("name", ENSEMBLES)
+def test_ensemble_wiring_matches_the_composing_models(name):
+    configs = all_configs()
+    ensemble = configs[name]
+    assert ensemble.platform == "ensemble"
+    assert ensemble.max_batch_size == 1
+    check_ensemble_wiring(ensemble, configs)
+
+
+def _broken_copy(mutate) -> tuple[model_config_pb2.ModelConfig, dict]:
+    configs = all_configs()
+    ensemble = model_config_pb2.ModelConfig()
+    ensemble.CopyFrom(configs["portrait"])
+    mutate(ensemble, configs)
+    return ensemble, configs
+
+
+def _step(ensemble, model_name):
+    return next(s for s in ensemble.ensemble_scheduling.step if s.model_name == model_name)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda e, c: _step(e, "codeformer").input_map.__setitem__("w", "options"), "does not match"),
+        (lambda e, c: _step(e, "compose").input_map.__setitem__("SEG_MAP", "nobody"), "nobody produces"),
+        (lambda e, c: _step(e, "u2net").input_map.__setitem__("image", "seg_input"), "has no input image"),
+        (lambda e, c: c["detect"].output[0].dims.__setitem__(0, 5), "does not match"),
+        (
+            lambda e, c: e.input.add(name="EXTRA", data_type=model_config_pb2.TYPE_FP32, dims=[1]),
+            "never used",
+        ),
+    ],
+)
+def test_wiring_check_catches_broken_ensembles(mutate, message):
+    ensemble, configs = _broken_copy(mutate)
+    with pytest.raises(AssertionError, match=message):
+        check_ensemble_wiring(ensemble, configs)
 
 
 @pytest.mark.parametrize("name", ENSEMBLES)

@@ -190,7 +190,9 @@ async def download_batch_file(request: Request, job_id: str, index: str, fmt: st
     position = int(index)
     if record.kind != "batch" or position >= len(record.items) or not record.items[position].get("success"):
         raise GatewayError(404, "not_found", f"batch job {job_id} has no successful file #{index}")
-    path = await asyncio.to_thread(request.app.state.storage.existing_file, job_id, f"file-{index:04d}.{fmt}")
+    path = await asyncio.to_thread(
+        request.app.state.storage.existing_file, job_id, f"file-{position:04d}.{fmt}"
+    )
     weights = await request.app.state.weights.get()
     return _file_response(path, fmt, f"portrait-{job_id}-{position}.{fmt}", weights)
 

@@ -63,7 +63,10 @@ def register(subparsers) -> None:
         help="preset for models that must be exported first",
     )
     serve.add_argument(
-        "--weights", default="auto", help="weights for models that must be exported first (default auto)"
+        "--weights",
+        choices=("auto", "official", "random"),
+        default="auto",
+        help="weights for models that must be exported first (default auto: official, else seeded random)",
     )
     serve.add_argument("--host", default="0.0.0.0", help="bind address for Triton and the gateway")
     serve.add_argument("--http-port", type=_port, default=8000)

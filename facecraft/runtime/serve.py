@@ -62,6 +62,9 @@ def export_missing(repo: Path, preset: str, weights: str = "auto") -> list[str]:
         return []
     try:
         from facecraft.export.exporter import export_model
+        from facecraft.export.models import UnknownModelError
+        from facecraft.export.parity import ParityError
+        from facecraft.export.weights import WeightsError
     except ImportError as error:
         raise ServeError(
             f"models {', '.join(missing)} are not exported and facecraft.export is unavailable ({error}); "
@@ -69,7 +72,10 @@ def export_missing(repo: Path, preset: str, weights: str = "auto") -> list[str]:
         ) from error
     for name in missing:
         say(f"{name}: no {repo / name / '1' / 'model.onnx'}; exporting (preset {preset}, weights {weights})")
-        export_model(name, preset=preset, weights=weights, repo=repo, progress=True)
+        try:
+            export_model(name, preset=preset, weights=weights, repo=repo, progress=True)
+        except (UnknownModelError, ParityError, WeightsError) as error:
+            raise ServeError(f"exporting {name} failed: {error}") from error
     return missing
 
 

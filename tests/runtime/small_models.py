@@ -55,18 +55,19 @@ ENV_PROBE_MODEL = textwrap.dedent(
 )
 
 
-def write_add_one_onnx(path: Path) -> None:
-    """Write the ONNX graph ``y = x + 1`` (FP32, shape ``[N, 4]``) to ``path``."""
+def write_add_one_onnx(path: Path, width: int | None = 4) -> None:
+    """Write the ONNX graph ``y = x + 1`` (FP32, shape ``[N, width]``; ``None``: any width) to ``path``."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    one = numpy_helper.from_array(np.ones((1, 4), dtype=np.float32), name="one")
+    one = numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), name="one")
+    dims = ["N", width if width is not None else "W"]
     graph = helper.make_graph(
         [helper.make_node("Add", ["x", "one"], ["y"])],
         "add_one",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
         initializer=[one],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -76,7 +77,7 @@ def write_add_one_onnx(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def build_small_repository(root: Path, *, kind: str = "KIND_CPU", delay_us: int = 200_000) -> Path:
+def build_small_repository(root: Path, *, kind: str = "KIND_CPU", delay_us: int = 500_000) -> Path:
     """Create ``root`` with ``add_one`` and ``env_probe``; return it."""
     add_one = root / "add_one"
     write_add_one_onnx(add_one / "1" / "model.onnx")

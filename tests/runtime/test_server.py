@@ -280,3 +280,42 @@ def test_fixed_port_in_use_is_a_clear_error(tmp_path):
         with pytest.raises(TritonStartError, match="already in use"):
             server.start()
         assert not server.is_running()
+
+
+RAGGED_CONFIG = """\
+name: "add_one_ragged"
+backend: "onnxruntime"
+max_batch_size: 8
+input [ { name: "x", data_type: TYPE_FP32, dims: [ -1 ], allow_ragged_batch: true } ]
+output [ { name: "y", data_type: TYPE_FP32, dims: [ -1 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 500000 }
+instance_group [ { kind: KIND_CPU, count: 1 } ]
+"""
+
+
+def test_ragged_requests_batched_together_are_run_one_by_one(tmp_path):
+    """Different-length requests in one batch cannot be concatenated: each runs alone, all succeed."""
+    import tritonclient.http as httpclient
+
+    from tests.runtime.small_models import write_add_one_onnx
+
+    repo = tmp_path / "repo"
+    write_add_one_onnx(repo / "add_one_ragged" / "1" / "model.onnx", width=None)
+    (repo / "add_one_ragged" / "config.pbtxt").write_text(RAGGED_CONFIG)
+
+    def call(length: int) -> np.ndarray:
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            tensor = httpclient.InferInput("x", [1, length], "FP32")
+            tensor.set_data_from_numpy(np.full((1, length), length, np.float32))
+            return client.infer("add_one_ragged", [tensor]).as_numpy("y")
+        finally:
+            client.close()
+
+    with _server(repo, tmp_path / "runtime") as server:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            outputs = list(pool.map(call, (3, 5, 7, 9)))
+        stats = _stats(server.http_url, "add_one_ragged")
+    for length, output in zip((3, 5, 7, 9), outputs, strict=True):
+        np.testing.assert_array_equal(output, np.full((1, length), length + 1, np.float32))
+    assert stats["inference_count"] == 4 and stats["execution_count"] < 4

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
 
 from facecraft.gateway.errors import GatewayError
+from facecraft.gateway.metrics import GatewayMetrics
 from facecraft.gateway.security import JOB_ID_PATTERN
-from facecraft.gateway.service import new_job_id, resolve_request, result_summary
+from facecraft.gateway.service import PortraitService, new_job_id, resolve_request, result_summary
 from facecraft.gateway.settings import GatewaySettings
-from facecraft.gateway.triton import PortraitOutput
+from facecraft.gateway.storage import JobStorage
+from facecraft.gateway.triton import PortraitOutput, TritonGateway
 
 
 @pytest.fixture
@@ -79,3 +82,31 @@ def test_result_summary_fields():
     assert summary["output_size"] == {"width": 640, "height": 480}
     assert summary["file_size_bytes"] == 7
     assert summary["png_size_bytes"] == 10
+
+
+def test_saturated_slots_answer_503_server_busy(tmp_path):
+    """With every inference slot taken beyond QUEUE_WAIT_S, the next request gets 503 + Retry-After."""
+    settings = GatewaySettings(output_dir=tmp_path, max_concurrent_jobs=1, queue_wait_s=0.05, retry_after_s=4)
+    triton = TritonGateway("127.0.0.1:1", 1.0)
+    release = asyncio.Event()
+    output = PortraitOutput(b"png", b"jpg", (0, 0, 1, 1), 1, True, (64, 64))
+
+    async def slow_inference(image, request):
+        await release.wait()
+        return output
+
+    triton.infer_portrait = slow_inference
+    service = PortraitService(settings, triton, JobStorage(tmp_path), GatewayMetrics())
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108020000009077")
+
+    async def scenario():
+        first = asyncio.create_task(service.infer(png, resolve_request(settings)))
+        await asyncio.sleep(0.01)
+        with pytest.raises(GatewayError) as info:
+            await service.infer(png, resolve_request(settings))
+        release.set()
+        return info.value, await first
+
+    busy, first = asyncio.run(scenario())
+    assert (busy.status_code, busy.error, busy.headers["Retry-After"]) == (503, "server_busy", "4")
+    assert first.output is output

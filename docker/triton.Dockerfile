@@ -5,8 +5,10 @@
 #   docker build -f docker/triton.Dockerfile --target runtime -t facecraft/triton-runtime:0.1.0 .
 #
 # Targets:
-#   export   python + torch (CPU) that runs `facecraft export all` (official weights when they can be
-#            loaded, else seeded random weights, recorded as untrained in export.json)
+#   exporter python + torch (CPU) + the project: `facecraft export` as entrypoint (compose profile
+#            `export` runs it against the host's model_repository/)
+#   export   exporter that has run `facecraft export all` at build time (official weights when
+#            they can be loaded, else seeded random weights, recorded as untrained in export.json)
 #   runtime  the NGC Triton image + the Python-model dependencies; the model repository is MOUNTED
 #            at /models (docker-compose.yml does this with the host's exported model_repository/)
 #   baked    runtime + the exported repository copied in (default, self-contained)
@@ -17,12 +19,9 @@ ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 ARG EXPORT_PYTHON_IMAGE=python:3.11.10-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
-FROM ${EXPORT_PYTHON_IMAGE} AS export
-# tiny | full (official hyper-parameters)
-ARG FACECRAFT_PRESET=full
-# auto (official download, seeded random weights when it fails) | random | a path under /weights
-ARG FACECRAFT_WEIGHTS=auto
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+FROM ${EXPORT_PYTHON_IMAGE} AS exporter
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
+    FACECRAFT_CACHE_DIR=/cache
 WORKDIR /src
 # torch from the CPU wheel index: the default index would pull gigabytes of CUDA packages.
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
@@ -34,9 +33,19 @@ COPY gateway ./gateway
 COPY client ./client
 COPY model_repository ./model_repository
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[export]"
-# Official checkpoints, when you have them: put them in weights/ in the build context
-# (see docs/deploy.md); the weight[s] wildcard lets the folder be absent.
-COPY docker/weights-placeholder weight[s] /weights/
+# Official checkpoints (codeformer.pth, u2net_human_seg.pth, ...), when you have them: put them in
+# weights/ at the root of the build context; `--weights auto` finds them in the cache
+# ($FACECRAFT_CACHE_DIR/weights). The weight[s] wildcard lets the folder be absent.
+COPY docker/weights-placeholder weight[s] /cache/weights/
+ENTRYPOINT ["facecraft", "export"]
+CMD ["all", "--preset", "full", "--weights", "auto"]
+
+# ---------------------------------------------------------------------------------------------
+FROM exporter AS export
+# tiny | full (official hyper-parameters)
+ARG FACECRAFT_PRESET=full
+# auto (official from weights/ or a download, else seeded random = UNTRAINED) | official | random
+ARG FACECRAFT_WEIGHTS=auto
 RUN facecraft export all --preset "${FACECRAFT_PRESET}" --weights "${FACECRAFT_WEIGHTS}"
 
 # ---------------------------------------------------------------------------------------------

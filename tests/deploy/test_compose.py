@@ -120,7 +120,19 @@ def test_prometheus_and_grafana_mount_the_checked_in_configs(cpu_stack):
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= grafana_targets
 
 
-@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_export_profile_writes_the_host_repository_with_a_weights_cache():
+    services = compose_config("export")["services"]
+    assert set(services) == {"export", "prometheus", "grafana"}
+    export = services["export"]
+    assert export["build"]["target"] == "exporter"
+    assert export["environment"]["FACECRAFT_CACHE_DIR"] == "/cache"
+    mounts = {volume["target"]: volume for volume in volumes(export)}
+    assert mounts["/src/model_repository"]["source"] == str(REPO_ROOT / "model_repository")
+    assert not mounts["/src/model_repository"]["read_only"]
+    assert mounts["/cache"]["type"] == "volume"
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "export"])
 def test_every_image_tag_is_pinned(profile):
     for name, service in compose_config(profile)["services"].items():
         assert PINNED_TAG.match(service["image"]), f"{name}: image {service['image']!r} is not pinned"

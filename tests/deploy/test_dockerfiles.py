@@ -59,12 +59,12 @@ def test_base_images_are_pinned(dockerfile):
         assert name and tag and tag != "latest" and re.search(r"\d", tag), f"{image} is not pinned"
 
 
-def test_triton_image_is_ngc_24_10_with_export_runtime_and_baked_stages():
+def test_triton_image_is_ngc_24_10_with_exporter_runtime_and_baked_stages():
     assert NGC_TRITON_IMAGE in base_images(TRITON_DOCKERFILE)
     stages = re.findall(
         r"^FROM\s+\S+\s+AS\s+(\S+)", "\n".join(dockerfile_lines(TRITON_DOCKERFILE)), flags=re.M | re.I
     )
-    assert stages == ["export", "runtime", "baked"]
+    assert stages == ["exporter", "export", "runtime", "baked"]
     text = "\n".join(dockerfile_lines(TRITON_DOCKERFILE))
     assert "facecraft export all" in text
     assert "COPY --from=export /src/model_repository /models" in text

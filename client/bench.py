@@ -62,9 +62,14 @@ class BenchConfig:
     photos_dir: Path | None = None
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
     requests: int = 16
+    enhanced_requests: int | None = None  # requests per enhanced scenario (default: ``requests``)
     out_dir: Path = Path("benchmarks/results")
     repo: Path | None = None
     scenarios: tuple[str, ...] = ("sequential", "triton", "gateway")
+
+
+def requests_for(config: BenchConfig, enhance: bool) -> int:
+    return (config.enhanced_requests or config.requests) if enhance else config.requests
 
 
 def log(message: str) -> None:
@@ -216,7 +221,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
 
     started_at = datetime.now(timezone.utc)
     log(f"preset {config.preset}, device {config.device}, concurrency {config.concurrency}, "
-        f"{config.requests} requests per scenario")  # fmt: skip
+        f"{config.requests} requests per scenario ({requests_for(config, True)} enhanced)")  # fmt: skip
     machine = describe_machine()
     log("conv-throughput probe (onnxruntime) ...")
     probe = conv_probe(config.device)
@@ -244,11 +249,11 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
         for enhance in enhance_modes:
             options = PortraitOptions(enhance=enhance)
             sequential.process(photos[0][1], options)  # warm-up
-            with _progress(config.requests, f"sequential enhance={enhance} c1") as bar:
+            with _progress(requests_for(config, enhance), f"sequential enhance={enhance} c1") as bar:
                 load = run_sequential_load(
                     lambda data, _name, o=options: sequential.process(data, o),
                     photos,
-                    requests=config.requests,
+                    requests=requests_for(config, enhance),
                     on_request=bar.update,
                 )
             scenario_results.append(
@@ -283,12 +288,12 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
                     for concurrency in config.concurrency:
                         before = snapshot(server.http_url)
                         with _progress(
-                            config.requests, f"triton-grpc enhance={enhance} c{concurrency}"
+                            requests_for(config, enhance), f"triton-grpc enhance={enhance} c{concurrency}"
                         ) as bar:
                             load = await run_async_load(
                                 lambda data, _name, o=options: client.process_with(data, o),
                                 photos,
-                                requests=config.requests,
+                                requests=requests_for(config, enhance),
                                 concurrency=concurrency,
                                 on_request=bar.update,
                             )
@@ -298,6 +303,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
                                 "scenario": "triton_grpc",
                                 "enhance": enhance,
                                 "concurrency": concurrency,
+                                "effective_concurrency": min(concurrency, requests_for(config, enhance)),
                                 **load.summary(),
                                 "triton_models": [d.to_dict() for d in deltas],
                             }
@@ -319,14 +325,15 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
                                 for concurrency in config.concurrency:
                                     before = snapshot(server.http_url)
                                     with _progress(
-                                        config.requests, f"gateway enhance={enhance} c{concurrency}"
+                                        requests_for(config, enhance),
+                                        f"gateway enhance={enhance} c{concurrency}",
                                     ) as bar:
                                         load = await run_async_load(
                                             lambda data, name, o=options: client.process_with(
                                                 data, o, filename=name
                                             ),
                                             photos,
-                                            requests=config.requests,
+                                            requests=requests_for(config, enhance),
                                             concurrency=concurrency,
                                             on_request=bar.update,
                                         )
@@ -336,6 +343,9 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
                                             "scenario": "gateway_http",
                                             "enhance": enhance,
                                             "concurrency": concurrency,
+                                            "effective_concurrency": min(
+                                                concurrency, requests_for(config, enhance)
+                                            ),
                                             **load.summary(),
                                             "triton_models": [d.to_dict() for d in deltas],
                                         }

@@ -196,6 +196,14 @@ def peak_rss_of_tree(root_pid: int) -> dict[str, float]:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         name = fields.get("Name", "?").strip()
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            argv = []
+        # Python backend stubs get the model's model.py path: label them by model folder
+        model_file = next((a.decode(errors="replace") for a in argv if a.endswith(b"model.py")), None)
+        if model_file:
+            name = f"stub:{Path(model_file).parent.parent.name}"
         hwm = fields.get("VmHWM", "0 kB").split()[0]
         result[f"{name}[{pid}]"] = round(int(hwm) / 1024, 1)
         stack.extend(children.get(pid, []))

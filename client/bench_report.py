@@ -117,6 +117,7 @@ def build_report(
         "device": config.device,
         "quick": config.quick,
         "requests_per_scenario": config.requests,
+        "enhanced_requests_per_scenario": getattr(config, "enhanced_requests", None) or config.requests,
         "concurrency": list(config.concurrency),
         "machine": machine,
         "conv_probe": asdict(probe),
@@ -148,7 +149,8 @@ def render_markdown(report: dict) -> str:
     lines = [
         f"# Facecraft benchmark — preset `{report['preset']}`, device `{report['device']}`",
         "",
-        f"{report['timestamp']} · {report['requests_per_scenario']} requests per scenario · "
+        f"{report['timestamp']} · {report['requests_per_scenario']} requests per scenario "
+        f"({report['enhanced_requests_per_scenario']} with enhancement) · "
         f"concurrency {', '.join(map(str, report['concurrency']))}"
         + (" · quick smoke run" if report["quick"] else ""),
         "",
@@ -178,13 +180,14 @@ def render_markdown(report: dict) -> str:
         "",
         "## Throughput and latency",
         "",
-        "| scenario | enhance | concurrency | ok / requests | images/s | p50 ms | p95 ms | p99 ms |",
+        "| scenario | enhance | concurrency (effective) | ok / requests | images/s | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in report["scenarios"]:
         latency = s["latency_ms"]
         lines.append(
-            f"| {s['scenario']} | {s['enhance']} | {s['concurrency']} | {s['ok']} / {s['requests']} | "
+            f"| {s['scenario']} | {s['enhance']} | {s['concurrency']} ({s.get('effective_concurrency', s['concurrency'])}) | "
+            f"{s['ok']} / {s['requests']} | "
             f"{_fmt(s['images_per_s'], 3)} | {_fmt(latency.get('p50'), 0)} | {_fmt(latency.get('p95'), 0)} | "
             f"{_fmt(latency.get('p99'), 0)} |"
         )

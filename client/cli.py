@@ -198,6 +198,12 @@ def _register_bench(subparsers) -> None:
     parser.add_argument(
         "--requests", type=int, default=None, help="requests per scenario (default 16, quick 3)"
     )
+    parser.add_argument(
+        "--enhanced-requests",
+        type=int,
+        default=None,
+        help="requests per enhanced scenario (default: --requests)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--repo",
@@ -227,6 +233,7 @@ def run_bench(args: argparse.Namespace) -> int:
         photos_dir=args.photos,
         concurrency=concurrency,
         requests=requests,
+        enhanced_requests=args.enhanced_requests,
         out_dir=args.out,
         repo=args.repo,
         scenarios=tuple(scenarios),

@@ -16,6 +16,7 @@ def scenario(name, enhance, concurrency, images_per_s, models=()):
         "scenario": name,
         "enhance": enhance,
         "concurrency": concurrency,
+        "effective_concurrency": concurrency,
         "requests": 4,
         "ok": 4,
         "failed": 0,
@@ -96,4 +97,4 @@ def test_markdown_has_every_section():
     ):
         assert heading in markdown
     assert "**untrained**" in markdown
-    assert "| triton_grpc | True | 4 | 4 / 4 | 0.300 |" in markdown
+    assert "| triton_grpc | True | 4 (4) | 4 / 4 | 0.300 |" in markdown

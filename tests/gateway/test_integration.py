@@ -8,8 +8,10 @@ real uvicorn server.
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
+import os
 import time
 
 import httpx
@@ -344,3 +346,19 @@ def test_real_uvicorn_server_and_restart(gateway_server, astronaut_jpeg):
         done = wait_for_job(http, job["job_id"])
         assert done["status"] == "completed", done
         assert http.get(f"/api/v1/jobs/{job['job_id']}/result").status_code == 200
+
+
+def test_disk_full_is_507_storage_error_with_nothing_left(
+    gateway_client, gateway_settings, astronaut_jpeg, monkeypatch
+):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    response = gateway_client.post(
+        "/api/v1/process", data={"enhance_face": "false"}, files=upload("a.jpg", astronaut_jpeg)
+    )
+    monkeypatch.undo()
+    assert response.status_code == 507, response.text
+    assert response.json()["error"] == "storage_error"
+    assert list((gateway_settings.output_dir / "jobs").iterdir()) == []

@@ -10,6 +10,8 @@ STAMP := $(VENV)/.facecraft-installed
 APT_PACKAGES := prometheus docker-compose libb64-0d
 PRESET ?= full
 DEVICE ?= cpu
+# Bounded request counts per benchmark scenario (an enhanced full-preset image costs ~30 s on 2 CPU cores).
+BENCH_ARGS ?= --requests 8 --enhanced-requests 4
 
 .PHONY: help setup system-deps models serve serve-triton test test-fast bench bench-smoke lint format perf-analyzer load-test clean
 
@@ -53,7 +55,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not integration and not slow"
 
 bench: setup
-	$(BIN)/facecraft bench --preset $(PRESET) --device $(DEVICE)
+	$(BIN)/facecraft bench --preset $(PRESET) --device $(DEVICE) $(BENCH_ARGS)
 
 bench-smoke: setup
 	$(BIN)/facecraft bench --preset tiny --quick

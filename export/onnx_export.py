@@ -35,6 +35,23 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, *, opset: int = D
             dynamo=False,
             do_constant_folding=True,
         )
+    _pin_output_shape(path, spec)
+
+
+def _pin_output_shape(path: Path, spec: ModelSpec) -> None:
+    """Declare the output's fixed non-batch dims (the tracer leaves some of them symbolic)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    (output,) = model.graph.output
+    dims = output.type.tensor_type.shape.dim
+    for dim, size in zip(dims[1:], spec.output.shape, strict=True):
+        dim.Clear()
+        dim.dim_value = size
+    dims[0].Clear()
+    dims[0].dim_param = BATCH_AXIS
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def convert_to_fp16(path: Path) -> None:

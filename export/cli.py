@@ -1,0 +1,95 @@
+"""``facecraft export codeformer|u2net|all``: ONNX export into the Triton model repository."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from facecraft.cli import CliError
+
+TARGETS = ("codeformer", "u2net", "all")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export CodeFormer / U2-Net to ONNX in the Triton model repository",
+        description="Export CodeFormer and/or U2-Net to <repo>/<model>/1/model.onnx with a "
+        "PyTorch-vs-onnxruntime parity check and an export.json record.",
+    )
+    parser.add_argument("model", choices=TARGETS, help="which model to export")
+    parser.add_argument(
+        "--variant",
+        choices=("u2net_human_seg", "u2net", "u2netp"),
+        default=None,
+        help="U2-Net variant (default u2net_human_seg); ignored for codeformer",
+    )
+    parser.add_argument(
+        "--preset", choices=("full", "tiny"), default="full", help="full (official) or tiny (tests)"
+    )
+    parser.add_argument(
+        "--weights",
+        default="auto",
+        metavar="auto|official|random|PATH",
+        help="auto: official, else seeded random (UNTRAINED) when offline; official: fail if unavailable; "
+        "random: seeded random (UNTRAINED); PATH: a local checkpoint file",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for random weights and parity inputs")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights/compute (float32 I/O kept)")
+    parser.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository folder")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from facecraft.export.exporter import ExportResult, UntrainedWeightsWarning, export_model
+    from facecraft.export.models import UnknownModelError
+    from facecraft.export.parity import ParityError
+    from facecraft.export.weights import WeightsError
+
+    names = ("codeformer", "u2net") if args.model == "all" else (args.model,)
+    if args.weights not in ("auto", "official", "random") and not Path(args.weights).expanduser().is_file():
+        raise CliError(f"weights file not found: {args.weights}")
+    if args.weights not in ("auto", "official", "random") and len(names) > 1:
+        raise CliError("a weights file fits one model: export codeformer and u2net separately")
+    if args.opset is not None and not 13 <= args.opset <= 21:
+        raise CliError(f"--opset {args.opset} is outside the supported range 13..21")
+
+    results: list[ExportResult] = []
+    for name in names:
+        variant = args.variant if name == "u2net" else None
+        try:
+            with warnings.catch_warnings():
+                # The exporter prints its own banner for untrained weights.
+                warnings.simplefilter("ignore", UntrainedWeightsWarning)
+                result = export_model(
+                    name,
+                    variant=variant,
+                    preset=args.preset,
+                    weights=args.weights,
+                    seed=args.seed,
+                    fp16=args.fp16,
+                    repo=args.repo,
+                    opset=args.opset,
+                    progress=True,
+                )
+        except (UnknownModelError, WeightsError, ParityError) as error:
+            raise CliError(f"{name}: {error}") from error
+        results.append(result)
+        print(summary_line(result), file=sys.stdout, flush=True)
+    return 0
+
+
+def summary_line(result) -> str:
+    """One line: where, what, parity figures, and UNTRAINED when random weights were used."""
+    meta = result.metadata
+    parity = meta["parity"]
+    diffs = ", ".join(f"b{batch}={diff:.1e}" for batch, diff in parity["max_abs_diff"].items())
+    status = "trained" if meta["trained"] else f"UNTRAINED (random weights, seed {meta['seed']})"
+    return (
+        f"exported {meta['model']} ({meta['variant']}, {meta['preset']}, {meta['parameter_count']:,} params, "
+        f"{'fp16' if meta['fp16'] else 'fp32'}) -> {result.onnx_path}; parity max|diff| {diffs} "
+        f"<= {parity['tolerance']:.0e}; weights: {meta['weights_source']}, {status}"
+    )

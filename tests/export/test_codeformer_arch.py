@@ -1,0 +1,66 @@
+import torch
+
+from facecraft.export.codeformer_arch import CODEFORMER_PRESETS, CodeFormer
+from facecraft.export.models import parameter_count
+
+# Exact count of the official CodeFormer() (dim_embd 512, n_head 8, n_layers 9, codebook 1024,
+# latent 256, connect_list 32..256), checked against a copy of the official definition.
+OFFICIAL_CODEFORMER_PARAMS = 94_112_707
+
+# A sample of official state-dict keys (params_ema of codeformer.pth) with their shapes.
+OFFICIAL_KEYS = {
+    "encoder.blocks.0.weight": (64, 3, 3, 3),
+    "encoder.blocks.3.conv.weight": (64, 64, 3, 3),
+    "encoder.blocks.4.conv_out.weight": (128, 64, 1, 1),
+    "encoder.blocks.17.q.weight": (512, 512, 1, 1),
+    "encoder.blocks.23.weight": (512,),
+    "encoder.blocks.24.weight": (256, 512, 3, 3),
+    "quantize.embedding.weight": (1024, 256),
+    "generator.blocks.0.weight": (512, 256, 3, 3),
+    "generator.blocks.8.conv.weight": (512, 512, 3, 3),
+    "generator.blocks.24.weight": (3, 64, 3, 3),
+    "position_emb": (256, 512),
+    "feat_emb.weight": (512, 256),
+    "ft_layers.8.self_attn.in_proj_weight": (1536, 512),
+    "ft_layers.8.self_attn.out_proj.weight": (512, 512),
+    "ft_layers.0.linear1.weight": (1024, 512),
+    "ft_layers.0.norm2.bias": (512,),
+    "idx_pred_layer.0.weight": (512,),
+    "idx_pred_layer.1.weight": (1024, 512),
+    "fuse_convs_dict.32.encode_enc.conv_out.weight": (256, 512, 1, 1),
+    "fuse_convs_dict.256.scale.2.weight": (128, 128, 3, 3),
+    "fuse_convs_dict.128.shift.0.bias": (128,),
+}
+
+
+def test_full_preset_matches_official_parameter_count_and_keys():
+    with torch.device("meta"):
+        model = CodeFormer(CODEFORMER_PRESETS["full"])
+    assert parameter_count(model) == OFFICIAL_CODEFORMER_PARAMS
+    state = model.state_dict()
+    for key, shape in OFFICIAL_KEYS.items():
+        assert tuple(state[key].shape) == shape, key
+    assert "idx_pred_layer.1.bias" not in state  # official head has no bias
+    assert set(model.fuse_convs_dict.keys()) == {"32", "64", "128", "256"}
+
+
+def test_fuse_positions_match_official_tables():
+    with torch.device("meta"):
+        model = CodeFormer(CODEFORMER_PRESETS["full"])
+    assert model.encoder.skip_index == {"512": 2, "256": 5, "128": 8, "64": 11, "32": 14, "16": 18}
+    assert model.generator.fuse_index == {"16": 6, "32": 9, "64": 12, "128": 15, "256": 18, "512": 21}
+
+
+def test_fidelity_is_a_live_tensor_input():
+    torch.manual_seed(0)
+    model = CodeFormer(CODEFORMER_PRESETS["tiny"]).eval()
+    x = torch.rand(1, 3, 512, 512) * 2 - 1
+    with torch.inference_mode():
+        restored = model(x, torch.zeros(1, 1))
+        faithful = model(x, torch.ones(1, 1))
+        half = model(x, torch.full((1, 1), 0.5))
+    assert restored.shape == (1, 3, 512, 512)
+    assert torch.isfinite(restored).all()
+    assert (restored - faithful).abs().max() > 1e-3
+    assert (half - restored).abs().max() > 1e-4
+    assert (half - faithful).abs().max() > 1e-4

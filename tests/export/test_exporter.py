@@ -1,0 +1,180 @@
+import json
+import socket
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from facecraft.export import exporter, weights
+from facecraft.export.exporter import MODEL_NAMES, UntrainedWeightsWarning, export_model, load_weights
+from facecraft.export.metadata import read_export_metadata
+from facecraft.export.models import build_model, example_inputs, resolve
+from facecraft.export.parity import ParityError
+
+from .conftest import export_tiny
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_model_names():
+    assert MODEL_NAMES == ("codeformer", "u2net")
+
+
+@pytest.mark.parametrize(
+    ("name", "inputs", "output"),
+    [
+        ("codeformer", {"input": ["batch", 3, 512, 512], "w": ["batch", 1]}, ["batch", 3, 512, 512]),
+        ("u2net", {"input": ["batch", 3, 320, 320]}, ["batch", 1, 320, 320]),
+    ],
+)
+def test_onnx_io_contract(tiny_repo, name, inputs, output):
+    model = onnx.load(str(tiny_repo / name / "1" / "model.onnx"))
+
+    def dims(value):
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    assert {i.name: dims(i) for i in model.graph.input} == inputs
+    assert [o.name for o in model.graph.output] == ["output"]
+    assert dims(model.graph.output[0]) == output
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in model.graph.input)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["facecraft.trained"] == "false"
+    assert props["facecraft.weights_source"] == "random"
+    assert props["facecraft.model"] == name and props["facecraft.preset"] == "tiny"
+
+
+@pytest.mark.parametrize("name", ["codeformer", "u2net"])
+def test_parity_with_pytorch_at_batch_1_and_4(tiny_repo, name):
+    meta = read_export_metadata(tiny_repo / name)
+    spec = resolve(name, preset="tiny")
+    torch.manual_seed(0)  # same seed as the export: identical random weights
+    model = build_model(spec)
+    session = _session(tiny_repo / name / "1" / "model.onnx")
+    for batch in (1, 4):
+        feeds = example_inputs(spec, batch, seed=100 + batch)
+        with torch.inference_mode():
+            expected = model(*(torch.from_numpy(feeds[t.name]) for t in spec.inputs)).numpy()
+        (actual,) = session.run(["output"], feeds)
+        assert actual.shape == (batch, *spec.output.shape)
+        assert np.abs(actual - expected).max() <= meta["parity"]["tolerance"]
+    assert meta["parity"]["passed"] is True
+    assert set(meta["parity"]["max_abs_diff"]) == {"1", "4"}
+
+
+def test_codeformer_fidelity_changes_the_onnx_output(tiny_repo):
+    session = _session(tiny_repo / "codeformer" / "1" / "model.onnx")
+    x = example_inputs(resolve("codeformer", preset="tiny"), 1, seed=7)["input"]
+    (w0,) = session.run(["output"], {"input": x, "w": np.zeros((1, 1), np.float32)})
+    (w1,) = session.run(["output"], {"input": x, "w": np.ones((1, 1), np.float32)})
+    assert np.abs(w0 - w1).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["codeformer", "u2net"])
+def test_batch_items_are_independent(tiny_repo, name):
+    spec = resolve(name, preset="tiny")
+    session = _session(tiny_repo / name / "1" / "model.onnx")
+    feeds = example_inputs(spec, 3, seed=11)
+    (together,) = session.run(["output"], feeds)
+    altered = {k: v.copy() for k, v in feeds.items()}
+    altered["input"][0] = -altered["input"][0]  # change item 0 only
+    (changed,) = session.run(["output"], altered)
+    assert np.abs(changed[0] - together[0]).max() > 1e-6
+    np.testing.assert_allclose(changed[1:], together[1:], atol=1e-5)
+    assert read_export_metadata(tiny_repo / name)["parity"]["batch_independence_max_abs_diff"] <= 1e-4
+
+
+def test_export_json_record(tiny_repo):
+    meta = read_export_metadata(tiny_repo / "u2net")
+    assert meta["model"] == "u2net" and meta["variant"] == "u2net_human_seg" and meta["preset"] == "tiny"
+    assert meta["weights_source"] == "random" and meta["trained"] is False and meta["seed"] == 0
+    assert meta["opset"] == 17 and meta["fp16"] is False
+    assert meta["parameter_count"] == 73_285
+    import hashlib
+
+    onnx_bytes = (tiny_repo / "u2net" / "1" / "model.onnx").read_bytes()
+    assert meta["onnx_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert meta["created"].endswith("+00:00") and meta["facecraft_version"]
+    assert sorted(p.name for p in (tiny_repo / "u2net" / "1").iterdir()) == ["export.json", "model.onnx"]
+
+
+def test_same_seed_same_bytes_other_seed_other_weights(tiny_repo, tmp_path):
+    first = read_export_metadata(tiny_repo / "u2net")["onnx_sha256"]
+    again = export_tiny("u2net", tmp_path / "a", seed=0).metadata["onnx_sha256"]
+    other = export_tiny("u2net", tmp_path / "b", seed=1).metadata["onnx_sha256"]
+    assert again == first
+    assert other != first
+
+
+def test_failed_parity_leaves_previous_export_untouched(tiny_repo, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    export_tiny("u2net", repo)
+    before = (repo / "u2net" / "1" / "model.onnx").read_bytes()
+    meta_before = read_export_metadata(repo / "u2net")
+
+    def failing(*args, **kwargs):
+        raise ParityError("forced")
+
+    monkeypatch.setattr(exporter, "check_parity", failing)
+    with pytest.raises(ParityError):
+        export_tiny("u2net", repo, seed=5)
+    assert (repo / "u2net" / "1" / "model.onnx").read_bytes() == before
+    assert read_export_metadata(repo / "u2net") == meta_before
+    assert sorted(p.name for p in (repo / "u2net" / "1").iterdir()) == ["export.json", "model.onnx"]
+
+
+def test_parity_check_catches_a_wrong_model(tiny_repo):
+    from facecraft.export.parity import check_parity
+
+    spec = resolve("u2net", preset="tiny")
+    torch.manual_seed(123)  # different weights than the exported seed 0
+    with pytest.raises(ParityError, match="parity"):
+        check_parity(build_model(spec), tiny_repo / "u2net" / "1" / "model.onnx", spec, batch_sizes=(1,))
+
+
+def test_auto_falls_back_to_untrained_when_offline(tmp_path, monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    entry = weights.OFFICIAL_WEIGHTS["u2netp"]
+    monkeypatch.setitem(
+        weights.OFFICIAL_WEIGHTS,
+        "u2netp",
+        weights.OfficialWeights(**{**entry.__dict__, "url": f"http://127.0.0.1:{port}/u2netp.pth"}),
+    )
+    monkeypatch.setenv("FACECRAFT_CACHE_DIR", str(tmp_path))
+    spec = resolve("u2net", "u2netp", "full")
+    with pytest.warns(UntrainedWeightsWarning, match="UNTRAINED"):
+        model, choice = load_weights(spec, "auto", seed=3, progress=False)
+    assert choice.source == "random" and choice.trained is False and choice.seed == 3
+    with pytest.raises(weights.DownloadError):
+        load_weights(spec, "official", seed=3, progress=False)
+
+
+def test_local_checkpoint_path_is_trained(tmp_path):
+    spec = resolve("codeformer", preset="tiny")
+    torch.manual_seed(9)
+    path = tmp_path / "cf.pth"
+    torch.save({"params_ema": build_model(spec).state_dict()}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntrainedWeightsWarning)
+        model, choice = load_weights(spec, str(path), seed=0, progress=False)
+    assert choice.source == "path" and choice.trained is True
+
+
+def test_unknown_names_are_rejected(tmp_path):
+    from facecraft.export.models import UnknownModelError
+
+    for kwargs in (
+        {"name": "gfpgan"},
+        {"name": "u2net", "variant": "u2net_portrait"},
+        {"name": "u2net", "preset": "huge"},
+    ):
+        with pytest.raises(UnknownModelError, match="choose one of"):
+            export_model(**kwargs, weights="random", repo=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert json.dumps(MODEL_NAMES)

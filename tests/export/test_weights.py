@@ -1,0 +1,156 @@
+import hashlib
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from facecraft.export import weights
+from facecraft.export.codeformer_arch import CODEFORMER_PRESETS, CodeFormer
+from facecraft.export.u2net_arch import U2NET_TINY, U2Net
+
+PAYLOAD = b"facecraft-test-checkpoint" * 1000
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_download_verifies_checksum_and_renames(file_server, tmp_path):
+    root, base = file_server
+    (root / "ok.pth").write_bytes(PAYLOAD)
+    dest = tmp_path / "cache" / "ok.pth"
+    got = weights.download(f"{base}/ok.pth", dest, sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
+    assert got == dest and dest.read_bytes() == PAYLOAD
+    assert [p.name for p in dest.parent.iterdir()] == ["ok.pth"]
+
+
+def test_download_checksum_mismatch_leaves_nothing(file_server, tmp_path):
+    root, base = file_server
+    (root / "bad.pth").write_bytes(PAYLOAD)
+    dest = tmp_path / "cache" / "bad.pth"
+    with pytest.raises(weights.ChecksumMismatchError, match="sha256"):
+        weights.download(f"{base}/bad.pth", dest, sha256="0" * 64, progress=False)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_download_size_check_without_published_checksum(file_server, tmp_path):
+    root, base = file_server
+    (root / "small.pth").write_bytes(PAYLOAD)
+    dest = tmp_path / "small.pth"
+    with pytest.raises(weights.ChecksumMismatchError, match="expected about"):
+        weights.download(
+            f"{base}/small.pth", dest, approx_bytes=10 * len(PAYLOAD), size_tolerance=0.02, progress=False
+        )
+    assert not dest.exists()
+
+
+def test_download_404_is_a_download_error_not_offline(file_server, tmp_path):
+    _, base = file_server
+    with pytest.raises(weights.DownloadError, match="HTTP 404") as info:
+        weights.download(f"{base}/missing.pth", tmp_path / "cache" / "m.pth", progress=False)
+    assert not info.value.offline
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_unreachable_host_is_offline(tmp_path):
+    with pytest.raises(weights.DownloadError) as info:
+        weights.download(
+            f"http://127.0.0.1:{_closed_port()}/x.pth", tmp_path / "x.pth", progress=False, timeout=5
+        )
+    assert info.value.offline
+
+
+def test_fetch_official_uses_cache_dir_and_then_the_cached_copy(file_server, tmp_path, monkeypatch):
+    root, base = file_server
+    (root / "u2netp.pth").write_bytes(PAYLOAD)
+    monkeypatch.setenv("FACECRAFT_CACHE_DIR", str(tmp_path / "cache"))
+    entry = weights.OfficialWeights(
+        "u2netp",
+        "u2netp.pth",
+        f"{base}/u2netp.pth",
+        hashlib.sha256(PAYLOAD).hexdigest(),
+        None,
+        0.0,
+        None,
+        "test",
+    )
+    monkeypatch.setitem(weights.OFFICIAL_WEIGHTS, "u2netp", entry)
+    path = weights.fetch_official("u2netp", progress=False)
+    assert path == tmp_path / "cache" / "weights" / "u2netp.pth"
+    (root / "u2netp.pth").unlink()  # second call must not need the server
+    assert weights.fetch_official("u2netp", progress=False) == path
+
+
+def test_registry_covers_all_official_variants():
+    assert set(weights.OFFICIAL_WEIGHTS) == {"codeformer", "u2net", "u2net_human_seg", "u2netp"}
+    assert weights.OFFICIAL_WEIGHTS["codeformer"].url.endswith("/v0.1.0/codeformer.pth")
+    assert weights.OFFICIAL_WEIGHTS["codeformer"].checkpoint_key == "params_ema"
+    for entry in weights.OFFICIAL_WEIGHTS.values():
+        assert entry.sha256 is not None or entry.approx_bytes  # always something to verify
+
+
+def test_official_format_codeformer_checkpoint_loads_strict(tmp_path):
+    torch.manual_seed(1)
+    source = CodeFormer(CODEFORMER_PRESETS["tiny"])
+    path = tmp_path / "codeformer.pth"
+    torch.save({"params_ema": source.state_dict()}, path)
+    state = weights.read_state_dict(path, "params_ema")
+    torch.manual_seed(2)
+    target = CodeFormer(CODEFORMER_PRESETS["tiny"])
+    weights.load_strict(target, state, label=path.name)
+    assert torch.equal(target.quantize.embedding.weight, source.quantize.embedding.weight)
+
+
+def test_u2net_checkpoint_without_bn_counters_and_with_module_prefix_loads(tmp_path):
+    source = U2Net(U2NET_TINY)
+    state = {
+        f"module.{k}": v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
+    path = tmp_path / "u2net.pth"
+    torch.save(state, path)
+    weights.load_strict(U2Net(U2NET_TINY), weights.read_state_dict(path), label="u2net.pth")
+
+
+def test_wrong_architecture_names_missing_and_unexpected_keys(tmp_path):
+    path = tmp_path / "u2net.pth"
+    torch.save(U2Net(U2NET_TINY).state_dict(), path)
+    with pytest.raises(weights.ArchitectureMismatchError) as info:
+        weights.load_strict(
+            CodeFormer(CODEFORMER_PRESETS["tiny"]), weights.read_state_dict(path), label="u2net.pth"
+        )
+    message = str(info.value)
+    assert "missing keys: encoder.blocks.0.weight" in message
+    assert "unexpected keys: stage1.rebnconvin.conv_s1.weight" in message
+    assert "more)" in message  # truncated lists
+
+
+def test_wrong_shapes_are_reported(tmp_path):
+    from facecraft.export.u2net_arch import U2NETP
+
+    with torch.device("meta"):
+        bigger = U2Net(U2NETP).state_dict()
+    with pytest.raises(weights.ArchitectureMismatchError, match="wrong shape"):
+        weights.load_strict(U2Net(U2NET_TINY), bigger, label="u2netp.pth")
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(weights.WeightsNotFoundError, match="not found"):
+        weights.read_state_dict(tmp_path / "nope.pth")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"<html>quota exceeded</html>")
+    with pytest.raises(weights.CorruptCheckpointError, match="not a readable PyTorch checkpoint"):
+        weights.read_state_dict(junk)
+    empty = tmp_path / "empty.pth"
+    torch.save({"params_ema": {}}, empty)
+    with pytest.raises(weights.CorruptCheckpointError):
+        weights.read_state_dict(empty)
+
+
+def test_cache_dir_default_and_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("FACECRAFT_CACHE_DIR", raising=False)
+    assert weights.cache_dir() == Path.home() / ".cache" / "facecraft" / "weights"
+    monkeypatch.setenv("FACECRAFT_CACHE_DIR", str(tmp_path))
+    assert weights.cache_dir() == tmp_path / "weights"

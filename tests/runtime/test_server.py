@@ -319,3 +319,40 @@ def test_ragged_requests_batched_together_are_run_one_by_one(tmp_path):
     for length, output in zip((3, 5, 7, 9), outputs, strict=True):
         np.testing.assert_array_equal(output, np.full((1, length), length + 1, np.float32))
     assert stats["inference_count"] == 4 and stats["execution_count"] < 4
+
+
+LAUNCHER_SCRIPT = """
+import sys, time
+from facecraft.runtime.server import TritonServer
+server = TritonServer(sys.argv[1], runtime_dir=sys.argv[2], http_port=0, grpc_port=0, metrics_port=0,
+                      models=["add_one"], ready_timeout=300)
+server.start()
+print(server.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_triton_dies_with_a_killed_launcher(tmp_path):
+    """A launcher killed with SIGKILL (no clean-up) must not leave an orphaned Triton behind."""
+    import subprocess
+    import sys
+    import time
+
+    repo = build_small_repository(tmp_path / "repo")
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER_SCRIPT, str(repo), str(tmp_path / "runtime")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        triton_pid = int(launcher.stdout.readline())
+        assert _group_alive(triton_pid)
+        launcher.kill()
+        launcher.wait(30)
+        deadline = time.monotonic() + 60
+        while _group_alive(triton_pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _group_alive(triton_pid)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()

@@ -147,3 +147,17 @@ def test_serve_command_runs_and_stops_on_sigint(small_repo, tmp_path, with_gatew
         if process.poll() is None:
             process.kill()
             process.wait(30)
+
+
+def test_wait_returns_1_when_the_gateway_exits(capsys):
+    gateway = serve_module.GatewayProcess(triton_url="127.0.0.1:1")
+    gateway.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    assert serve_module._wait_forever(None, gateway) == 1
+    assert "the gateway exited with code 3" in capsys.readouterr().out
+
+
+def test_gateway_process_stop_terminates_a_running_child():
+    gateway = serve_module.GatewayProcess(triton_url="127.0.0.1:1")
+    gateway.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert gateway.stop(timeout=10) == -signal.SIGTERM
+    assert gateway.process is None

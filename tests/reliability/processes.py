@@ -73,6 +73,19 @@ def python_stubs(triton_pid: int) -> dict[int, list[str]]:
     }
 
 
+PYTHON_MODELS = ("decode", "detect", "enhance_pre", "enhance_post", "segment_pre", "compose", "onnxruntime")
+
+
+def stub_model(args: list[str]) -> str:
+    """The model a stub serves, from its command line (the model.py path or the instance name)."""
+    for arg in args[1:]:
+        for part in reversed(arg.replace("\\", "/").split("/")):
+            for model in ("codeformer", "u2net", *PYTHON_MODELS):
+                if part == model or part.startswith(f"{model}_"):
+                    return model
+    return "?"
+
+
 @dataclass
 class ProcessReading:
     """fds and RSS of a set of processes at one moment."""

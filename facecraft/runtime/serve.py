@@ -217,7 +217,8 @@ def _wait_forever(triton: TritonServer | None, gateway: GatewayProcess | None) -
 
 def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> int:
     """Run the service until interrupted; returns the exit code."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Explicit for both: a shell starting `serve` in the background leaves SIGINT ignored.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     triton: TritonServer | None = None
     gateway: GatewayProcess | None = None
     try:
@@ -280,9 +281,13 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
         say("stopping")
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # A second Ctrl-C must not cut the clean-up short.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
         if gateway is not None:
             gateway.stop()
         if triton is not None:
             code = triton.stop()
             say(f"Triton stopped (exit code {code})")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

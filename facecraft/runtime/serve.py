@@ -233,6 +233,10 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
             runtime_dir = options.runtime_dir.resolve()
             export_missing(repo, options.preset, options.weights)
             report_weights(repo)
+            if options.device == "gpu" and not Path("/dev/nvidiactl").exists():
+                say(
+                    "WARNING: --device gpu but no NVIDIA GPU is visible (/dev/nvidiactl missing): KIND_GPU models will not load"
+                )
             served_repo = prepare_repository(
                 repo, runtime_dir, options.device, options.instances, options.python_instances
             )
@@ -286,7 +290,7 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
             signal.signal(sig, signal.SIG_IGN)
         if gateway is not None:
             gateway.stop()
-        if triton is not None:
+        if triton is not None and triton.process is not None:
             code = triton.stop()
             say(f"Triton stopped (exit code {code})")
         for sig, handler in previous.items():

@@ -32,6 +32,9 @@ DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 LOG_TAIL_LINES = 60
 PORT_RETRIES = 3
+ERROR_LINE = re.compile(r"^E\d{4} ")
+# Logged on every host without a GPU; not the reason anything failed.
+HARMLESS_ERRORS = ("CudaDriverHelper has not been initialized",)
 
 
 class TritonStartError(RuntimeError):
@@ -257,9 +260,21 @@ class TritonServer:
         """The last ``lines`` lines this server (current start) wrote to its log."""
         return tail_text(self.log_path, lines, self._log_offset)
 
+    def log_errors(self, limit: int = 20) -> list[str]:
+        """Error lines of the current start's log (``E...`` lines, models that failed to load)."""
+        text = tail_text(self.log_path, lines=1_000_000, start=self._log_offset)
+        errors = [
+            line
+            for line in text.splitlines()
+            if ERROR_LINE.match(line) or "failed to load" in line or "UNAVAILABLE:" in line
+        ]
+        return [line for line in errors if not any(noise in line for noise in HARMLESS_ERRORS)][:limit]
+
     def _start_error(self, message: str) -> TritonStartError:
+        errors = self.log_errors()
+        summary = "\n--- errors in the log ---\n" + "\n".join(errors) if errors else ""
         return TritonStartError(
-            f"{message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}\n--- end of log ---"
+            f"{message}{summary}\n--- last lines of {self.log_path} ---\n{self.log_tail()}\n--- end of log ---"
         )
 
     def _get(self, path: str, method: str = "GET", timeout: float = 2.0) -> tuple[int, bytes]:

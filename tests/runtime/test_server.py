@@ -171,6 +171,7 @@ def test_model_that_fails_to_load_reports_the_log_tail(tmp_path):
         server.start()
     message = str(caught.value)
     assert "exited with code" in message
+    assert "--- errors in the log ---" in message and "failed to load 'broken'" in message
     assert "--- last lines of" in message
     assert "deliberately broken model for the launcher test" in message
     assert not server.is_running()

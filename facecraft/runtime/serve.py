@@ -132,6 +132,8 @@ class GatewayProcess:
     host: str = "0.0.0.0"
     port: int = DEFAULT_GATEWAY_PORT
     log_path: Path | None = None
+    # Lets the gateway read each ONNX model's export.json, so /status labels untrained weights.
+    model_repository: Path | None = None
     process: subprocess.Popen | None = field(default=None, init=False)
 
     def start(self) -> GatewayProcess:
@@ -139,6 +141,8 @@ class GatewayProcess:
         env.update(
             FACECRAFT_TRITON_URL=self.triton_url, FACECRAFT_HOST=self.host, FACECRAFT_PORT=str(self.port)
         )
+        if self.model_repository is not None:
+            env["FACECRAFT_MODEL_REPOSITORY"] = str(self.model_repository)
         self.process = subprocess.Popen(
             [sys.executable, "-m", GATEWAY_MODULE], env=env, stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -265,7 +269,12 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
 
         if not options.triton_only:
             if gateway_available():
-                gateway = GatewayProcess(triton_url=triton_grpc, host=options.host, port=options.gateway_port)
+                gateway = GatewayProcess(
+                    triton_url=triton_grpc,
+                    host=options.host,
+                    port=options.gateway_port,
+                    model_repository=None if options.gateway_only else repo,
+                )
                 gateway.start()
                 if gateway.wait_healthy():
                     say(f"gateway ready: {gateway.url} (Triton gRPC {triton_grpc})")

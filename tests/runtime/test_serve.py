@@ -161,3 +161,18 @@ def test_gateway_process_stop_terminates_a_running_child():
     gateway.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     assert gateway.stop(timeout=10) == -signal.SIGTERM
     assert gateway.process is None
+
+
+def test_gateway_process_tells_the_gateway_where_the_models_are(monkeypatch, tmp_path):
+    """/status can only label untrained weights when the gateway can read each export.json."""
+    seen = {}
+
+    def fake_popen(command, env, **kwargs):
+        seen["env"] = env
+        return subprocess.Popen([sys.executable, "-c", "pass"])
+
+    monkeypatch.setattr(serve_module.subprocess, "Popen", fake_popen)
+    gateway = serve_module.GatewayProcess(triton_url="127.0.0.1:1", port=1, model_repository=tmp_path)
+    gateway.start().process.wait(30)
+    assert seen["env"]["FACECRAFT_MODEL_REPOSITORY"] == str(tmp_path)
+    assert seen["env"]["FACECRAFT_TRITON_URL"] == "127.0.0.1:1"

@@ -166,10 +166,11 @@ def test_gateway_process_stop_terminates_a_running_child():
 def test_gateway_process_tells_the_gateway_where_the_models_are(monkeypatch, tmp_path):
     """/status can only label untrained weights when the gateway can read each export.json."""
     seen = {}
+    real_popen = subprocess.Popen
 
     def fake_popen(command, env, **kwargs):
         seen["env"] = env
-        return subprocess.Popen([sys.executable, "-c", "pass"])
+        return real_popen([sys.executable, "-c", "pass"])
 
     monkeypatch.setattr(serve_module.subprocess, "Popen", fake_popen)
     gateway = serve_module.GatewayProcess(triton_url="127.0.0.1:1", port=1, model_repository=tmp_path)

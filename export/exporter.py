@@ -27,6 +27,7 @@ from facecraft.export.models import (
     ModelSpec,
     build_model,
     parameter_count,
+    random_model,
     resolve,
 )
 from facecraft.export.onnx_export import DEFAULT_OPSET, convert_to_fp16, export_onnx, set_metadata_props
@@ -76,8 +77,7 @@ def untrained_banner(spec: ModelSpec, seed: int, reason: str) -> str:
 
 
 def _random(spec: ModelSpec, seed: int, reason: str, progress: bool) -> tuple[nn.Module, WeightsChoice]:
-    torch.manual_seed(seed)
-    model = build_model(spec)
+    model = random_model(spec, seed)
     banner = untrained_banner(spec, seed, reason)
     warnings.warn(banner, UntrainedWeightsWarning, stacklevel=3)
     _say(progress, banner)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from facecraft.export.codeformer_arch import CODEFORMER_PRESETS, CodeFormer
@@ -112,3 +113,26 @@ def example_inputs(spec: ModelSpec, batch: int, seed: int = 0) -> dict[str, np.n
             values = rng.uniform(-2.1, 2.6, size=shape)
         feeds[tensor.name] = values.astype(np.float32)
     return feeds
+
+
+def random_model(spec: ModelSpec, seed: int) -> nn.Module:
+    """Seeded random weights (untrained), eval mode; same seed → identical weights.
+
+    BatchNorm running statistics are then estimated from one forward pass on seeded random
+    inputs, so activations stay in range instead of saturating the sigmoid output: an untrained
+    model whose output is a constant 0 or 1 would make the parity check meaningless.
+    """
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the calibration pass
+            norm.train()
+        feeds = example_inputs(spec, 2, seed=seed)
+        with torch.no_grad():
+            model(*(torch.from_numpy(feeds[t.name]) for t in spec.inputs))
+        for norm in norms:
+            norm.momentum = 0.1
+    return model.eval()

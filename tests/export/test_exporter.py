@@ -11,7 +11,7 @@ import torch
 from facecraft.export import exporter, weights
 from facecraft.export.exporter import MODEL_NAMES, UntrainedWeightsWarning, export_model, load_weights
 from facecraft.export.metadata import read_export_metadata
-from facecraft.export.models import build_model, example_inputs, resolve
+from facecraft.export.models import build_model, example_inputs, random_model, resolve
 from facecraft.export.parity import ParityError
 
 from .conftest import export_tiny
@@ -52,8 +52,7 @@ def test_onnx_io_contract(tiny_repo, name, inputs, output):
 def test_parity_with_pytorch_at_batch_1_and_4(tiny_repo, name):
     meta = read_export_metadata(tiny_repo / name)
     spec = resolve(name, preset="tiny")
-    torch.manual_seed(0)  # same seed as the export: identical random weights
-    model = build_model(spec)
+    model = random_model(spec, 0)  # same seed as the export: identical random weights
     session = _session(tiny_repo / name / "1" / "model.onnx")
     for batch in (1, 4):
         feeds = example_inputs(spec, batch, seed=100 + batch)
@@ -62,6 +61,7 @@ def test_parity_with_pytorch_at_batch_1_and_4(tiny_repo, name):
         (actual,) = session.run(["output"], feeds)
         assert actual.shape == (batch, *spec.output.shape)
         assert np.abs(actual - expected).max() <= meta["parity"]["tolerance"]
+        assert expected.std() > 1e-3  # not a saturated/constant output
     assert meta["parity"]["passed"] is True
     assert set(meta["parity"]["max_abs_diff"]) == {"1", "4"}
 
@@ -131,9 +131,10 @@ def test_parity_check_catches_a_wrong_model(tiny_repo):
     from facecraft.export.parity import check_parity
 
     spec = resolve("u2net", preset="tiny")
-    torch.manual_seed(123)  # different weights than the exported seed 0
-    with pytest.raises(ParityError, match="parity"):
-        check_parity(build_model(spec), tiny_repo / "u2net" / "1" / "model.onnx", spec, batch_sizes=(1,))
+    with pytest.raises(ParityError, match="parity"):  # other weights than the exported seed 0
+        check_parity(
+            random_model(spec, 123), tiny_repo / "u2net" / "1" / "model.onnx", spec, batch_sizes=(1,)
+        )
 
 
 def test_auto_falls_back_to_untrained_when_offline(tmp_path, monkeypatch):

@@ -122,7 +122,7 @@ def test_wrong_architecture_names_missing_and_unexpected_keys(tmp_path):
             CodeFormer(CODEFORMER_PRESETS["tiny"]), weights.read_state_dict(path), label="u2net.pth"
         )
     message = str(info.value)
-    assert "missing keys: encoder.blocks.0.weight" in message
+    assert "missing keys: position_emb, encoder.blocks.0.weight" in message
     assert "unexpected keys: stage1.rebnconvin.conv_s1.weight" in message
     assert "more)" in message  # truncated lists
 

@@ -200,8 +200,11 @@ def peak_rss_of_tree(root_pid: int) -> dict[str, float]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             argv = []
-        # Python backend stubs get the model's model.py path: label them by model folder
-        model_file = next((a.decode(errors="replace") for a in argv if a.endswith(b"model.py")), None)
+        # backend stubs get <repo>/<model>/<version>/model.py|model.onnx: label them by model
+        model_file = next(
+            (a.decode(errors="replace") for a in argv[1:3] if a.rsplit(b"/", 1)[-1].startswith(b"model.")),
+            None,
+        )
         if model_file:
             name = f"stub:{Path(model_file).parent.parent.name}"
         hwm = fields.get("VmHWM", "0 kB").split()[0]

@@ -107,7 +107,7 @@ class AsyncGatewayClient:
             jpeg=jpeg,
             face_box=tuple(int(position.get(k, 0)) for k in ("x", "y", "width", "height")),
             face_count=int(result.get("face_count", 1)),
-            jpeg_cap_met=bool(result.get("jpeg_cap_met", True)),
+            jpeg_cap_met=result.get("jpeg_cap_met") is not False,
             output_size=(int(size[0]), int(size[1])),
         )
 

@@ -73,3 +73,18 @@ def test_process_server_down_fails_cleanly(astronaut_jpeg, tmp_path, capsys):
     )
     assert list(out.iterdir()) == []
     assert "failed" in capsys.readouterr().out
+
+
+def test_process_via_gateway(gateway_server, astronaut_jpeg, no_face_jpeg, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "astronaut.jpg").write_bytes(astronaut_jpeg)
+    (photos / "gradient.jpg").write_bytes(no_face_jpeg)
+    out = tmp_path / "out"
+    code = main(["process", str(photos), "-o", str(out), "--via-gateway", gateway_server.url, "--no-enhance",
+                 "--width", "120", "--height", "140", "--concurrency", "2"])  # fmt: skip
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.jpg", "astronaut.png"]
+    assert Image.open(out / "astronaut.png").size == (120, 140)
+    printed = capsys.readouterr().out
+    assert "gradient.jpg" in printed and "no face" in printed

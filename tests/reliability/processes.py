@@ -8,6 +8,7 @@ the fixture that started it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+LOG_ARCHIVE = Path(__file__).resolve().parents[2] / ".facecraft" / "reliability" / "logs"
 
 
 def free_port() -> int:
@@ -192,6 +195,10 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        # Keep the log after pytest rotates its temporary folders (git-ignored .facecraft/).
+        if self.log_path.is_file():
+            LOG_ARCHIVE.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.log_path, LOG_ARCHIVE / f"gateway-{self.port}.log")
 
     def log_tail(self, lines: int = 40) -> str:
         try:

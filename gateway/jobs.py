@@ -5,6 +5,8 @@ the id; workers move a job queued → running → completed | failed, persisting
 At start-up, jobs left queued or running by a previous gateway process are re-queued when their
 input is still on disk, otherwise marked failed with the reason — never silently dropped.
 While Triton is unavailable a job is retried (``FACECRAFT_JOB_MAX_ATTEMPTS``) before failing.
+A worker survives anything a job raises (an unexpected exception, a ``CancelledError`` that is not
+the worker's own cancellation): the job is retried or failed with the reason, never left running.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id, result_summary
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import INPUT_NAME, JobRecord, JobStorage
-from facecraft.gateway.triton import PortraitRequest
+from facecraft.gateway.triton import PortraitRequest, current_task_is_cancelled, unavailable_error
 
 log = logging.getLogger("facecraft.gateway.jobs")
 
@@ -134,11 +136,30 @@ class JobQueue:
             try:
                 await self._run(job_id)
             except asyncio.CancelledError:
-                raise
-            except Exception:  # a worker must survive any single job
+                if current_task_is_cancelled():
+                    raise  # stop(): the job stays running on disk and is re-queued at the next start
+                log.error("job %s: its step was cancelled unexpectedly", job_id)
+                await self._fail_crashed(job_id, "the job was cancelled unexpectedly")
+            except Exception as error:  # a worker must survive any single job
                 log.exception("job %s crashed the worker step", job_id)
+                await self._fail_crashed(job_id, f"the job crashed: {type(error).__name__}: {error}")
             finally:
                 self._queue.task_done()
+
+    async def _fail_crashed(self, job_id: str, reason: str) -> None:
+        """Last resort after ``_run`` itself raised: a job left running is marked failed."""
+        try:
+            record = await asyncio.to_thread(self.storage.load, job_id)
+            if record is not None and record.status == "running":
+                await asyncio.to_thread(
+                    self._finish, record, "failed", GatewayError(500, "internal_error", reason)
+                )
+        except asyncio.CancelledError:
+            if current_task_is_cancelled():
+                raise
+            log.error("job %s: could not record its failure (cancelled)", job_id)
+        except Exception:  # e.g. the disk is full: the job stays running and is re-queued at restart
+            log.exception("job %s: could not record its failure", job_id)
 
     def _finish(self, record: JobRecord, status: str, error: GatewayError | None = None) -> None:
         if self.storage.load(record.job_id) is None:
@@ -172,20 +193,32 @@ class JobQueue:
                 return
             record.files = await asyncio.to_thread(self.service.store_outputs, job_id, outcome.output)
             await asyncio.to_thread(self._finish, record, "completed")
+        except asyncio.CancelledError:
+            if current_task_is_cancelled():
+                raise  # stop(): the job stays running on disk and is re-queued at the next start
+            # Not the worker's cancellation (e.g. its gRPC call was cancelled under it): transient.
+            error = unavailable_error(
+                "the inference was cancelled before it finished", self.settings.retry_after_s
+            )
+            await self._retry_or_fail(record, error)
         except GatewayError as error:
-            if error.error in RETRYABLE_ERRORS and record.attempts < self.settings.job_max_attempts:
-                record.status = "queued"
-                record.note = f"retrying after {error.error} (attempt {record.attempts})"
-                await asyncio.to_thread(self.storage.save, record)
-                self.metrics.jobs.labels("requeued").inc()
-                self._schedule_retry(job_id, delay_s=float(self.settings.retry_after_s))
-                return
-            await asyncio.to_thread(self._finish, record, "failed", error)
+            await self._retry_or_fail(record, error)
         except Exception as error:  # unexpected: record it on the job rather than lose it
             log.exception("job %s failed unexpectedly", job_id)
             await asyncio.to_thread(
                 self._finish, record, "failed", GatewayError(500, "internal_error", str(error))
             )
+
+    async def _retry_or_fail(self, record: JobRecord, error: GatewayError) -> None:
+        """Re-queue a retryable failure (``FACECRAFT_JOB_MAX_ATTEMPTS``), else fail with the error."""
+        if error.error in RETRYABLE_ERRORS and record.attempts < self.settings.job_max_attempts:
+            record.status = "queued"
+            record.note = f"retrying after {error.error} (attempt {record.attempts})"
+            await asyncio.to_thread(self.storage.save, record)
+            self.metrics.jobs.labels("requeued").inc()
+            self._schedule_retry(record.job_id, delay_s=float(self.settings.retry_after_s))
+            return
+        await asyncio.to_thread(self._finish, record, "failed", error)
 
     def _schedule_retry(self, job_id: str, delay_s: float) -> None:
         async def later() -> None:

@@ -5,18 +5,22 @@ It builds the ensemble's input tensors (docs/triton.md), reads the outputs into 
 
 - ``INVALID_ARG`` with ``<code>: <step>: <detail>`` → that code (400; ``no_face_detected`` is left to
   the caller's contract),
-- unreachable server / model not ready → 503 ``triton_unavailable`` with ``Retry-After``,
+- unreachable server, model not ready or unloaded, a dead Python-backend stub ("Stub process …
+  is not healthy"), a stream reset by a dying server, or a call cancelled by the transport
+  → 503 ``triton_unavailable`` with ``Retry-After`` (transient: retry later),
 - deadline exceeded → 504 ``triton_timeout``,
 - anything else → 500 ``internal_error``.
 
-After a connection failure the gRPC channel is rebuilt on the next call, so the gateway recovers
-by itself when Triton comes back.
+After a connection failure new calls get a fresh gRPC channel, so the gateway recovers by itself
+when Triton comes back. The old channel is closed only once the calls still running on it have
+finished: closing a ``grpc.aio`` channel cancels every call on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from dataclasses import dataclass
 
@@ -34,6 +38,18 @@ _PIPELINE_ERROR = re.compile(
     r"\b(invalid_image|image_too_large|invalid_option|no_face_detected|internal_error):\s*(.*)", re.S
 )
 _UNAVAILABLE_STATUSES = ("UNAVAILABLE", "CANCELLED", "UNKNOWN")
+# Messages of transient server-side failures, whatever their gRPC status (a dead stub answers
+# INTERNAL): a stub killed or restarting, a model unloaded or not ready during a restart, a server
+# shutting down, an HTTP/2 stream torn down by a dying server.
+_TRANSIENT_MESSAGE = re.compile(
+    r"stub process\b.*\b(not healthy|unhealthy|restart|died|exited|terminated)"
+    r"|\bstub\b.*\bnot healthy"
+    r"|failed to connect|not ready|unavailable|unknown model"
+    r"|shutting down|server is stopping|rst_stream|goaway|socket closed|connection reset|broken pipe",
+    re.I | re.S,
+)
+
+log = logging.getLogger("facecraft.gateway.triton")
 
 
 @dataclass(frozen=True)
@@ -120,75 +136,136 @@ def map_triton_error(error: InferenceServerException, retry_after_s: int) -> Gat
         return GatewayError(400, code, detail)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
         return GatewayError(504, "triton_timeout", "the inference did not finish in time")
-    if (
-        any(name in status for name in _UNAVAILABLE_STATUSES)
-        or "failed to connect" in message.lower()
-        or "not ready" in message.lower()
-        or "unavailable" in message.lower()
-    ):
-        return GatewayError(
-            503,
-            "triton_unavailable",
-            f"the inference server is unavailable: {message}",
-            headers={"Retry-After": str(retry_after_s)},
-        )
+    if any(name in status for name in _UNAVAILABLE_STATUSES) or _TRANSIENT_MESSAGE.search(message):
+        return unavailable_error(message, retry_after_s)
     if "INVALID_ARG" in status:
         return GatewayError(400, "invalid_option", message)
     return GatewayError(500, "internal_error", f"inference failed: {message}")
 
 
+def unavailable_error(reason: str, retry_after_s: int) -> GatewayError:
+    """503 ``triton_unavailable`` with ``Retry-After``: a transient failure, worth retrying."""
+    return GatewayError(
+        503,
+        "triton_unavailable",
+        f"the inference server is unavailable: {reason}",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def current_task_is_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not merely handed a CancelledError).
+
+    ``grpc.aio`` raises ``CancelledError`` in calls whose channel was closed; only a cancellation
+    of the calling task (shutdown, a client gone, an outer timeout) must propagate as such. Python
+    3.10 cannot tell the two apart, so there every CancelledError counts as a real cancellation.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
+class _Channel:
+    """One gRPC client (channel) and the number of calls running on it."""
+
+    def __init__(self, client: grpcclient.InferenceServerClient):
+        self.client = client
+        self.in_flight = 0
+        self.retired = False
+
+
 class TritonGateway:
-    """Async gRPC access to Triton, shared by all requests of one app."""
+    """Async gRPC access to Triton, shared by all requests of one app.
+
+    Calls share one channel. A call that finds Triton unavailable (or times out) retires the
+    channel: later calls open a new one, and the retired one is closed when its last running call
+    ends — never under a call that is still using it.
+    """
 
     def __init__(self, url: str, timeout_s: float, retry_after_s: int = 5):
         self.url = url
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
-        self._client: grpcclient.InferenceServerClient | None = None
-        self._lock = asyncio.Lock()
+        self._current: _Channel | None = None
+        self._open: set[_Channel] = set()
+        self._closing: set[asyncio.Task] = set()
 
-    async def _get_client(self) -> grpcclient.InferenceServerClient:
-        async with self._lock:
-            if self._client is None:
-                self._client = grpcclient.InferenceServerClient(self.url)
-            return self._client
+    def _acquire(self) -> _Channel:
+        # No await between the check and the count: safe without a lock on one event loop.
+        if self._current is None:
+            self._current = _Channel(grpcclient.InferenceServerClient(self.url))
+            self._open.add(self._current)
+        self._current.in_flight += 1
+        return self._current
 
-    async def _drop_client(self, client: grpcclient.InferenceServerClient) -> None:
-        async with self._lock:
-            if self._client is client:
-                self._client = None
+    def _release(self, channel: _Channel) -> None:
+        channel.in_flight -= 1
+        if channel.retired and channel.in_flight == 0:
+            self._close_soon(channel)
+
+    def _retire(self, channel: _Channel) -> None:
+        """New calls get a fresh channel; this one closes once its running calls are done."""
+        if self._current is channel:
+            self._current = None
+        channel.retired = True
+
+    def _close_soon(self, channel: _Channel) -> None:
+        # In its own task, so that a caller cancelled meanwhile cannot leave the channel half closed.
+        if channel not in self._open:
+            return
+        self._open.discard(channel)
+        task = asyncio.get_running_loop().create_task(self._close_quietly(channel))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close_quietly(channel: _Channel) -> None:
         with contextlib.suppress(Exception):  # closing a broken channel may fail; it is dropped anyway
-            await client.close()
+            await channel.client.close()
+
+    @property
+    def open_channels(self) -> int:
+        """Channels not closed yet (the current one plus retired ones with calls still running)."""
+        return len(self._open)
 
     async def close(self) -> None:
-        async with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        """Close every channel (app shutdown: no call is expected to be running)."""
+        self._current = None
+        channels, self._open = list(self._open), set()
+        for channel in channels:
+            await self._close_quietly(channel)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _call(self, method: str, *args, timeout_s: float | None = None, **kwargs):
-        client = await self._get_client()
+        channel = self._acquire()
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
             return await asyncio.wait_for(
-                getattr(client, method)(*args, client_timeout=timeout, **kwargs), timeout + 1.0
+                getattr(channel.client, method)(*args, client_timeout=timeout, **kwargs), timeout + 1.0
             )
         except InferenceServerException as error:
             mapped = map_triton_error(error, self.retry_after_s)
             if mapped.error == "triton_unavailable":
-                await self._drop_client(client)
+                self._retire(channel)
+            elif mapped.error == "internal_error":
+                log.warning("%s failed: status=%s %s", method, error.status(), mapped.message)
             raise mapped from None
         except asyncio.TimeoutError:
-            await self._drop_client(client)
+            self._retire(channel)
             raise GatewayError(504, "triton_timeout", "the inference server did not answer in time") from None
         except (OSError, ConnectionError) as error:
-            await self._drop_client(client)
-            raise GatewayError(
-                503,
-                "triton_unavailable",
-                f"the inference server is unavailable: {error}",
-                headers={"Retry-After": str(self.retry_after_s)},
-            ) from None
+            self._retire(channel)
+            raise unavailable_error(str(error), self.retry_after_s) from None
+        except asyncio.CancelledError:
+            if current_task_is_cancelled():
+                raise
+            # Not our cancellation: the transport cancelled the call (its channel went away).
+            self._retire(channel)
+            log.warning("%s was cancelled by the gRPC transport; answering triton_unavailable", method)
+            raise unavailable_error("the call was cancelled by the connection", self.retry_after_s) from None
+        finally:
+            self._release(channel)
 
     async def infer_portrait(self, image: bytes, request: PortraitRequest) -> PortraitOutput:
         """Run one image through ``portrait`` (enhance) or ``portrait_basic``."""

@@ -73,7 +73,8 @@ def test_recover_requeues_or_fails_interrupted_jobs(tmp_path):
 
 
 class _ScriptedInfer:
-    """Returns the scripted outcomes (or raises the scripted errors) one call at a time."""
+    """Returns the scripted outcomes (or raises the scripted errors, or blocks on "block") one call
+    at a time."""
 
     def __init__(self, *steps):
         self.steps = list(steps)
@@ -82,8 +83,10 @@ class _ScriptedInfer:
     async def __call__(self, image, request, wait_s=None):
         self.calls += 1
         step = self.steps.pop(0)
-        if isinstance(step, Exception):
+        if isinstance(step, BaseException):
             raise step
+        if step == "block":
+            await asyncio.Event().wait()
         return step
 
 
@@ -145,3 +148,87 @@ def test_submit_rejects_non_images_before_queueing(tmp_path):
         asyncio.run(scenario())
     assert info.value.error == "unsupported_media_type"
     assert list(storage.iter_records()) == []
+
+
+OUTPUT = PortraitOutput(b"png", b"jpg", (1, 2, 3, 4), 1, True, (64, 64))
+
+
+async def _wait_terminal(storage, job_id, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        current = storage.load(job_id)
+        if current is not None and current.status in ("completed", "failed"):
+            return current
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job stuck in {storage.load(job_id).status}")
+
+
+async def _two_jobs_one_worker(queue, storage, request):
+    """Submit two jobs to a single worker; both must end terminal (the worker outlives the first)."""
+    await queue.start()
+    try:
+        first = await queue.submit(PNG_1x1, request, "a.png")
+        second = await queue.submit(PNG_1x1, request, "b.png")
+        return await _wait_terminal(storage, first.job_id), await _wait_terminal(storage, second.job_id)
+    finally:
+        await queue.stop()
+
+
+@pytest.mark.parametrize("crash", [asyncio.CancelledError(), RuntimeError("grpc went sideways")])
+def test_worker_survives_a_job_whose_inference_raises_anything(tmp_path, crash):
+    queue, storage, settings = _queue(tmp_path, job_workers=1, job_max_attempts=1)
+    queue.service.infer = _ScriptedInfer(crash, ProcessOutcome(OUTPUT, 3.0))
+
+    first, second = asyncio.run(_two_jobs_one_worker(queue, storage, resolve_request(settings)))
+    assert first.status == "failed"
+    assert first.error in ("triton_unavailable", "internal_error") and first.error_message
+    assert second.status == "completed"
+
+
+def test_a_job_whose_call_is_cancelled_under_it_is_retried(tmp_path):
+    queue, storage, settings = _queue(tmp_path)
+    script = _ScriptedInfer(asyncio.CancelledError(), ProcessOutcome(OUTPUT, 3.0))
+    queue.service.infer = script
+
+    record = asyncio.run(_submit_and_wait(queue, storage, resolve_request(settings)))
+    assert (record.status, record.attempts, script.calls) == ("completed", 2, 2)
+
+
+@pytest.mark.parametrize("crash", [asyncio.CancelledError, RuntimeError])
+def test_worker_survives_a_crash_outside_the_inference(tmp_path, crash):
+    """Even a failure in the job bookkeeping itself ends the job failed, and the worker goes on."""
+    queue, storage, settings = _queue(tmp_path, job_workers=1)
+    queue.service.infer = _ScriptedInfer(ProcessOutcome(OUTPUT, 3.0), ProcessOutcome(OUTPUT, 3.0))
+    save = storage.save
+    crashed = []
+
+    def save_crashing_once_when_running(record):
+        if record.status == "running" and not crashed:
+            crashed.append(record.job_id)
+            save(record)  # the transition reached the disk, then the step blew up
+            raise crash("the step crashed")
+        save(record)
+
+    storage.save = save_crashing_once_when_running
+    first, second = asyncio.run(_two_jobs_one_worker(queue, storage, resolve_request(settings)))
+    assert (first.status, first.error) == ("failed", "internal_error")
+    assert first.error_message
+    assert second.status == "completed"
+
+
+def test_stopping_the_queue_leaves_a_running_job_for_recovery(tmp_path):
+    queue, storage, settings = _queue(tmp_path)
+    queue.service.infer = _ScriptedInfer("block")
+
+    async def scenario():
+        await queue.start()
+        record = await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
+        deadline = time.monotonic() + 5
+        while storage.require(record.job_id).status != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await queue.stop()
+        return storage.require(record.job_id)
+
+    record = asyncio.run(scenario())
+    assert record.status == "running", "a shutdown must not fail the job: it is re-queued at the next start"

@@ -1,15 +1,22 @@
-"""The Triton wrapper's pure parts: input tensors, output parsing, error mapping."""
+"""The Triton wrapper without Triton: input tensors, output parsing, error mapping, and the call
+wrapper's channel handling over a scripted stand-in for the ``grpc.aio`` client.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from facecraft.gateway import triton as triton_module
+from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.triton import (
     ENSEMBLE_BASIC,
     ENSEMBLE_ENHANCED,
     PortraitRequest,
+    TritonGateway,
     build_inputs,
     map_triton_error,
     parse_outputs,
@@ -127,3 +134,189 @@ def test_internal_and_transport_errors():
     assert not_ready.error == "triton_unavailable"
     other = map_triton_error(InferenceServerException("something odd", "StatusCode.INTERNAL"), 3)
     assert (other.status_code, other.error) == (500, "internal_error")
+
+
+@pytest.mark.parametrize(
+    "message, status",
+    [
+        ("Stub process 'compose_0_0' is not healthy.", "StatusCode.INTERNAL"),
+        ("in ensemble 'portrait', Stub process 'compose_0_0' is not healthy.", "StatusCode.INTERNAL"),
+        ("Stub process 'detect_0_0' is unhealthy and it will be restarted.", "StatusCode.INTERNAL"),
+        (
+            "in ensemble 'portrait_basic', Request for unknown model: 'compose' is not found",
+            "StatusCode.INTERNAL",
+        ),
+        ("Received RST_STREAM with error code 2", "StatusCode.INTERNAL"),
+        ("Socket closed", "StatusCode.INTERNAL"),
+    ],
+)
+def test_transient_server_failures_are_retryable_503(message, status):
+    error = map_triton_error(InferenceServerException(message, status), retry_after_s=4)
+    assert (error.status_code, error.error, error.headers["Retry-After"]) == (503, "triton_unavailable", "4")
+    assert message in error.message
+
+
+def test_a_pipeline_internal_error_naming_a_stub_stays_500():
+    error = map_triton_error(
+        InferenceServerException("internal_error: compose: stub failed to encode", "StatusCode.INTERNAL"), 3
+    )
+    assert (error.status_code, error.error) == (500, "internal_error")
+
+
+# --------------------------------------------------------------------------- TritonGateway._call
+
+
+class _FakeAioClient:
+    """Stands in for ``tritonclient.grpc.aio.InferenceServerClient`` (no Triton needed).
+
+    ``infer`` runs the next scripted step: an exception to raise, or "block" to wait until
+    released. Like ``grpc.aio``, ``close()`` cancels the calls still waiting on the channel, which
+    then see ``asyncio.CancelledError`` without their task being cancelled.
+    """
+
+    instances: list[_FakeAioClient] = []
+    script: list = []
+
+    def __init__(self, url):
+        self.url = url
+        self.closed = False
+        self.pending: list[asyncio.Future] = []
+        self.calls = 0
+        _FakeAioClient.instances.append(self)
+
+    async def infer(self, model_name, inputs, outputs=None, client_timeout=None):
+        self.calls += 1
+        step = _FakeAioClient.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        assert step == "block"
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return await future
+
+    def release_all(self, value):
+        for future in self.pending:
+            if not future.done():
+                future.set_result(value)
+
+    async def close(self):
+        self.closed = True
+        for future in self.pending:
+            future.cancel()
+
+
+@pytest.fixture
+def fake_aio_client(monkeypatch):
+    _FakeAioClient.instances, _FakeAioClient.script = [], []
+    monkeypatch.setattr(triton_module.grpcclient, "InferenceServerClient", _FakeAioClient)
+    return _FakeAioClient
+
+
+async def _until(condition, timeout_s=2.0):
+    """Let the event loop run until ``condition()`` holds (the calls reach the fake client)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+def _portrait_result():
+    return _FakeResult(
+        {
+            "PNG": np.array([[b"png"]], dtype=np.object_),
+            "JPEG": np.array([[b"jpeg"]], dtype=np.object_),
+            "FACE_BOX": np.array([[1, 2, 3, 4]], dtype=np.int32),
+            "FACE_COUNT": np.array([[1]], dtype=np.int32),
+            "JPEG_CAP_MET": np.array([[True]]),
+            "OUTPUT_SIZE": np.array([[300, 400]], dtype=np.int32),
+        }
+    )
+
+
+def test_dead_stub_during_a_call_answers_triton_unavailable(fake_aio_client):
+    fake_aio_client.script = [
+        InferenceServerException("Stub process 'compose_0_0' is not healthy.", "StatusCode.INTERNAL")
+    ]
+    gateway = TritonGateway("triton:8001", timeout_s=5.0, retry_after_s=6)
+
+    async def scenario():
+        with pytest.raises(GatewayError) as info:
+            await gateway.infer_portrait(b"jpeg", REQUEST)
+        await gateway.close()
+        return info.value
+
+    error = asyncio.run(scenario())
+    assert (error.status_code, error.error, error.headers["Retry-After"]) == (503, "triton_unavailable", "6")
+
+
+def test_a_failing_call_does_not_close_the_channel_under_other_calls(fake_aio_client):
+    fake_aio_client.script = [
+        "block",
+        InferenceServerException("failed to connect to all addresses", "StatusCode.UNAVAILABLE"),
+        "block",
+    ]
+    gateway = TritonGateway("triton:8001", timeout_s=5.0)
+
+    async def scenario():
+        slow = asyncio.create_task(gateway.infer_portrait(b"jpeg", REQUEST))
+        await _until(lambda: fake_aio_client.instances and fake_aio_client.instances[0].pending)
+        (first,) = fake_aio_client.instances
+        with pytest.raises(GatewayError) as info:
+            await gateway.infer_portrait(b"jpeg", REQUEST)
+        assert info.value.error == "triton_unavailable"
+        await asyncio.sleep(0.01)
+        assert not first.closed, "the channel was closed under a call still running on it"
+        # New calls get a fresh channel meanwhile.
+        fresh = asyncio.create_task(gateway.infer_portrait(b"jpeg", REQUEST))
+        await _until(lambda: len(fake_aio_client.instances) == 2 and fake_aio_client.instances[1].pending)
+        first.release_all(_portrait_result())
+        output = await slow
+        await asyncio.sleep(0.01)
+        assert first.closed, "a retired channel is closed once its last call is done"
+        assert gateway.open_channels == 1
+        fake_aio_client.instances[1].release_all(_portrait_result())
+        await fresh
+        await gateway.close()
+        return output
+
+    output = asyncio.run(scenario())
+    assert output.png == b"png" and output.face_box == (1, 2, 3, 4)
+
+
+def test_a_call_cancelled_by_the_transport_answers_triton_unavailable(fake_aio_client):
+    fake_aio_client.script = ["block", "block"]
+    gateway = TritonGateway("triton:8001", timeout_s=5.0, retry_after_s=2)
+
+    async def scenario():
+        calls = [asyncio.create_task(gateway.infer_portrait(b"jpeg", REQUEST)) for _ in range(2)]
+        await _until(lambda: fake_aio_client.instances and len(fake_aio_client.instances[0].pending) == 2)
+        await fake_aio_client.instances[0].close()  # e.g. the channel torn down by grpc itself
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await gateway.close()
+        return results
+
+    for result in asyncio.run(scenario()):
+        assert isinstance(result, GatewayError), result
+        assert (result.status_code, result.error, result.headers["Retry-After"]) == (
+            503,
+            "triton_unavailable",
+            "2",
+        )
+
+
+def test_cancelling_the_calling_task_still_cancels(fake_aio_client):
+    fake_aio_client.script = ["block"]
+    gateway = TritonGateway("triton:8001", timeout_s=5.0)
+
+    async def scenario():
+        call = asyncio.create_task(gateway.infer_portrait(b"jpeg", REQUEST))
+        await _until(lambda: fake_aio_client.instances and fake_aio_client.instances[0].pending)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert call.cancelled()
+        assert gateway.open_channels == 1, "the caller's own cancellation does not retire the channel"
+        await gateway.close()
+
+    asyncio.run(scenario())

@@ -147,10 +147,11 @@ class JobQueue:
                 self._queue.task_done()
 
     async def _fail_crashed(self, job_id: str, reason: str) -> None:
-        """Last resort after ``_run`` itself raised: a job left running is marked failed."""
+        """Last resort after ``_run`` itself raised: the job, taken off the queue but still queued
+        or running on disk, is marked failed (otherwise nothing would ever pick it up again)."""
         try:
             record = await asyncio.to_thread(self.storage.load, job_id)
-            if record is not None and record.status == "running":
+            if record is not None and record.status in ("queued", "running"):
                 await asyncio.to_thread(
                     self._finish, record, "failed", GatewayError(500, "internal_error", reason)
                 )

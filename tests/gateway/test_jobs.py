@@ -194,8 +194,9 @@ def test_a_job_whose_call_is_cancelled_under_it_is_retried(tmp_path):
     assert (record.status, record.attempts, script.calls) == ("completed", 2, 2)
 
 
+@pytest.mark.parametrize("reached_disk", [True, False])
 @pytest.mark.parametrize("crash", [asyncio.CancelledError, RuntimeError])
-def test_worker_survives_a_crash_outside_the_inference(tmp_path, crash):
+def test_worker_survives_a_crash_outside_the_inference(tmp_path, crash, reached_disk):
     """Even a failure in the job bookkeeping itself ends the job failed, and the worker goes on."""
     queue, storage, settings = _queue(tmp_path, job_workers=1)
     queue.service.infer = _ScriptedInfer(ProcessOutcome(OUTPUT, 3.0), ProcessOutcome(OUTPUT, 3.0))
@@ -205,7 +206,8 @@ def test_worker_survives_a_crash_outside_the_inference(tmp_path, crash):
     def save_crashing_once_when_running(record):
         if record.status == "running" and not crashed:
             crashed.append(record.job_id)
-            save(record)  # the transition reached the disk, then the step blew up
+            if reached_disk:  # the job is running on disk, then the step blows up
+                save(record)
             raise crash("the step crashed")
         save(record)
 

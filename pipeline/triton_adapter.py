@@ -93,6 +93,34 @@ def execute_each(requests, step: str, input_names: tuple[str, ...], handler: Han
     return responses
 
 
+class StageModel:
+    """Base of every Triton Python model in ``model_repository/``: a subclass names its ``STEP``.
+
+    ``STEP`` is a key of :data:`facecraft.pipeline.stages.STAGES`; the stage function and the
+    input names come from there, so a ``model.py`` holds nothing but that name (and, where the
+    step loads models, a :meth:`warm_up`).
+    """
+
+    STEP: str = ""
+
+    def initialize(self, args) -> None:
+        from facecraft.pipeline.stages import STAGE_INPUTS, STAGES
+
+        self.logger = python_logger()
+        self.stage = STAGES[self.STEP]
+        self.input_names = STAGE_INPUTS[self.STEP]
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Load what the step needs once per model instance (nothing by default)."""
+
+    def execute(self, requests) -> list:
+        return execute_each(requests, self.STEP, self.input_names, self.stage, self.logger)
+
+    def finalize(self) -> None:
+        pass
+
+
 def python_logger():
     """Triton's Python-backend logger (``log_info``/``log_error``...), or None outside Triton."""
     try:

@@ -4,21 +4,11 @@ Tensors and errors are converted by `facecraft.pipeline.triton_adapter`; see doc
 """
 
 from facecraft.pipeline.detect import load_models
-from facecraft.pipeline.stages import STAGE_INPUTS, STAGES
-from facecraft.pipeline.triton_adapter import execute_each, python_logger
-
-STEP = "detect"
+from facecraft.pipeline.triton_adapter import StageModel
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        self.logger = python_logger()
-        self.stage = STAGES[STEP]
-        self.input_names = STAGE_INPUTS[STEP]
+class TritonPythonModel(StageModel):
+    STEP = "detect"
+
+    def warm_up(self) -> None:
         load_models()  # dlib detector + 68-point predictor, once per instance
-
-    def execute(self, requests):
-        return execute_each(requests, STEP, self.input_names, self.stage, self.logger)
-
-    def finalize(self):
-        pass

@@ -3,20 +3,8 @@
 Tensors and errors are converted by `facecraft.pipeline.triton_adapter`; see docs/triton.md.
 """
 
-from facecraft.pipeline.stages import STAGE_INPUTS, STAGES
-from facecraft.pipeline.triton_adapter import execute_each, python_logger
-
-STEP = "enhance_post"
+from facecraft.pipeline.triton_adapter import StageModel
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        self.logger = python_logger()
-        self.stage = STAGES[STEP]
-        self.input_names = STAGE_INPUTS[STEP]
-
-    def execute(self, requests):
-        return execute_each(requests, STEP, self.input_names, self.stage, self.logger)
-
-    def finalize(self):
-        pass
+class TritonPythonModel(StageModel):
+    STEP = "enhance_post"

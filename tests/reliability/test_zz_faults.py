@@ -156,26 +156,15 @@ def test_stub_kill_turns_ready_false_then_recovers(stub_kill, reliability_gatewa
     assert ready_status(reliability_gateway.url) == 200
 
 
-CANCELLED_CALLS_DEFECT = (
-    "defect: when one call fails with triton_unavailable, TritonGateway._drop_client closes the shared "
-    "gRPC channel under the other in-flight calls; grpc.aio raises asyncio.CancelledError in them, which "
-    "escapes every `except Exception`: /process answers a bare 500 (no error code) and the async job "
-    "worker task dies, leaving its job 'running' forever (lost): owner gateway (triton.py, jobs.py)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=CANCELLED_CALLS_DEFECT)
+# Regression (found here, fixed in the gateway, 71856c6): closing the shared gRPC channel under
+# in-flight calls raised CancelledError in them, killing the async worker and losing its job.
 def test_stub_kill_loses_no_async_job(stub_kill):
     assert not stub_kill["load"].transport_errors, stub_kill["figures"]
     assert_jobs_terminal_with_reasons(stub_kill["jobs"], stub_kill["load"].job_ids, stub_kill["log"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a request that meets a dead Python stub gets Triton INTERNAL 'Stub process ... is "
-    "not healthy', which map_triton_error turns into 500 internal_error instead of the documented "
-    "503 triton_unavailable (retryable): owner gateway (triton.py)",
-)
+# Regression (found here, fixed in the gateway, 71856c6): a dead stub's Triton INTERNAL
+# "Stub process ... is not healthy" used to reach clients as 500 internal_error.
 def test_stub_kill_answers_only_documented_503(stub_kill):
     undocumented = stub_kill["load"].undocumented_5xx(OUTAGE_ERRORS)
     assert not undocumented, stub_kill["figures"]
@@ -274,7 +263,7 @@ def test_triton_kill_turns_ready_false_answers_503_and_recovers(triton_kill, tri
     assert triton_server.is_ready()
 
 
-@pytest.mark.xfail(strict=True, reason=CANCELLED_CALLS_DEFECT)
+# Regression (same defect as above): no bare 500, no dropped connection, no job left running.
 def test_triton_kill_answers_only_documented_errors_and_loses_no_job(triton_kill):
     load = triton_kill["load"]
     assert not load.undocumented_5xx(OUTAGE_ERRORS), triton_kill["figures"]

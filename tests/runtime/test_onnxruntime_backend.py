@@ -89,12 +89,17 @@ def make_backend_model(tmp_path, monkeypatch):
         "parameters": {"intra_op_thread_count": {"string_value": "1"}},
     }
 
-    def make(kind: str = "CPU"):
+    def make(kind: str = "CPU", parameters: dict[str, str] | None = None):
         model = module.TritonPythonModel()
         _Logger.lines = []
+        model_config = dict(config)
+        model_config["parameters"] = {
+            **config["parameters"],
+            **{key: {"string_value": value} for key, value in (parameters or {}).items()},
+        }
         model.initialize(
             {
-                "model_config": json.dumps(config),
+                "model_config": json.dumps(model_config),
                 "model_name": "add_one",
                 "model_repository": str(tmp_path / "add_one"),
                 "model_version": "1",
@@ -116,7 +121,9 @@ def test_batch_is_run_once_and_split_back(backend_model, monkeypatch):
     runs = []
     real_run = backend_model.session.run
     monkeypatch.setattr(
-        backend_model.session, "run", lambda names, feeds: runs.append(feeds) or real_run(names, feeds)
+        backend_model.session,
+        "run",
+        lambda names, feeds, *options: runs.append(feeds) or real_run(names, feeds, *options),
     )
     requests = [_Request(x=np.full((n, 4), n, np.float32)) for n in (1, 3, 2)]
     responses = backend_model.execute(requests)
@@ -142,10 +149,10 @@ def test_bad_request_gets_its_own_error(backend_model):
 def test_failed_batch_is_retried_per_request(backend_model, monkeypatch):
     real_run = backend_model.session.run
 
-    def fail_on_poison(names, feeds):
+    def fail_on_poison(names, feeds, *options):
         if np.isnan(feeds["x"]).any():
             raise RuntimeError("poisoned input")
-        return real_run(names, feeds)
+        return real_run(names, feeds, *options)
 
     monkeypatch.setattr(backend_model.session, "run", fail_on_poison)
     poisoned = np.full((1, 4), np.nan, np.float32)
@@ -171,3 +178,29 @@ def test_gpu_kind_without_cuda_provider_falls_back_to_cpu_with_warning(make_back
     assert any(
         "instance kind GPU but onnxruntime has no CUDAExecutionProvider" in line for line in _Logger.lines
     )
+
+
+def test_memory_parameters_use_the_native_backend_keys(make_backend_model):
+    model = make_backend_model(
+        "CPU",
+        {"memory.enable_memory_arena_shrinkage": "cpu:0", "enable_mem_pattern": "0", "enable_mem_arena": "1"},
+    )
+    assert model.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert any("arena shrinkage cpu:0" in line for line in _Logger.lines)
+    responses = model.execute([_Request(x=np.zeros((2, 4), np.float32))])
+    np.testing.assert_array_equal(responses[0].output("y"), np.ones((2, 4), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"enable_mem_arena": "maybe"}, "enable_mem_arena must be 1/0 or true/false"),
+        (
+            {"enable_mem_arena": "0", "memory.enable_memory_arena_shrinkage": "cpu:0"},
+            "names cpu but enable_mem_arena is 0",
+        ),
+    ],
+)
+def test_contradictory_memory_parameters_fail_the_model_load(make_backend_model, parameters, message):
+    with pytest.raises(ValueError, match=message):
+        make_backend_model("CPU", parameters)

@@ -14,6 +14,9 @@ same ``config.pbtxt`` as the native backend, so one model repository runs in bot
   with a warning); ``KIND_CPU``/``KIND_AUTO`` → ``CPUExecutionProvider``;
 - threads: config ``parameters { key: "intra_op_thread_count" ... }`` (the native backend's key),
   else ``$FACECRAFT_ORT_INTRA_OP_THREADS``, else onnxruntime's default;
+- memory: the native backend's keys ``enable_mem_arena`` / ``enable_mem_pattern`` ("1"/"0") and
+  ``memory.enable_memory_arena_shrinkage`` (e.g. "cpu:0", a run option: the arena returns what a
+  large batch grew it by, instead of holding the peak for the life of the process);
 - ``default_model_filename`` from the config, default ``model.onnx``.
 
 The log names the execution provider and whether the weights are trained (``export.json`` next to
@@ -72,6 +75,17 @@ def _positive_int(value: str | None, source: str) -> int | None:
     return number or None
 
 
+def _flag(value: str | None, source: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("1", "true"):
+        return True
+    if lowered in ("0", "false"):
+        return False
+    raise ValueError(f"{source} must be 1/0 or true/false, got {value!r}")
+
+
 class TritonPythonModel:
     """One instance of an ONNX model served by onnxruntime."""
 
@@ -99,6 +113,18 @@ class TritonPythonModel:
             options.intra_op_num_threads = intra
         if inter:
             options.inter_op_num_threads = inter
+        arena = _flag(_parameter(self.config, "enable_mem_arena"), "parameter enable_mem_arena")
+        if arena is not None:
+            options.enable_cpu_mem_arena = arena
+        pattern = _flag(_parameter(self.config, "enable_mem_pattern"), "parameter enable_mem_pattern")
+        if pattern is not None:
+            options.enable_mem_pattern = pattern
+        self.run_options = ort.RunOptions()
+        shrinkage = _parameter(self.config, "memory.enable_memory_arena_shrinkage")
+        if shrinkage:
+            if arena is False and "cpu" in shrinkage:
+                raise ValueError("memory.enable_memory_arena_shrinkage names cpu but enable_mem_arena is 0")
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", shrinkage)
 
         kind = args.get("model_instance_kind", "CPU").upper()
         device_id = int(args.get("model_instance_device_id", 0) or 0)
@@ -130,7 +156,8 @@ class TritonPythonModel:
 
         pb_utils.Logger.log_info(
             f"onnxruntime backend: {self.name} v{version}: {model_path} on {self.provider} "
-            f"(instance kind {kind}, intra-op threads {intra or 'default'}, max_batch_size {self.max_batch_size})"
+            f"(instance kind {kind}, intra-op threads {intra or 'default'}, max_batch_size {self.max_batch_size}, "
+            f"arena shrinkage {shrinkage or 'off'})"
         )
         self._log_weights(model_dir / str(version) / "export.json")
 
@@ -194,7 +221,7 @@ class TritonPythonModel:
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         names = [name for name, _ in self.outputs]
-        results = self.session.run(names, feeds)
+        results = self.session.run(names, feeds, self.run_options)
         return [
             np.ascontiguousarray(result.astype(dtype, copy=False))
             for result, (_, dtype) in zip(results, self.outputs, strict=True)

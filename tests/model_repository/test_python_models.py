@@ -22,7 +22,7 @@ def load_model_class(name: str) -> type:
 def test_model_py_runs_the_stage_named_after_its_folder(name):
     model_class = load_model_class(name)
     assert issubclass(model_class, StageModel)
-    assert model_class.STEP == name
+    assert name == model_class.STEP
     assert name in STAGES
 
 

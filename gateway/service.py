@@ -15,12 +15,13 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
+from facecraft.client.result import PortraitResult
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.metrics import GatewayMetrics
 from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import JobRecord, JobStorage
-from facecraft.gateway.triton import PortraitOutput, PortraitRequest, TritonGateway
+from facecraft.gateway.triton import PortraitRequest, TritonGateway
 
 SIDE_RANGE = (64, 4096)
 MARGIN_RANGE = (0.0, 2.0)
@@ -83,13 +84,13 @@ def resolve_request(
 class ProcessOutcome:
     """A finished portrait with its timing; ``output`` is None when no face was found."""
 
-    output: PortraitOutput | None
+    output: PortraitResult | None
     processing_time_ms: float
     error: str | None = None
     error_message: str | None = None
 
 
-def result_summary(output: PortraitOutput, model: str) -> dict:
+def result_summary(output: PortraitResult, model: str) -> dict:
     """The contract's ``result`` object (plus extras) for a successful portrait."""
     x, y, w, h = output.face_box
     return {
@@ -174,7 +175,7 @@ class PortraitService:
         self.statistics["processed"] += 1
         return ProcessOutcome(output, (time.perf_counter() - started) * 1000.0)
 
-    def store_outputs(self, job_id: str, output: PortraitOutput, stem: str = "portrait") -> dict[str, str]:
+    def store_outputs(self, job_id: str, output: PortraitResult, stem: str = "portrait") -> dict[str, str]:
         """Write PNG and JPEG atomically into the job folder; returns format → file name."""
         files = {"png": f"{stem}.png", "jpg": f"{stem}.jpg"}
         self.storage.write_file(job_id, files["png"], output.png)
@@ -204,7 +205,7 @@ class PortraitService:
         await asyncio.to_thread(self._store_job, record, outcome.output)
         return job_id, outcome
 
-    def _store_job(self, record: JobRecord, output: PortraitOutput) -> None:
+    def _store_job(self, record: JobRecord, output: PortraitResult) -> None:
         """Outputs then metadata; on a disk error the whole job folder is removed (nothing partial)."""
         try:
             record.files = self.store_outputs(record.job_id, output)

@@ -1,7 +1,8 @@
 """A thin async wrapper over ``tritonclient.grpc.aio`` for the portrait ensembles.
 
-It builds the ensemble's input tensors (docs/triton.md), reads the outputs into a
-:class:`PortraitOutput`, and maps every Triton failure to a :class:`GatewayError`:
+Tensors are encoded and decoded by :mod:`facecraft.client` (the one implementation of the
+ensemble contract, docs/triton.md); this module adds the gateway's connection handling and maps
+every Triton failure to a :class:`GatewayError`:
 
 - ``INVALID_ARG`` with ``<code>: <step>: <detail>`` → that code (400; ``no_face_detected`` is left to
   the caller's contract),
@@ -24,15 +25,16 @@ import logging
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from facecraft.client import transport
+from facecraft.client.options import BASIC_MODEL, ENHANCED_MODEL, PortraitOptions, encode_inputs
+from facecraft.client.result import PortraitResult, result_from_outputs
 from facecraft.gateway.errors import GatewayError
 
-ENSEMBLE_ENHANCED = "portrait"
-ENSEMBLE_BASIC = "portrait_basic"
-OUTPUT_NAMES = ("PNG", "JPEG", "FACE_BOX", "FACE_COUNT", "JPEG_CAP_MET", "OUTPUT_SIZE")
+ENSEMBLE_ENHANCED = ENHANCED_MODEL
+ENSEMBLE_BASIC = BASIC_MODEL
 PIPELINE_ERROR_CODES = ("invalid_image", "image_too_large", "invalid_option", "no_face_detected")
 _PIPELINE_ERROR = re.compile(
     r"\b(invalid_image|image_too_large|invalid_option|no_face_detected|internal_error):\s*(.*)", re.S
@@ -70,58 +72,24 @@ class PortraitRequest:
     def model_name(self) -> str:
         return ENSEMBLE_ENHANCED if self.enhance else ENSEMBLE_BASIC
 
-
-@dataclass(frozen=True)
-class PortraitOutput:
-    """What the ensemble returned for one image."""
-
-    png: bytes
-    jpeg: bytes
-    face_box: tuple[int, int, int, int]
-    face_count: int
-    jpeg_cap_met: bool
-    output_size: tuple[int, int]
-
-
-def _tensor(name: str, array: np.ndarray, dtype: str) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, list(array.shape), dtype)
-    tensor.set_data_from_numpy(array)
-    return tensor
+    def to_options(self) -> PortraitOptions:
+        """The client's options with every value set (``portrait_basic`` has no FIDELITY input)."""
+        return PortraitOptions(
+            enhance=self.enhance,
+            width=self.width,
+            height=self.height,
+            background=tuple(self.background),
+            face_margin=self.face_margin,
+            oval_mask=self.oval_mask,
+            fidelity=self.fidelity if self.enhance else None,
+            max_jpeg_kb=self.max_jpeg_kb,
+            touch_up=self.touch_up,
+        )
 
 
 def build_inputs(image: bytes, request: PortraitRequest) -> list[grpcclient.InferInput]:
-    """Ensemble input tensors, each with the leading batch dimension of 1."""
-    inputs = [
-        _tensor("IMAGE", np.array([[image]], dtype=np.object_), "BYTES"),
-        _tensor("WIDTH", np.array([[request.width]], dtype=np.int32), "INT32"),
-        _tensor("HEIGHT", np.array([[request.height]], dtype=np.int32), "INT32"),
-        _tensor("BACKGROUND", np.array([request.background], dtype=np.uint8), "UINT8"),
-        _tensor("FACE_MARGIN", np.array([[request.face_margin]], dtype=np.float32), "FP32"),
-        _tensor("OVAL_MASK", np.array([[request.oval_mask]], dtype=bool), "BOOL"),
-        _tensor("MAX_JPEG_KB", np.array([[request.max_jpeg_kb]], dtype=np.int32), "INT32"),
-        _tensor("TOUCH_UP", np.array([[request.touch_up]], dtype=bool), "BOOL"),
-    ]
-    if request.enhance:
-        inputs.append(_tensor("FIDELITY", np.array([[request.fidelity]], dtype=np.float32), "FP32"))
-    return inputs
-
-
-def _as_bytes(value) -> bytes:
-    return bytes(value) if not isinstance(value, bytes) else value
-
-
-def parse_outputs(result) -> PortraitOutput:
-    """Read the ensemble outputs (an ``InferResult``-like object with ``as_numpy``)."""
-    box = result.as_numpy("FACE_BOX").reshape(-1)
-    size = result.as_numpy("OUTPUT_SIZE").reshape(-1)
-    return PortraitOutput(
-        png=_as_bytes(result.as_numpy("PNG").reshape(-1)[0]),
-        jpeg=_as_bytes(result.as_numpy("JPEG").reshape(-1)[0]),
-        face_box=tuple(int(v) for v in box[:4]),
-        face_count=int(result.as_numpy("FACE_COUNT").reshape(-1)[0]),
-        jpeg_cap_met=bool(result.as_numpy("JPEG_CAP_MET").reshape(-1)[0]),
-        output_size=(int(size[0]), int(size[1])),
-    )
+    """Ensemble input tensors, each with the leading batch dimension of 1 (every option sent)."""
+    return transport.build_inputs("grpc", encode_inputs(image, request.to_options()))
 
 
 def map_triton_error(error: InferenceServerException, retry_after_s: int) -> GatewayError:
@@ -267,11 +235,11 @@ class TritonGateway:
         finally:
             self._release(channel)
 
-    async def infer_portrait(self, image: bytes, request: PortraitRequest) -> PortraitOutput:
+    async def infer_portrait(self, image: bytes, request: PortraitRequest) -> PortraitResult:
         """Run one image through ``portrait`` (enhance) or ``portrait_basic``."""
-        outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUT_NAMES]
+        outputs = transport.build_outputs("grpc")
         result = await self._call("infer", request.model_name, build_inputs(image, request), outputs=outputs)
-        return parse_outputs(result)
+        return result_from_outputs(result.as_numpy)
 
     async def server_metadata(self, timeout_s: float = 3.0) -> dict:
         return await self._call("get_server_metadata", as_json=True, timeout_s=timeout_s)

@@ -11,13 +11,14 @@ import time
 
 import pytest
 
+from facecraft.client.result import PortraitResult
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.jobs import JobQueue
 from facecraft.gateway.metrics import GatewayMetrics
 from facecraft.gateway.service import PortraitService, ProcessOutcome, resolve_request
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import JobRecord, JobStorage
-from facecraft.gateway.triton import PortraitOutput, TritonGateway
+from facecraft.gateway.triton import TritonGateway
 
 PNG_1x1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
@@ -108,7 +109,7 @@ async def _submit_and_wait(queue, storage, request, timeout_s=10.0):
 
 def test_job_is_retried_while_triton_is_down_then_completes(tmp_path):
     queue, storage, settings = _queue(tmp_path)
-    output = PortraitOutput(b"png", b"jpg", (1, 2, 3, 4), 1, True, (64, 64))
+    output = PortraitResult(b"png", b"jpg", (1, 2, 3, 4), 1, True, (64, 64))
     down = GatewayError(503, "triton_unavailable", "down", {"Retry-After": "1"})
     script = _ScriptedInfer(down, ProcessOutcome(output, 12.0))
     queue.service.infer = script
@@ -150,7 +151,7 @@ def test_submit_rejects_non_images_before_queueing(tmp_path):
     assert list(storage.iter_records()) == []
 
 
-OUTPUT = PortraitOutput(b"png", b"jpg", (1, 2, 3, 4), 1, True, (64, 64))
+OUTPUT = PortraitResult(b"png", b"jpg", (1, 2, 3, 4), 1, True, (64, 64))
 
 
 async def _wait_terminal(storage, job_id, timeout_s=10.0):

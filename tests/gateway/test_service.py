@@ -7,13 +7,14 @@ import math
 
 import pytest
 
+from facecraft.client.result import PortraitResult
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.metrics import GatewayMetrics
 from facecraft.gateway.security import JOB_ID_PATTERN
 from facecraft.gateway.service import PortraitService, new_job_id, resolve_request, result_summary
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import JobStorage
-from facecraft.gateway.triton import PortraitOutput, TritonGateway
+from facecraft.gateway.triton import TritonGateway
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def test_job_ids_are_unique_uuid_hex():
 
 
 def test_result_summary_fields():
-    output = PortraitOutput(b"p" * 10, b"j" * 7, (1, 2, 3, 4), 2, True, (640, 480))
+    output = PortraitResult(b"p" * 10, b"j" * 7, (1, 2, 3, 4), 2, True, (640, 480))
     summary = result_summary(output, "portrait")
     assert summary["face_detected"] is True
     assert summary["face_count"] == 2
@@ -89,7 +90,7 @@ def test_saturated_slots_answer_503_server_busy(tmp_path):
     settings = GatewaySettings(output_dir=tmp_path, max_concurrent_jobs=1, queue_wait_s=0.05, retry_after_s=4)
     triton = TritonGateway("127.0.0.1:1", 1.0)
     release = asyncio.Event()
-    output = PortraitOutput(b"png", b"jpg", (0, 0, 1, 1), 1, True, (64, 64))
+    output = PortraitResult(b"png", b"jpg", (0, 0, 1, 1), 1, True, (64, 64))
 
     async def slow_inference(image, request):
         await release.wait()

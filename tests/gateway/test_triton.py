@@ -19,7 +19,6 @@ from facecraft.gateway.triton import (
     TritonGateway,
     build_inputs,
     map_triton_error,
-    parse_outputs,
 )
 
 REQUEST = PortraitRequest(
@@ -60,35 +59,6 @@ def test_basic_request_has_no_fidelity_and_uses_portrait_basic():
     basic = PortraitRequest(**{**REQUEST.__dict__, "enhance": False})
     assert basic.model_name == ENSEMBLE_BASIC
     assert "FIDELITY" not in _by_name(build_inputs(b"x", basic))
-
-
-class _FakeResult:
-    """Stands in for tritonclient's InferResult (only ``as_numpy``) in this pure parsing test."""
-
-    def __init__(self, arrays):
-        self.arrays = arrays
-
-    def as_numpy(self, name):
-        return self.arrays[name]
-
-
-def test_parse_outputs():
-    result = _FakeResult(
-        {
-            "PNG": np.array([[b"png"]], dtype=np.object_),
-            "JPEG": np.array([[b"jpeg"]], dtype=np.object_),
-            "FACE_BOX": np.array([[10, 20, 30, 40]], dtype=np.int32),
-            "FACE_COUNT": np.array([[2]], dtype=np.int32),
-            "JPEG_CAP_MET": np.array([[False]]),
-            "OUTPUT_SIZE": np.array([[300, 400]], dtype=np.int32),
-        }
-    )
-    output = parse_outputs(result)
-    assert (output.png, output.jpeg) == (b"png", b"jpeg")
-    assert output.face_box == (10, 20, 30, 40)
-    assert output.face_count == 2
-    assert output.jpeg_cap_met is False
-    assert output.output_size == (300, 400)
 
 
 @pytest.mark.parametrize(
@@ -219,6 +189,16 @@ async def _until(condition, timeout_s=2.0):
     while not condition():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.001)
+
+
+class _FakeResult:
+    """Stands in for tritonclient's InferResult (only ``as_numpy``) in pure tests."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def as_numpy(self, name):
+        return self.arrays[name]
 
 
 def _portrait_result():

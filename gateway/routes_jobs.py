@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from facecraft.gateway.errors import GatewayError, error_responses
+from facecraft.gateway.forms import portrait_options
 from facecraft.gateway.routes_process import download_url
 from facecraft.gateway.schemas import DeleteResponse, JobStatus, JobSubmitted
 from facecraft.gateway.security import (
@@ -17,8 +18,8 @@ from facecraft.gateway.security import (
     validate_format,
     validate_job_id,
 )
-from facecraft.gateway.service import resolve_request
 from facecraft.gateway.storage import JobRecord
+from facecraft.gateway.triton import PortraitRequest
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
@@ -59,33 +60,11 @@ async def _record(request: Request, job_id: str) -> JobRecord:
 async def submit_job(
     request: Request,
     file: UploadFile = File(..., description="JPEG, PNG, WebP or BMP photo"),
-    width: int | None = Form(None),
-    height: int | None = Form(None),
-    background_r: int | None = Form(None),
-    background_g: int | None = Form(None),
-    background_b: int | None = Form(None),
-    face_margin: float | None = Form(None),
-    use_oval_mask: bool | None = Form(None),
-    enhance_face: bool | None = Form(None),
-    enhance_fidelity: float | None = Form(None),
-    max_jpeg_kb: int | None = Form(None),
-    touch_up: bool = Form(False),
+    options: PortraitRequest = Depends(portrait_options),
 ) -> dict:
     """Same options as ``/api/v1/process``. Poll ``GET /api/v1/jobs/{id}``; the job survives a
     gateway restart (re-queued from its stored input)."""
     settings = request.app.state.settings
-    options = resolve_request(
-        settings,
-        width=width,
-        height=height,
-        background=(background_r, background_g, background_b),
-        face_margin=face_margin,
-        use_oval_mask=use_oval_mask,
-        enhance_face=enhance_face,
-        enhance_fidelity=enhance_fidelity,
-        max_jpeg_kb=max_jpeg_kb,
-        touch_up=touch_up,
-    )
     image = await read_upload_capped(file, settings.max_upload_bytes)
     record = await request.app.state.jobs.submit(image, options, sanitize_filename(file.filename))
     return {

@@ -9,11 +9,13 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from facecraft.gateway.errors import GatewayError, error_responses
+from facecraft.gateway.forms import portrait_options
 from facecraft.gateway.health import UNTRAINED_WARNING
 from facecraft.gateway.schemas import BatchResponse, ProcessResponse
 from facecraft.gateway.security import read_upload_capped, require_api_key, sanitize_filename
 from facecraft.gateway.service import NO_FACE_RESULT, b64, new_job_id, resolve_request, result_summary
 from facecraft.gateway.storage import JobRecord
+from facecraft.gateway.triton import PortraitRequest
 
 router = APIRouter(prefix="/api/v1", tags=["process"], dependencies=[Depends(require_api_key)])
 
@@ -55,34 +57,12 @@ async def weights_fields(request: Request) -> dict:
 async def process(
     request: Request,
     file: UploadFile = File(..., description="JPEG, PNG, WebP or BMP photo (sniffed by content)"),
-    width: int | None = Form(None, description="output width, 64..4096 (default FACECRAFT_DEFAULT_WIDTH)"),
-    height: int | None = Form(None, description="output height, 64..4096 (default FACECRAFT_DEFAULT_HEIGHT)"),
-    background_r: int | None = Form(None, description="JPEG background red 0..255"),
-    background_g: int | None = Form(None, description="JPEG background green 0..255"),
-    background_b: int | None = Form(None, description="JPEG background blue 0..255"),
-    face_margin: float | None = Form(None, description="fraction of the face box added on each side, 0..2"),
-    use_oval_mask: bool | None = Form(None, description="feathered oval mask"),
-    enhance_face: bool | None = Form(None, description="CodeFormer restoration (false: portrait_basic)"),
-    enhance_fidelity: float | None = Form(None, description="CodeFormer fidelity w, 0..1"),
+    options: PortraitRequest = Depends(portrait_options),
     return_base64: bool = Form(False, description="also return both images base64-encoded"),
-    max_jpeg_kb: int | None = Form(None, description="JPEG size cap in KB, 8..10240"),
-    touch_up: bool = Form(False, description="exposure, white balance, mild sharpening"),
 ) -> dict:
     """Returns 200 with ``success=false, error=no_face_detected`` when no face is found (compatible
     with the original Facecraft); every other failure is an error status with the error shape."""
     settings = request.app.state.settings
-    options = resolve_request(
-        settings,
-        width=width,
-        height=height,
-        background=(background_r, background_g, background_b),
-        face_margin=face_margin,
-        use_oval_mask=use_oval_mask,
-        enhance_face=enhance_face,
-        enhance_fidelity=enhance_fidelity,
-        max_jpeg_kb=max_jpeg_kb,
-        touch_up=touch_up,
-    )
     image = await read_upload_capped(file, settings.max_upload_bytes)
     service = request.app.state.service
     job_id, outcome = await service.process_and_store(image, options, sanitize_filename(file.filename))

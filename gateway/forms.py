@@ -1,0 +1,40 @@
+"""The portrait option form fields shared by ``POST /api/v1/process`` and ``POST /api/v1/jobs``.
+
+One FastAPI dependency declares them (so both routes document the same fields) and resolves them
+against the settings' defaults into a validated :class:`PortraitRequest` (400 ``invalid_option``).
+"""
+
+from __future__ import annotations
+
+from fastapi import Form, Request
+
+from facecraft.gateway.service import resolve_request
+from facecraft.gateway.triton import PortraitRequest
+
+
+async def portrait_options(
+    request: Request,
+    width: int | None = Form(None, description="output width, 64..4096 (default FACECRAFT_DEFAULT_WIDTH)"),
+    height: int | None = Form(None, description="output height, 64..4096 (default FACECRAFT_DEFAULT_HEIGHT)"),
+    background_r: int | None = Form(None, description="JPEG background red 0..255"),
+    background_g: int | None = Form(None, description="JPEG background green 0..255"),
+    background_b: int | None = Form(None, description="JPEG background blue 0..255"),
+    face_margin: float | None = Form(None, description="fraction of the face box added on each side, 0..2"),
+    use_oval_mask: bool | None = Form(None, description="feathered oval mask"),
+    enhance_face: bool | None = Form(None, description="CodeFormer restoration (false: portrait_basic)"),
+    enhance_fidelity: float | None = Form(None, description="CodeFormer fidelity w, 0..1"),
+    max_jpeg_kb: int | None = Form(None, description="JPEG size cap in KB, 8..10240"),
+    touch_up: bool = Form(False, description="exposure, white balance, mild sharpening"),
+) -> PortraitRequest:
+    return resolve_request(
+        request.app.state.settings,
+        width=width,
+        height=height,
+        background=(background_r, background_g, background_b),
+        face_margin=face_margin,
+        use_oval_mask=use_oval_mask,
+        enhance_face=enhance_face,
+        enhance_fidelity=enhance_fidelity,
+        max_jpeg_kb=max_jpeg_kb,
+        touch_up=touch_up,
+    )

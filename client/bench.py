@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -212,6 +213,50 @@ def usable_photos(photos, call_sync) -> tuple[list, list[str]]:
     return kept, dropped
 
 
+async def measure_served_scenario(
+    scenario: str,
+    process: Callable[[bytes, str, PortraitOptions], Awaitable[object]],
+    *,
+    config: BenchConfig,
+    photos: list[tuple[str, bytes]],
+    enhance_modes: tuple[bool, ...],
+    stats_url: str,
+    results: list[dict],
+) -> None:
+    """Measure one served scenario (Triton direct or the gateway) at every concurrency.
+
+    ``process(image_bytes, filename, options)`` sends one request. Each enhance mode gets a
+    warm-up request; each concurrency is bracketed by Triton statistics snapshots so the record
+    carries per-model queue/compute time and batch sizes. Records are appended to ``results``.
+    """
+    for enhance in enhance_modes:
+        options = PortraitOptions(enhance=enhance)
+        await process(photos[0][1], photos[0][0], options)  # warm-up
+        requests = requests_for(config, enhance)
+        for concurrency in config.concurrency:
+            before = snapshot(stats_url)
+            with _progress(requests, f"{scenario} enhance={enhance} c{concurrency}") as bar:
+                load = await run_async_load(
+                    lambda data, name, o=options: process(data, name, o),
+                    photos,
+                    requests=requests,
+                    concurrency=concurrency,
+                    on_request=bar.update,
+                )
+            deltas = diff_statistics(before, snapshot(stats_url))
+            results.append(
+                {
+                    "scenario": scenario,
+                    "enhance": enhance,
+                    "concurrency": concurrency,
+                    "effective_concurrency": min(concurrency, requests),
+                    **load.summary(),
+                    "triton_models": [d.to_dict() for d in deltas],
+                }
+            )
+            log(_line(results[-1]))
+
+
 def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
     """Run every scenario and write the Markdown + JSON report; returns their paths."""
     from facecraft.client.async_portrait_client import AsyncPortraitClient
@@ -282,33 +327,15 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
 
         async def triton_scenarios() -> None:
             async with AsyncPortraitClient(server.grpc_url, "grpc", timeout_s=3600) as client:
-                for enhance in enhance_modes:
-                    options = PortraitOptions(enhance=enhance)
-                    await client.process_with(photos[0][1], options)  # warm-up
-                    for concurrency in config.concurrency:
-                        before = snapshot(server.http_url)
-                        with _progress(
-                            requests_for(config, enhance), f"triton-grpc enhance={enhance} c{concurrency}"
-                        ) as bar:
-                            load = await run_async_load(
-                                lambda data, _name, o=options: client.process_with(data, o),
-                                photos,
-                                requests=requests_for(config, enhance),
-                                concurrency=concurrency,
-                                on_request=bar.update,
-                            )
-                        deltas = diff_statistics(before, snapshot(server.http_url))
-                        scenario_results.append(
-                            {
-                                "scenario": "triton_grpc",
-                                "enhance": enhance,
-                                "concurrency": concurrency,
-                                "effective_concurrency": min(concurrency, requests_for(config, enhance)),
-                                **load.summary(),
-                                "triton_models": [d.to_dict() for d in deltas],
-                            }
-                        )
-                        log(_line(scenario_results[-1]))
+                await measure_served_scenario(
+                    "triton_grpc",
+                    lambda data, _name, options: client.process_with(data, options),
+                    config=config,
+                    photos=photos,
+                    enhance_modes=enhance_modes,
+                    stats_url=server.http_url,
+                    results=scenario_results,
+                )
 
         if "triton" in config.scenarios:
             asyncio.run(triton_scenarios())
@@ -319,38 +346,15 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
 
                     async def gateway_scenarios() -> None:
                         async with AsyncGatewayClient(base_url, timeout_s=3600) as client:
-                            for enhance in enhance_modes:
-                                options = PortraitOptions(enhance=enhance)
-                                await client.process_with(photos[0][1], options, filename=photos[0][0])
-                                for concurrency in config.concurrency:
-                                    before = snapshot(server.http_url)
-                                    with _progress(
-                                        requests_for(config, enhance),
-                                        f"gateway enhance={enhance} c{concurrency}",
-                                    ) as bar:
-                                        load = await run_async_load(
-                                            lambda data, name, o=options: client.process_with(
-                                                data, o, filename=name
-                                            ),
-                                            photos,
-                                            requests=requests_for(config, enhance),
-                                            concurrency=concurrency,
-                                            on_request=bar.update,
-                                        )
-                                    deltas = diff_statistics(before, snapshot(server.http_url))
-                                    scenario_results.append(
-                                        {
-                                            "scenario": "gateway_http",
-                                            "enhance": enhance,
-                                            "concurrency": concurrency,
-                                            "effective_concurrency": min(
-                                                concurrency, requests_for(config, enhance)
-                                            ),
-                                            **load.summary(),
-                                            "triton_models": [d.to_dict() for d in deltas],
-                                        }
-                                    )
-                                    log(_line(scenario_results[-1]))
+                            await measure_served_scenario(
+                                "gateway_http",
+                                lambda data, name, options: client.process_with(data, options, filename=name),
+                                config=config,
+                                photos=photos,
+                                enhance_modes=enhance_modes,
+                                stats_url=server.http_url,
+                                results=scenario_results,
+                            )
 
                     asyncio.run(gateway_scenarios())
                     rss["gateway"] = peak_rss_of_tree(gateway.pid)

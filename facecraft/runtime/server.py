@@ -208,6 +208,10 @@ class TritonServer:
         """Start Triton (no-op if running); with ``wait``, block until all models are READY."""
         if self.is_running():
             return self
+        if self.process is not None:
+            # Triton died (a crash or an outside SIGKILL): its Python stubs can outlive it in its
+            # process group, holding memory and shared-memory regions. Reap them before starting anew.
+            self.stop()
         if not self.repo.is_dir():
             raise TritonStartError(f"model repository {self.repo} does not exist")
         self.install = self.install or find_tritonserver()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,6 +191,28 @@ def test_readiness_timeout_reports_pending_models_and_log_tail(tmp_path):
     assert not server.is_running()
 
 
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -213,12 +237,21 @@ def test_sigterm_shutdown_is_clean_and_restart_keeps_ports(tmp_path):
         np.testing.assert_array_equal(
             _add_one(server.http_url, np.zeros((1, 4), np.float32)), np.ones((1, 4))
         )
-        # a crash (SIGKILL) followed by start() also recovers
+        # a crash (SIGKILL) followed by start() also recovers ...
         crashed_pid = server.pid
+        # ... and reaps the Python stubs the crashed server left in its process group. A frozen
+        # stub stands for a busy one that does not notice its parent died (seen under fault
+        # injection): without the reaping it would outlive the restart.
+        stubs = _children(crashed_pid)
+        assert stubs, "the small repository should have one Python stub"
+        for stub in stubs:
+            os.kill(stub, signal.SIGSTOP)
         server.kill()
-        assert not server.is_running()
+        assert not server.is_running() and all(_alive(stub) for stub in stubs)
         server.start()
         assert server.pid != crashed_pid and server.is_ready()
+        assert not any(_alive(stub) for stub in stubs)
+        assert not _group_alive(crashed_pid)
     finally:
         server.stop()
 
@@ -335,7 +368,6 @@ time.sleep(600)
 
 def test_triton_dies_with_a_killed_launcher(tmp_path):
     """A launcher killed with SIGKILL (no clean-up) must not leave an orphaned Triton behind."""
-    import subprocess
     import sys
     import time
 

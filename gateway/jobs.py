@@ -102,7 +102,20 @@ class JobQueue:
         self._retry_tasks.clear()
 
     async def submit(self, image: bytes, request: PortraitRequest, filename: str | None) -> JobRecord:
-        """Validate and persist an upload as a queued job; returns its record."""
+        """Validate and persist an upload as a queued job; returns its record.
+
+        A full queue (``FACECRAFT_MAX_QUEUED_JOBS``) refuses the job with 503 ``server_busy`` rather
+        than letting the backlog, and the stored inputs behind it, grow without bound.
+        """
+        if self._queue.qsize() >= self.settings.max_queued_jobs:
+            self.metrics.jobs.labels("rejected").inc()
+            raise GatewayError(
+                503,
+                "server_busy",
+                f"{self._queue.qsize()} async jobs are already queued (limit {self.settings.max_queued_jobs}); "
+                "retry after Retry-After seconds",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+            )
         validate_image_bytes(image, self.settings.max_image_pixels)
         now = time.time()
         record = JobRecord(

@@ -54,6 +54,7 @@ async def _record(request: Request, job_id: str) -> JobRecord:
         "unsupported_media_type",
         "file_too_large",
         "unauthorized",
+        "server_busy",
         "storage_error",
     ),
 )

@@ -235,3 +235,21 @@ def test_stopping_the_queue_leaves_a_running_job_for_recovery(tmp_path):
 
     record = asyncio.run(scenario())
     assert record.status == "running", "a shutdown must not fail the job: it is re-queued at the next start"
+
+
+def test_full_queue_refuses_new_jobs_with_503_server_busy(tmp_path):
+    """The backlog is bounded: past FACECRAFT_MAX_QUEUED_JOBS a submit is refused, nothing stored."""
+    queue, storage, settings = _queue(tmp_path, max_queued_jobs=2)
+
+    async def fill() -> list:
+        accepted = [await queue.submit(PNG_1x1, resolve_request(settings), "a.png") for _ in range(2)]
+        with pytest.raises(GatewayError) as refused:
+            await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
+        return accepted, refused.value
+
+    accepted, error = asyncio.run(fill())  # no workers started: both jobs stay queued
+    assert (error.status_code, error.error) == (503, "server_busy")
+    assert error.headers == {"Retry-After": "1"}
+    assert queue.depth == 2
+    stored = {record.job_id for record in storage.iter_records()}
+    assert stored == {record.job_id for record in accepted}

@@ -4,6 +4,11 @@ From ``GET v2/models/stats`` (tritonclient's ``get_inference_statistics``): per 
 (``success.count``), inferences (``inference_count``, images) and executions (``execution_count``,
 batches), with cumulative queue / compute times. The diff of two snapshots gives the scenario's
 average queue and compute time per request and average batch size = inferences / executions.
+
+Triton accumulates ``inference_stats`` per *request*: every request of a batch of 8 is charged
+the whole batch's compute time, so their sum is 8 × what the model was busy. The model's real busy
+time comes from ``batch_stats``, whose counters are per *execution*; achieved throughput (GFLOP/s)
+must be computed from that.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class ModelCounters:
     compute_input_ns: int = 0
     compute_infer_ns: int = 0
     compute_output_ns: int = 0
+    execution_infer_ns: int = 0  # from batch_stats: each execution counted once
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class ModelDelta:
     queue_ms_per_request: float
     compute_ms_per_request: float
     compute_infer_ms_per_execution: float
-    compute_infer_s_total: float
+    compute_infer_s_total: float  # the model's busy time (per execution, not per request)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +65,7 @@ def parse_statistics(stats: dict) -> dict[str, ModelCounters]:
             compute_input_ns=_ns(inference.get("compute_input")),
             compute_infer_ns=_ns(inference.get("compute_infer")),
             compute_output_ns=_ns(inference.get("compute_output")),
+            execution_infer_ns=sum(_ns(batch.get("compute_infer")) for batch in entry.get("batch_stats", [])),
         )
     return counters
 
@@ -75,6 +82,7 @@ def diff_statistics(before: dict[str, ModelCounters], after: dict[str, ModelCoun
         executions = end.executions - start.executions
         queue = end.queue_ns - start.queue_ns
         infer = end.compute_infer_ns - start.compute_infer_ns
+        busy = end.execution_infer_ns - start.execution_infer_ns
         compute = (
             infer
             + (end.compute_input_ns - start.compute_input_ns)
@@ -89,8 +97,8 @@ def diff_statistics(before: dict[str, ModelCounters], after: dict[str, ModelCoun
                 avg_batch_size=inferences / executions if executions else 0.0,
                 queue_ms_per_request=queue / requests / 1e6,
                 compute_ms_per_request=compute / requests / 1e6,
-                compute_infer_ms_per_execution=infer / executions / 1e6 if executions else 0.0,
-                compute_infer_s_total=infer / 1e9,
+                compute_infer_ms_per_execution=busy / executions / 1e6 if executions else 0.0,
+                compute_infer_s_total=busy / 1e9,
             )
         )
     return deltas

@@ -15,6 +15,7 @@ from fastapi import Request, UploadFile
 from PIL import Image
 
 from facecraft.gateway.errors import GatewayError
+from facecraft.pipeline.decode import sniff_format
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 DOWNLOAD_FORMATS = ("png", "jpg")
@@ -52,19 +53,6 @@ def validate_format(fmt: str) -> str:
     if fmt not in DOWNLOAD_FORMATS:
         raise GatewayError(400, "invalid_format", "format must be 'png' or 'jpg'")
     return fmt
-
-
-def sniff_image_type(data: bytes) -> str | None:
-    """Image type from magic bytes: ``jpeg``, ``png``, ``webp``, ``bmp`` or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:2] == b"BM" and len(data) >= 26:
-        return "bmp"
-    return None
 
 
 def sanitize_filename(name: str | None, fallback: str = "upload") -> str:
@@ -107,7 +95,7 @@ def validate_image_bytes(data: bytes, max_pixels: int) -> str:
     """
     if not data:
         raise GatewayError(400, "invalid_image", "the uploaded file is empty")
-    kind = sniff_image_type(data[:32])
+    kind = sniff_format(data[:32])
     if kind is None:
         raise GatewayError(415, "unsupported_media_type", "the upload is not a JPEG, PNG, WebP or BMP image")
     try:

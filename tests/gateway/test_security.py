@@ -16,11 +16,11 @@ from facecraft.gateway.security import (
     check_api_key,
     read_upload_capped,
     sanitize_filename,
-    sniff_image_type,
     validate_format,
     validate_image_bytes,
     validate_job_id,
 )
+from facecraft.pipeline.decode import sniff_format
 
 
 def _encode(fmt: str, size=(32, 24)) -> bytes:
@@ -84,12 +84,12 @@ def test_bad_formats(fmt):
     "fmt, expected", [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")]
 )
 def test_sniffing_by_content(fmt, expected):
-    assert sniff_image_type(_encode(fmt)) == expected
+    assert sniff_format(_encode(fmt)) == expected
 
 
 @pytest.mark.parametrize("data", [b"", b"GIF89a" + b"\0" * 20, b"%PDF-1.4", b"<svg xmlns=", b"hello world"])
 def test_sniffing_rejects_other_content(data):
-    assert sniff_image_type(data) is None
+    assert sniff_format(data) is None
 
 
 def test_validate_image_bytes_errors():

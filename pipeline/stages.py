@@ -15,7 +15,7 @@ from facecraft.pipeline.align import prepare_face, restore_face
 from facecraft.pipeline.compose import compose_portrait
 from facecraft.pipeline.decode import decode_image
 from facecraft.pipeline.detect import detect_face
-from facecraft.pipeline.errors import INVALID_IMAGE, INVALID_OPTION, PipelineError
+from facecraft.pipeline.errors import INVALID_IMAGE, INVALID_OPTION, NO_FACE_DETECTED, PipelineError
 from facecraft.pipeline.options import Options, resolve_fidelity, resolve_options
 from facecraft.pipeline.segment import prepare_segmentation
 
@@ -110,7 +110,15 @@ def enhance_post_stage(inputs: Tensors) -> dict[str, np.ndarray]:
 
 
 def segment_pre_stage(inputs: Tensors) -> dict[str, np.ndarray]:
-    """RGB → SEG_INPUT [3, 320, 320]."""
+    """RGB + FACE_COUNT → SEG_INPUT [3, 320, 320].
+
+    FACE_COUNT (from detect) makes segmentation wait for a detected face, so no step fails while
+    a parallel branch runs (see model_repository/segment_pre/config.pbtxt) and a no-face photo
+    never reaches U²-Net.
+    """
+    face_count = int(np.asarray(_require(inputs, "FACE_COUNT", "segment_pre")).reshape(-1)[0])
+    if face_count < 1:
+        raise PipelineError(NO_FACE_DETECTED, "segment_pre", "segmentation needs a detected face")
     return {"SEG_INPUT": prepare_segmentation(_require(inputs, "RGB", "segment_pre"))}
 
 
@@ -142,7 +150,7 @@ STAGE_INPUTS = {
     "detect": ("RGB",),
     "enhance_pre": ("RGB", "LANDMARKS"),
     "enhance_post": ("RGB", "RESTORED", "AFFINE"),
-    "segment_pre": ("RGB",),
+    "segment_pre": ("RGB", "FACE_COUNT"),
     "compose": ("RGB", "SEG_MAP", "LANDMARKS", "FACE_BOX_WORK", "OPTIONS", "ORIGINAL_SIZE"),
 }
 STAGES = {

@@ -177,12 +177,22 @@ def test_portrait_runs_codeformer_with_fidelity_as_a_tensor():
 
 
 @pytest.mark.parametrize("name", ENSEMBLES)
-def test_segmentation_branch_is_parallel_to_detection(name):
+def test_segmentation_waits_for_detection_and_runs_beside_enhancement(name):
     steps = {s.model_name: s for s in load_config(name).ensemble_scheduling.step}
     decode_outputs = set(steps["decode"].output_map.values())
-    # segment_pre depends only on decode; nothing on the detection side feeds u2net.
-    assert set(steps["segment_pre"].input_map.values()) <= decode_outputs
-    detect_side = set(steps["detect"].output_map.values())
+    # segment_pre is gated on detect's face count (a no-face photo fails before any branch runs) ...
+    assert set(steps["segment_pre"].input_map.values()) == {"rgb", "FACE_COUNT"}
+    assert "FACE_COUNT" in set(steps["detect"].output_map.values())
+    assert "rgb" in decode_outputs
+    # ... and the segmentation branch and the enhancement branch never feed each other.
+    seg_side = set(steps["segment_pre"].output_map.values()) | set(steps["u2net"].output_map.values())
     if "enhance_pre" in steps:
-        detect_side |= set(steps["enhance_pre"].output_map.values())
-    assert not set(steps["u2net"].input_map.values()) & detect_side
+        enhance_side = {
+            tensor
+            for model in ("enhance_pre", "codeformer", "enhance_post")
+            for tensor in steps[model].output_map.values()
+        }
+        for model in ("enhance_pre", "codeformer", "enhance_post"):
+            assert not set(steps[model].input_map.values()) & seg_side
+        for model in ("segment_pre", "u2net"):
+            assert not set(steps[model].input_map.values()) & enhance_side

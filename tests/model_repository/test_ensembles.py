@@ -216,3 +216,37 @@ def test_options_change_the_output(triton_server, astronaut_jpeg):
         triton_server, "http", "portrait_basic", astronaut_jpeg, MAX_JPEG_KB=np.array([8], np.int32)
     )
     assert len(tiny_cap["JPEG"][0]) <= 8 * 1024 or not tiny_cap["JPEG_CAP_MET"][0]
+
+
+@pytest.mark.integration
+def test_no_face_requests_leave_nothing_in_flight(tiny_model_repo, tmp_path, no_face_jpeg):
+    """A no-face photo fails in detect before any parallel branch has started.
+
+    Triton 2.51 leaks an ensemble request's in-flight count when one step fails while another
+    branch is still running: a later shutdown then waits out its whole exit timeout and exits 1.
+    Segmentation is gated on detect's FACE_COUNT so that never happens (own server: the shared one
+    must stay up).
+    """
+    from tritonclient.utils import InferenceServerException
+
+    from facecraft.runtime.server import TritonServer
+
+    server = TritonServer(
+        tiny_model_repo,
+        runtime_dir=tmp_path / "runtime",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        exit_timeout=30,
+    )
+    server.start()
+    try:
+        for model in ("portrait", "portrait_basic", "portrait", "portrait_basic"):
+            with pytest.raises(InferenceServerException, match="no_face_detected: detect"):
+                infer(server, "grpc", model, no_face_jpeg)
+        assert settled_counts(server, "u2net")[0] == 0  # segmentation never ran for them
+    finally:
+        started = time.monotonic()
+        exit_code = server.stop()
+    assert exit_code == 0, server.log_tail()
+    assert time.monotonic() - started < 30  # did not wait out the exit timeout for phantom requests

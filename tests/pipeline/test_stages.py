@@ -58,7 +58,9 @@ def test_stages_chain_like_the_portrait_ensemble(astronaut_jpeg):
         {"RGB": decoded["RGB"], "RESTORED": pre["FACE_INPUT"], "AFFINE": pre["AFFINE"]}
     )
     assert post["ENHANCED"].shape == decoded["RGB"].shape
-    seg_input = stages.segment_pre_stage({"RGB": decoded["RGB"]})["SEG_INPUT"]
+    seg_input = stages.segment_pre_stage({"RGB": decoded["RGB"], "FACE_COUNT": detected["FACE_COUNT"]})[
+        "SEG_INPUT"
+    ]
     assert seg_input.shape == (3, 320, 320)
     composed = stages.compose_stage(
         {
@@ -84,3 +86,10 @@ def test_detect_stage_without_a_face(no_face_jpeg):
 
 def test_every_stage_has_its_input_names():
     assert set(stages.STAGES) == set(stages.STAGE_INPUTS)
+
+
+def test_segmentation_refuses_to_run_without_a_detected_face():
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(PipelineError) as error:
+        stages.segment_pre_stage({"RGB": rgb, "FACE_COUNT": np.array([0], np.int32)})
+    assert error.value.code == "no_face_detected" and error.value.step == "segment_pre"

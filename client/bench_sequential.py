@@ -48,7 +48,9 @@ class SequentialPipeline:
                 rgb = STAGES["enhance_post"]({"RGB": rgb, "RESTORED": restored, "AFFINE": pre["AFFINE"]})[
                     "ENHANCED"
                 ]
-            seg_input = STAGES["segment_pre"]({"RGB": decoded["RGB"]})["SEG_INPUT"]
+            seg_input = STAGES["segment_pre"]({"RGB": decoded["RGB"], "FACE_COUNT": detected["FACE_COUNT"]})[
+                "SEG_INPUT"
+            ]
             seg_map = self.u2net.run(None, {"input": seg_input[None].astype(np.float32)})[0][0]
             composed = STAGES["compose"](
                 {

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from facecraft.gateway.errors import GatewayError, error_responses
 from facecraft.gateway.forms import portrait_options
-from facecraft.gateway.routes_process import download_url
+from facecraft.gateway.routes_process import UPLOAD_ERRORS, download_url
 from facecraft.gateway.schemas import DeleteResponse, JobStatus, JobSubmitted
 from facecraft.gateway.security import (
     read_upload_capped,
@@ -46,17 +46,7 @@ async def _record(request: Request, job_id: str) -> JobRecord:
     status_code=202,
     response_model=JobSubmitted,
     summary="Queue one photo for asynchronous processing",
-    responses=error_responses(
-        "invalid_request",
-        "invalid_option",
-        "invalid_image",
-        "image_too_large",
-        "unsupported_media_type",
-        "file_too_large",
-        "unauthorized",
-        "server_busy",
-        "storage_error",
-    ),
+    responses=error_responses(*UPLOAD_ERRORS, "storage_error"),
 )
 async def submit_job(
     request: Request,

@@ -19,6 +19,7 @@ from facecraft.gateway.triton import PortraitRequest
 
 router = APIRouter(prefix="/api/v1", tags=["process"], dependencies=[Depends(require_api_key)])
 
+# What an upload can be refused with before it reaches Triton ...
 UPLOAD_ERRORS = (
     "invalid_request",
     "invalid_option",
@@ -28,10 +29,9 @@ UPLOAD_ERRORS = (
     "file_too_large",
     "unauthorized",
     "server_busy",
-    "triton_unavailable",
-    "triton_timeout",
-    "internal_error",
 )
+# ... and what a synchronous inference adds.
+INFERENCE_ERRORS = ("triton_unavailable", "triton_timeout", "internal_error")
 
 
 def download_url(job_id: str, fmt: str) -> str:
@@ -52,7 +52,7 @@ async def weights_fields(request: Request) -> dict:
     response_model=ProcessResponse,
     response_model_exclude_none=True,
     summary="Process one photo into a portrait (PNG + size-capped JPEG)",
-    responses=error_responses(*UPLOAD_ERRORS, "storage_error"),
+    responses=error_responses(*UPLOAD_ERRORS, *INFERENCE_ERRORS, "storage_error"),
 )
 async def process(
     request: Request,
@@ -93,7 +93,7 @@ async def process(
     summary="Process one photo and return the PNG directly",
     responses={
         200: {"content": {"image/png": {}}, "description": "the RGBA portrait, size×size"},
-        **error_responses(*UPLOAD_ERRORS, "no_face_detected"),
+        **error_responses(*UPLOAD_ERRORS, *INFERENCE_ERRORS, "no_face_detected"),
     },
 )
 async def process_quick(

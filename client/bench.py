@@ -38,6 +38,7 @@ from facecraft.client.bench_report import build_report, render_markdown
 from facecraft.client.bench_stats import diff_statistics, snapshot
 from facecraft.client.errors import FacecraftError, NoFaceDetected
 from facecraft.client.options import PortraitOptions
+from facecraft.runtime.instance_plan import InstancePlan, plan_instances
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
@@ -67,6 +68,10 @@ class BenchConfig:
     out_dir: Path = Path("benchmarks/results")
     repo: Path | None = None
     scenarios: tuple[str, ...] = ("sequential", "triton", "gateway")
+    # Triton instance plan (facecraft.runtime.instance_plan); None: the automatic plan, as `facecraft serve`
+    instances: int | None = None
+    onnx_threads: int | None = None
+    python_instances: int | None = None
 
 
 def requests_for(config: BenchConfig, enhance: bool) -> int:
@@ -80,9 +85,20 @@ def log(message: str) -> None:
 # --- preparation -------------------------------------------------------------------------------
 
 
-def prepare_repository(config: BenchConfig) -> Path:
-    """The benchmark model repository: committed configs/Python models (refreshed), instance groups
-    for the device, and ONNX exports (made with ``facecraft.export`` when missing)."""
+def instance_plan(config: BenchConfig) -> InstancePlan:
+    """The Triton instance plan of the benchmark: the one `facecraft serve` would use on this host,
+    unless the config overrides it."""
+    return plan_instances(
+        config.device,
+        instances=config.instances,
+        onnx_threads=config.onnx_threads,
+        python_instances=config.python_instances,
+    )
+
+
+def prepare_repository(config: BenchConfig, plan: InstancePlan) -> Path:
+    """The benchmark model repository: committed configs/Python models (refreshed), instance groups,
+    threads and batching of ``plan``, and ONNX exports (made with ``facecraft.export`` when missing)."""
     from facecraft.runtime.instance_groups import configure_repository
 
     repo = (
@@ -92,7 +108,7 @@ def prepare_repository(config: BenchConfig) -> Path:
     repo = Path(repo)
     repo.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(MODEL_REPOSITORY, repo, ignore=shutil.ignore_patterns(*GENERATED), dirs_exist_ok=True)
-    configure_repository(repo, device=config.device)
+    configure_repository(repo, plan)
     missing = [name for name in ONNX_MODELS if not (repo / name / "1" / "model.onnx").is_file()]
     if missing:
         from facecraft.export.exporter import export_model
@@ -271,7 +287,9 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
     log("conv-throughput probe (onnxruntime) ...")
     probes = [conv_probe(config.device)]
     log(f"probe: {probes[0].gflops:.1f} GFLOP/s ({probes[0].provider})")
-    repo = prepare_repository(config)
+    plan = instance_plan(config)
+    log(f"Triton instance plan: {plan.describe()}")
+    repo = prepare_repository(config, plan)
     records = export_records(repo)
     macs = {name: count_onnx_macs(repo / name / "1" / "model.onnx") for name in ONNX_MODELS}
     photos = select_photos(config.photos_dir)
@@ -384,6 +402,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
         macs=macs,
         photos=[name for name, _ in photos],
         scenarios=scenario_results,
+        instance_plan=plan,
         rss=rss,
         notes=notes,
         reference_gmac=REFERENCE_GMAC,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 MODEL_OF = {"codeformer": "codeformer", "u2net": "u2net"}
 
 
@@ -42,6 +42,7 @@ def build_report(
     macs: dict[str, float],
     photos: list[str],
     scenarios: list[dict],
+    instance_plan,
     rss: dict[str, dict[str, float]],
     notes: list[str],
     reference_gmac: dict[str, float],
@@ -65,6 +66,8 @@ def build_report(
             if not gmac or delta["compute_infer_s_total"] <= 0:
                 continue
             gflops = 2 * gmac * delta["inferences"] / delta["compute_infer_s_total"]
+            # all instances together over the scenario's wall time: what the machine delivered
+            gflops_wall = 2 * gmac * delta["inferences"] / s["wall_s"] if s.get("wall_s") else None
             model_throughput.append(
                 {
                     "scenario": s["scenario"],
@@ -74,6 +77,8 @@ def build_report(
                     "avg_batch_size": delta["avg_batch_size"],
                     "gflops_achieved": gflops,
                     "fraction_of_probe": gflops / probe.gflops if probe.gflops else None,
+                    "gflops_over_wall": gflops_wall,
+                    "wall_fraction_of_probe": gflops_wall / probe.gflops if gflops_wall and probe.gflops else None,
                 }
             )
     roofline = {}
@@ -120,6 +125,7 @@ def build_report(
         "enhanced_requests_per_scenario": getattr(config, "enhanced_requests", None) or config.requests,
         "concurrency": list(config.concurrency),
         "machine": machine,
+        "instance_plan": {**asdict(instance_plan), "description": instance_plan.describe()},
         "conv_probe": asdict(probe),
         "models": models,
         "photos": photos,
@@ -163,6 +169,7 @@ def render_markdown(report: dict) -> str:
         "- " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
         f"- conv probe: {report['conv_probe']['gflops']:.1f} GFLOP/s fp32 ({report['conv_probe']['shape']}, "
         f"{report['conv_probe']['provider']})",
+        f"- Triton instance plan: {report['instance_plan']['description']}",
         "",
         "## Models",
         "",
@@ -208,13 +215,17 @@ def render_markdown(report: dict) -> str:
         "",
         "## Achieved model throughput vs the conv probe",
         "",
-        "| scenario | enhance | c | model | avg batch | GFLOP/s | of probe |",
-        "|---|---|---|---|---|---|---|",
+        "Per busy instance: GFLOP/s while one instance executes (Triton batch statistics). Over wall "
+        "time: all instances together across the scenario, the share of the machine the model got.",
+        "",
+        "| scenario | enhance | c | model | avg batch | GFLOP/s per busy instance | of probe | GFLOP/s over wall time | of probe |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in report["model_throughput"]:
         lines.append(
             f"| {t['scenario']} | {t['enhance']} | {t['concurrency']} | {t['model']} | {_fmt(t['avg_batch_size'])} | "
-            f"{_fmt(t['gflops_achieved'], 1)} | {_fmt(t['fraction_of_probe'])} |"
+            f"{_fmt(t['gflops_achieved'], 1)} | {_fmt(t['fraction_of_probe'])} | "
+            f"{_fmt(t.get('gflops_over_wall'), 1)} | {_fmt(t.get('wall_fraction_of_probe'))} |"
         )
     lines += ["", "## Roofline and ratios", ""]
     for label, bound in report["roofline"].items():

@@ -215,6 +215,9 @@ def _register_bench(subparsers) -> None:
     parser.add_argument(
         "--scenarios", default="sequential,triton,gateway", help="subset to run (comma-separated)"
     )
+    from facecraft.runtime.cli import add_instance_plan_arguments
+
+    add_instance_plan_arguments(parser)
     parser.set_defaults(func=run_bench)
 
 
@@ -237,6 +240,9 @@ def run_bench(args: argparse.Namespace) -> int:
         out_dir=args.out,
         repo=args.repo,
         scenarios=tuple(scenarios),
+        instances=args.instances,
+        onnx_threads=args.onnx_threads,
+        python_instances=args.python_instances,
     )
     md_path, json_path = run_benchmark(config)
     print(f"report: {md_path}\n        {json_path}")

@@ -3,14 +3,18 @@
 #
 # The repository (baked into the image, or mounted read-only at $FACECRAFT_MODEL_REPOSITORY) is
 # never edited: `facecraft repo configure --output` writes a runtime copy at
-# $FACECRAFT_WORK_REPOSITORY with instance groups for $FACECRAFT_DEVICE (cpu|gpu) and
-# $FACECRAFT_INSTANCES instances per ONNX model. Extra arguments are passed on to tritonserver.
+# $FACECRAFT_WORK_REPOSITORY with the instance plan for $FACECRAFT_DEVICE (cpu|gpu): by default
+# chosen from the container's cores (docs/runtime.md); $FACECRAFT_INSTANCES (instances per ONNX
+# model), $FACECRAFT_ONNX_THREADS (onnxruntime threads per instance) and
+# $FACECRAFT_PYTHON_INSTANCES override it. Extra arguments are passed on to tritonserver.
 set -eu
 
 SOURCE=${FACECRAFT_MODEL_REPOSITORY:-/models}
 WORK=${FACECRAFT_WORK_REPOSITORY:-/tmp/facecraft/model_repository}
 DEVICE=${FACECRAFT_DEVICE:-cpu}
-INSTANCES=${FACECRAFT_INSTANCES:-1}
+INSTANCES=${FACECRAFT_INSTANCES:-}
+ONNX_THREADS=${FACECRAFT_ONNX_THREADS:-}
+PYTHON_INSTANCES=${FACECRAFT_PYTHON_INSTANCES:-}
 TRITONSERVER=${FACECRAFT_TRITONSERVER:-tritonserver}
 FACECRAFT=${FACECRAFT_CLI:-facecraft}
 
@@ -41,8 +45,14 @@ done
 # (model.onnx, model.py) symlinked into the source (see facecraft.runtime.instance_groups).
 rm -rf "$WORK"
 mkdir -p "$(dirname "$WORK")"
-echo "triton-entrypoint: configuring $WORK for device=$DEVICE instances=$INSTANCES"
-"$FACECRAFT" repo configure --repo "$SOURCE" --device "$DEVICE" --instances "$INSTANCES" --output "$WORK"
+plan=""
+[ -z "$INSTANCES" ] || plan="$plan --instances $INSTANCES"
+[ -z "$ONNX_THREADS" ] || plan="$plan --onnx-threads $ONNX_THREADS"
+[ -z "$PYTHON_INSTANCES" ] || plan="$plan --python-instances $PYTHON_INSTANCES"
+echo "triton-entrypoint: configuring $WORK for device=$DEVICE${plan:- (automatic instance plan)}"
+# $plan holds only flags and the integers argparse checks, so word splitting is intended here.
+# shellcheck disable=SC2086
+"$FACECRAFT" repo configure --repo "$SOURCE" --device "$DEVICE" --output "$WORK" $plan
 
 exec "$TRITONSERVER" \
     --model-repository="$WORK" \

@@ -24,6 +24,25 @@ def _port(text: str) -> int:
     return value
 
 
+def add_instance_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--instances`` / ``--onnx-threads`` / ``--python-instances`` (facecraft.runtime.instance_plan)."""
+    parser.add_argument(
+        "--instances",
+        type=_positive,
+        help="instances per ONNX model (default: from the usable cores; CPU 2 up to 4, GPU 1)",
+    )
+    parser.add_argument(
+        "--onnx-threads",
+        type=_positive,
+        help="onnxruntime intra-op threads per ONNX instance (default on CPU: cores / instances)",
+    )
+    parser.add_argument(
+        "--python-instances",
+        type=_positive,
+        help="instances per Python model (default: committed count, or cores / 4 from 8 cores)",
+    )
+
+
 def register(subparsers) -> None:
     serve = subparsers.add_parser(
         "serve",
@@ -50,12 +69,7 @@ def register(subparsers) -> None:
     serve.add_argument(
         "--device", choices=DEVICE_CHOICES, default="cpu", help="instance kind of the ONNX models"
     )
-    serve.add_argument(
-        "--instances", type=_positive, help="instances per ONNX model (default: committed config)"
-    )
-    serve.add_argument(
-        "--python-instances", type=_positive, help="instances per Python model (default: committed config)"
-    )
+    add_instance_plan_arguments(serve)
     serve.add_argument(
         "--preset",
         choices=("full", "tiny"),
@@ -83,18 +97,17 @@ def register(subparsers) -> None:
     repo_commands = repo.add_subparsers(dest="repo_command", metavar="ACTION")
     configure = repo_commands.add_parser(
         "configure",
-        help="rewrite instance groups for a CPU or GPU host",
+        help="rewrite instance groups (and ONNX threads/batching) for a CPU or GPU host",
         description=(
-            "Rewrite each model's instance_group: KIND_CPU everywhere on CPU hosts; KIND_GPU for the "
-            "ONNX models on GPU hosts (Python models stay KIND_CPU). Ensembles are left alone."
+            "Rewrite each model's instance_group for this host (docs/runtime.md, instance plans): "
+            "KIND_CPU everywhere on CPU hosts, with intra_op_thread_count and one image per "
+            "execution for the ONNX models; KIND_GPU for the ONNX models on GPU hosts (Python models "
+            "stay KIND_CPU). Ensembles are left alone."
         ),
     )
     configure.add_argument("--repo", type=Path, default=Path("model_repository"))
     configure.add_argument("--device", choices=DEVICE_CHOICES, required=True)
-    configure.add_argument("--instances", type=_positive, default=1, help="instances per ONNX model")
-    configure.add_argument(
-        "--python-instances", type=_positive, help="instances per Python model (default: keep)"
-    )
+    add_instance_plan_arguments(configure)
     configure.add_argument(
         "--output", type=Path, help="write a runtime copy here instead of editing --repo in place"
     )
@@ -104,24 +117,25 @@ def register(subparsers) -> None:
 
 def run_repo_configure(args: argparse.Namespace) -> int:
     from facecraft.runtime.instance_groups import ConfigEditError, configure_repository
+    from facecraft.runtime.instance_plan import InstancePlanError, plan_instances
 
     if not any(args.repo.glob("*/config.pbtxt")):
         raise CliError(f"{args.repo} is not a model repository (no */config.pbtxt)")
     if args.output is not None and args.output.exists():
         raise CliError(f"--output {args.output} already exists")
     try:
-        placements = configure_repository(
-            args.repo,
-            device=args.device,
+        plan = plan_instances(
+            args.device,
             instances=args.instances,
+            onnx_threads=args.onnx_threads,
             python_instances=args.python_instances,
-            output=args.output,
         )
-    except ConfigEditError as error:
+        placements = configure_repository(args.repo, plan, output=args.output)
+    except (ConfigEditError, InstancePlanError) as error:
         raise CliError(str(error)) from error
+    print(plan.describe())
     for placement in placements:
-        what = f"{placement.count} x {placement.kind}" if placement.kind else "ensemble (unchanged)"
-        print(f"{placement.model:16s} {what}")
+        print(f"{placement.model:16s} {placement.describe()}")
     print(f"configured {args.output or args.repo} for {args.device}")
     return 0
 
@@ -130,6 +144,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from facecraft.runtime.backends import BackendAssemblyError
     from facecraft.runtime.discovery import TritonNotFoundError
     from facecraft.runtime.instance_groups import ConfigEditError
+    from facecraft.runtime.instance_plan import InstancePlanError
     from facecraft.runtime.serve import ServeError, ServeOptions, serve
     from facecraft.runtime.server import TritonStartError
 
@@ -143,6 +158,7 @@ def run_serve(args: argparse.Namespace) -> int:
         triton_url=args.triton_url,
         device=args.device,
         instances=args.instances,
+        onnx_threads=args.onnx_threads,
         python_instances=args.python_instances,
         preset=args.preset,
         weights=args.weights,
@@ -162,5 +178,6 @@ def run_serve(args: argparse.Namespace) -> int:
         TritonNotFoundError,
         BackendAssemblyError,
         ConfigEditError,
+        InstancePlanError,
     ) as error:
         raise CliError(str(error), exit_code=1) from error

@@ -1,9 +1,10 @@
-"""Generate ``instance_group`` blocks of ``config.pbtxt`` files for the target host.
+"""Apply an ``InstancePlan`` (facecraft.runtime.instance_plan) to the ``config.pbtxt`` files of a repository.
 
-CPU hosts: every model gets ``KIND_CPU`` instances. GPU hosts: the ONNX models (``codeformer``,
-``u2net``: backend ``onnxruntime``) get ``KIND_GPU`` instances; Python models stay ``KIND_CPU``.
-Ensembles have no instance groups and are left alone. The text is edited in place (comments and
-layout elsewhere are kept), so the committed configs stay readable.
+CPU hosts: every model gets ``KIND_CPU`` instances; the ONNX models (``codeformer``, ``u2net``:
+backend ``onnxruntime``) also get ``intra_op_thread_count`` and a dynamic batcher that prefers one
+image per execution. GPU hosts: the ONNX models get ``KIND_GPU`` instances; Python models stay
+``KIND_CPU``. Ensembles have no instance groups and are left alone. The text is edited in place
+(comments and layout elsewhere are kept), so the committed configs stay readable.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from facecraft.runtime.instance_plan import InstancePlan
+
 KINDS = ("KIND_CPU", "KIND_GPU")
-DEVICES = ("cpu", "gpu")
 ONNX_BACKENDS = ("onnxruntime",)
 ONNX_PLATFORMS = ("onnxruntime_onnx",)
 
@@ -161,27 +163,66 @@ def current_count(config_text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def set_string_parameter(config_text: str, key: str, value: str) -> str:
+    """Return ``config_text`` with the top-level ``parameters`` entry ``key`` set to ``value``
+    (replaced where it exists, else appended)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.]+", key) or '"' in value or "\\" in value:
+        raise ConfigEditError(f"unsupported parameter {key!r} = {value!r}")
+    entry = f'parameters {{ key: "{key}", value: {{ string_value: "{value}" }} }}'
+    key_pattern = re.compile(rf"""key\s*:\s*["']{re.escape(key)}["']""")
+    for start, end in _top_level_field_spans(config_text, "parameters"):
+        if key_pattern.search(config_text[start:end]):
+            return config_text[:start] + entry + config_text[end:]
+    return config_text.rstrip("\n") + "\n" + entry + "\n"
+
+
+def set_preferred_batch_sizes(config_text: str, sizes: list[int]) -> str:
+    """Return ``config_text`` with ``dynamic_batching.preferred_batch_size`` set to ``sizes``; a config
+    without a ``dynamic_batching`` block is returned as is (its requests already run as they come)."""
+    if not sizes or any(not isinstance(size, int) or size < 1 for size in sizes):
+        raise ConfigEditError(f"preferred batch sizes must be positive integers, got {sizes!r}")
+    spans = _top_level_field_spans(config_text, "dynamic_batching")
+    if not spans:
+        return config_text
+    start, end = spans[0]
+    block = config_text[start:end]
+    block = re.sub(r"\s*preferred_batch_size\s*:\s*\[[^\]]*\]", "", block)
+    brace = block.index("{") + 1
+    listed = ", ".join(str(size) for size in sizes)
+    block = f"{block[:brace]}\n  preferred_batch_size: [ {listed} ]{block[brace:]}"
+    return config_text[:start] + block + config_text[end:]
+
+
 @dataclass(frozen=True)
 class ModelPlacement:
-    """What ``configure_repository`` wrote for one model."""
+    """What ``configure_repository`` wrote for one model (``threads``: ONNX intra-op threads)."""
 
     model: str
     kind: str | None
     count: int | None
+    threads: int | None = None
+
+    def describe(self) -> str:
+        if not self.kind:
+            return "ensemble (unchanged)"
+        threads = f", {self.threads} thread(s) each" if self.threads else ""
+        return f"{self.count} x {self.kind}{threads}"
 
 
-def plan_for(
-    config_text: str, device: str, instances: int, python_instances: int | None
-) -> tuple[str, int] | None:
-    """(kind, count) for one config on ``device``, or None for an ensemble."""
-    if device not in DEVICES:
-        raise ConfigEditError(f"device must be one of {DEVICES}, got {device!r}")
+def configure_model(config_text: str, plan: InstancePlan, model: str) -> tuple[str, ModelPlacement]:
+    """(edited text, placement) for the config of ``model`` under ``plan``; ensembles come back as is."""
     if top_level_value(config_text, "platform") == "ensemble":
-        return None
+        return config_text, ModelPlacement(model, None, None)
     if is_onnx_model(config_text):
-        return ("KIND_GPU" if device == "gpu" else "KIND_CPU", instances)
-    count = python_instances if python_instances is not None else (current_count(config_text) or 1)
-    return ("KIND_CPU", count)
+        kind = "KIND_GPU" if plan.device == "gpu" else "KIND_CPU"
+        text = configure_instance_groups(config_text, kind, plan.onnx_instances)
+        if plan.onnx_threads:
+            text = set_string_parameter(text, "intra_op_thread_count", str(plan.onnx_threads))
+        if plan.one_image_per_run:
+            text = set_preferred_batch_sizes(text, [1])
+        return text, ModelPlacement(model, kind, plan.onnx_instances, plan.onnx_threads)
+    count = plan.python_instances or current_count(config_text) or 1
+    return configure_instance_groups(config_text, "KIND_CPU", count), ModelPlacement(model, "KIND_CPU", count)
 
 
 def link_repository(source: Path, output: Path) -> Path:
@@ -202,21 +243,13 @@ def link_repository(source: Path, output: Path) -> Path:
     return output
 
 
-def configure_repository(
-    repo: Path,
-    *,
-    device: str,
-    instances: int = 1,
-    python_instances: int | None = None,
-    output: Path | None = None,
-) -> list[ModelPlacement]:
-    """Rewrite every ``<model>/config.pbtxt`` of ``repo`` for ``device`` (in place or into ``output``).
+def configure_repository(repo: Path, plan: InstancePlan, *, output: Path | None = None) -> list[ModelPlacement]:
+    """Rewrite every ``<model>/config.pbtxt`` of ``repo`` for ``plan`` (in place or into ``output``).
 
-    ``instances``: instances of each ONNX model; ``python_instances``: of each Python model
-    (default: keep the committed count). With ``output`` (which must not exist), only a runtime
-    copy is edited: its ``config.pbtxt`` files are copies, everything else in a model folder
-    (version directories with ``model.onnx`` / ``model.py``) is a symlink into ``repo``, so large
-    exports are not duplicated. Files are replaced atomically.
+    With ``output`` (which must not exist), only a runtime copy is edited: its ``config.pbtxt``
+    files are copies, everything else in a model folder (version directories with ``model.onnx`` /
+    ``model.py``) is a symlink into ``repo``, so large exports are not duplicated. Files are
+    replaced atomically.
     """
     repo = Path(repo)
     if output is not None:
@@ -224,15 +257,10 @@ def configure_repository(
     placements = []
     for config_path in sorted(repo.glob("*/config.pbtxt")):
         text = config_path.read_text()
-        plan = plan_for(text, device, instances, python_instances)
-        if plan is None:
-            placements.append(ModelPlacement(config_path.parent.name, None, None))
-            continue
-        kind, count = plan
-        updated = configure_instance_groups(text, kind, count)
+        updated, placement = configure_model(text, plan, config_path.parent.name)
         if updated != text:
             temporary = config_path.with_name("config.pbtxt.tmp")
             temporary.write_text(updated)
             temporary.replace(config_path)
-        placements.append(ModelPlacement(config_path.parent.name, kind, count))
+        placements.append(placement)
     return placements

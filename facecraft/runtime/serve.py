@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecraft.runtime.instance_groups import configure_repository, is_onnx_model
+from facecraft.runtime.instance_plan import InstancePlan, plan_instances
 from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
 
 GATEWAY_MODULE = "facecraft.gateway"
@@ -97,22 +98,18 @@ def report_weights(repo: Path) -> list[str]:
     return untrained
 
 
-def prepare_repository(
-    repo: Path, runtime_dir: Path, device: str, instances: int | None, python_instances: int | None
-) -> Path:
-    """The repository Triton should load: ``repo`` itself for the committed CPU default, else a
-    runtime copy under ``runtime_dir/model_repository`` with generated instance groups."""
-    if device == "cpu" and instances is None and python_instances is None:
-        return repo
+def prepare_repository(repo: Path, runtime_dir: Path, plan: InstancePlan) -> Path:
+    """The repository Triton should load: a runtime copy of ``repo`` under
+    ``runtime_dir/model_repository`` with the instance groups, ONNX threads and batching of
+    ``plan`` (the committed configs are never edited)."""
     output = runtime_dir / "model_repository"
     if output.exists():
         shutil.rmtree(output)
-    placements = configure_repository(
-        repo, device=device, instances=instances or 1, python_instances=python_instances, output=output
-    )
+    placements = configure_repository(repo, plan, output=output)
+    say(plan.describe())
     for placement in placements:
         if placement.kind:
-            say(f"{placement.model}: {placement.count} x {placement.kind}")
+            say(f"{placement.model}: {placement.describe()}")
     return output
 
 
@@ -191,6 +188,7 @@ class ServeOptions:
     triton_url: str | None = None
     device: str = "cpu"
     instances: int | None = None
+    onnx_threads: int | None = None
     python_instances: int | None = None
     preset: str = "full"
     weights: str = "auto"
@@ -241,9 +239,13 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
                 say(
                     "WARNING: --device gpu but no NVIDIA GPU is visible (/dev/nvidiactl missing): KIND_GPU models will not load"
                 )
-            served_repo = prepare_repository(
-                repo, runtime_dir, options.device, options.instances, options.python_instances
+            plan = plan_instances(
+                options.device,
+                instances=options.instances,
+                onnx_threads=options.onnx_threads,
+                python_instances=options.python_instances,
             )
+            served_repo = prepare_repository(repo, runtime_dir, plan)
             triton = TritonServer(
                 served_repo,
                 runtime_dir=runtime_dir,

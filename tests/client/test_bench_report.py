@@ -9,6 +9,7 @@ import pytest
 from facecraft.client.bench import BenchConfig
 from facecraft.client.bench_machine import ConvProbe
 from facecraft.client.bench_report import build_report, render_markdown
+from facecraft.runtime.instance_plan import plan_instances
 
 
 def scenario(name, enhance, concurrency, images_per_s, models=()):
@@ -59,6 +60,7 @@ def make_report():
         macs={"codeformer": 400e9, "u2net": 50e9},
         photos=["a.jpg"],
         scenarios=scenarios,
+        instance_plan=plan_instances("cpu", cores=2),
         rss={"triton": {"tritonserver[1]": 100.0, "triton_python_backend_stub[2]": 50.0}},
         notes=[],
         reference_gmac={"codeformer": 405.0, "u2net": 58.6},
@@ -78,6 +80,11 @@ def test_ratios_and_roofline():
     # codeformer: 4 images × 400 GMAC × 2 / 2 s = 1600 GFLOP/s
     throughput = report["model_throughput"][0]
     assert throughput["gflops_achieved"] == pytest.approx(1600.0)
+    # over the scenario's wall time (c1: 4 images in 40 s): 4 × 400 × 2 / 40 = 80 GFLOP/s, 0.8 of the probe
+    assert throughput["gflops_over_wall"] == pytest.approx(80.0)
+    assert throughput["wall_fraction_of_probe"] == pytest.approx(0.8)
+    assert report["instance_plan"]["onnx_instances"] == 2
+    assert report["instance_plan"]["onnx_threads"] == 1
     assert report["peak_rss_mib"]["triton"]["total"] == 150.0
     assert any("UNTRAINED" in note and "codeformer" in note for note in report["notes"])
     assert any("--device gpu" in note for note in report["notes"])
@@ -97,4 +104,5 @@ def test_markdown_has_every_section():
     ):
         assert heading in markdown
     assert "**untrained**" in markdown
+    assert "- Triton instance plan: cpu plan for 2 core(s): 2 instance(s)" in markdown
     assert "| triton_grpc | True | 4 (4) | 4 / 4 | 0.300 |" in markdown

@@ -118,7 +118,7 @@ def model_repo(tmp_path: Path) -> Path:
 
 
 def run_entrypoint(
-    tmp_path: Path, repo: Path, device: str, *extra: str
+    tmp_path: Path, repo: Path, device: str, *extra: str, plan: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess, list[str]]:
     fake = tmp_path / "tritonserver"
     fake.write_text(FAKE_TRITONSERVER)
@@ -129,7 +129,7 @@ def run_entrypoint(
         "FACECRAFT_MODEL_REPOSITORY": str(repo),
         "FACECRAFT_WORK_REPOSITORY": str(tmp_path / "work" / "model_repository"),
         "FACECRAFT_DEVICE": device,
-        "FACECRAFT_INSTANCES": "2",
+        **({"FACECRAFT_INSTANCES": "2"} if plan is None else plan),
         "FACECRAFT_TRITONSERVER": str(fake),
         "FACECRAFT_CLI": str(Path(sys.executable).parent / "facecraft"),
         "FAKE_ARGS_FILE": str(args_file),
@@ -168,6 +168,29 @@ def test_entrypoint_configures_a_runtime_copy_and_starts_triton(tmp_path, model_
     assert "count: 2" in (work / "u2net" / "config.pbtxt").read_text()
     assert (work / "u2net" / "1").resolve() == (model_repo / "u2net" / "1").resolve()
     assert {path: path.read_text() for path in model_repo.glob("*/config.pbtxt")} == before
+
+
+def test_entrypoint_applies_the_instance_plan_variables(tmp_path, model_repo):
+    result, _ = run_entrypoint(
+        tmp_path, model_repo, "cpu", plan={"FACECRAFT_INSTANCES": "3", "FACECRAFT_ONNX_THREADS": "2"}
+    )
+    assert result.returncode == 0, result.stderr
+    u2net = (tmp_path / "work" / "model_repository" / "u2net" / "config.pbtxt").read_text()
+    assert "count: 3" in u2net
+    assert 'key: "intra_op_thread_count", value: { string_value: "2" }' in u2net
+    assert "preferred_batch_size: [ 1 ]" in u2net
+
+
+def test_entrypoint_without_plan_variables_uses_the_automatic_plan(tmp_path, model_repo):
+    from facecraft.runtime.instance_plan import plan_instances
+
+    result, _ = run_entrypoint(tmp_path, model_repo, "cpu", plan={})
+    assert result.returncode == 0, result.stderr
+    assert "automatic instance plan" in result.stdout
+    expected = plan_instances("cpu")
+    u2net = (tmp_path / "work" / "model_repository" / "u2net" / "config.pbtxt").read_text()
+    assert f"count: {expected.onnx_instances}" in u2net
+    assert f'string_value: "{expected.onnx_threads}"' in u2net
 
 
 def test_entrypoint_refuses_a_repository_without_exported_onnx(tmp_path, model_repo):

@@ -10,8 +10,11 @@ from facecraft.runtime.instance_groups import (
     configure_repository,
     current_count,
     is_onnx_model,
+    set_preferred_batch_sizes,
+    set_string_parameter,
     top_level_value,
 )
+from facecraft.runtime.instance_plan import plan_instances
 
 ONNX_CONFIG = """\
 name: "u2net"
@@ -99,13 +102,53 @@ def _write_repo(root):
     return root
 
 
+def test_set_string_parameter_replaces_or_appends():
+    text = set_string_parameter(ONNX_CONFIG, "intra_op_thread_count", "2")
+    assert 'parameters { key: "intra_op_thread_count", value: { string_value: "2" } }' in text
+    assert 'string_value: "instance_group [ ]"' in text, "other parameters are kept"
+    again = set_string_parameter(text, "intra_op_thread_count", "1")
+    assert again.count("intra_op_thread_count") == 1 and 'string_value: "1" }' in again
+    with pytest.raises(ConfigEditError):
+        set_string_parameter(ONNX_CONFIG, "bad key", "1")
+
+
+def test_set_preferred_batch_sizes_rewrites_the_dynamic_batcher():
+    committed = ONNX_CONFIG.replace(
+        "dynamic_batching { max_queue_delay_microseconds: 2000 }",
+        "dynamic_batching {\n  preferred_batch_size: [ 4, 8 ]\n  max_queue_delay_microseconds: 2000\n}",
+    )
+    text = set_preferred_batch_sizes(committed, [1])
+    assert "preferred_batch_size: [ 1 ]" in text and "[ 4, 8 ]" not in text
+    assert "max_queue_delay_microseconds: 2000" in text
+    assert set_preferred_batch_sizes(text, [1]) == text, "idempotent"
+    assert set_preferred_batch_sizes(PYTHON_CONFIG, [1]) == PYTHON_CONFIG, "no batcher: unchanged"
+    with pytest.raises(ConfigEditError):
+        set_preferred_batch_sizes(committed, [0])
+
+
+def test_configure_repository_cpu_plan_sets_threads_and_single_image_batches(tmp_path):
+    repo = _write_repo(tmp_path / "repo")
+    plan = plan_instances("cpu", cores=2)
+    placements = {p.model: p for p in configure_repository(repo, plan)}
+    u2net = (repo / "u2net" / "config.pbtxt").read_text()
+    assert current_count(u2net) == 2 and "KIND_CPU" in u2net
+    assert 'key: "intra_op_thread_count", value: { string_value: "1" }' in u2net
+    assert "preferred_batch_size: [ 1 ]" in u2net
+    assert placements["u2net"].describe() == "2 x KIND_CPU, 1 thread(s) each"
+    decode = (repo / "decode" / "config.pbtxt").read_text()
+    assert current_count(decode) == 3 and "intra_op_thread_count" not in decode
+    assert placements["portrait"].describe() == "ensemble (unchanged)"
+
+
 def test_configure_repository_gpu_into_copy(tmp_path):
     repo = _write_repo(tmp_path / "repo")
-    placements = configure_repository(repo, device="gpu", instances=2, output=tmp_path / "out")
+    placements = configure_repository(repo, plan_instances("gpu", cores=2, instances=2), output=tmp_path / "out")
     by_model = {p.model: (p.kind, p.count) for p in placements}
     assert by_model == {"u2net": ("KIND_GPU", 2), "decode": ("KIND_CPU", 3), "portrait": (None, None)}
     out = tmp_path / "out"
-    assert "KIND_GPU" in (out / "u2net" / "config.pbtxt").read_text()
+    gpu_u2net = (out / "u2net" / "config.pbtxt").read_text()
+    assert "KIND_GPU" in gpu_u2net
+    assert "intra_op_thread_count" not in gpu_u2net and "preferred_batch_size" not in gpu_u2net, "GPU keeps batching"
     assert (out / "portrait" / "config.pbtxt").read_text() == ENSEMBLE_CONFIG
     # the source repository is untouched
     assert (repo / "u2net" / "config.pbtxt").read_text() == ONNX_CONFIG
@@ -113,15 +156,10 @@ def test_configure_repository_gpu_into_copy(tmp_path):
 
 def test_configure_repository_cpu_in_place_with_python_instances(tmp_path):
     repo = _write_repo(tmp_path / "repo")
-    configure_repository(repo, device="cpu", instances=1, python_instances=4)
+    configure_repository(repo, plan_instances("cpu", cores=2, instances=1, python_instances=4))
     assert current_count((repo / "decode" / "config.pbtxt").read_text()) == 4
     u2net = (repo / "u2net" / "config.pbtxt").read_text()
     assert "KIND_CPU" in u2net and current_count(u2net) == 1
-
-
-def test_configure_repository_rejects_unknown_device(tmp_path):
-    with pytest.raises(ConfigEditError, match="device"):
-        configure_repository(_write_repo(tmp_path / "repo"), device="tpu")
 
 
 def test_runtime_copy_links_payload_and_copies_configs(tmp_path):
@@ -129,7 +167,7 @@ def test_runtime_copy_links_payload_and_copies_configs(tmp_path):
     (repo / "u2net" / "1").mkdir()
     (repo / "u2net" / "1" / "model.onnx").write_bytes(b"onnx")
     out = tmp_path / "out"
-    configure_repository(repo, device="cpu", instances=3, output=out)
+    configure_repository(repo, plan_instances("cpu", cores=2, instances=3), output=out)
     assert (out / "u2net" / "1").is_symlink()
     assert (out / "u2net" / "1" / "model.onnx").read_bytes() == b"onnx"
     assert not (out / "u2net" / "config.pbtxt").is_symlink()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from facecraft.runtime import serve as serve_module
+from facecraft.runtime.instance_plan import plan_instances
 from facecraft.runtime.serve import (
     ServeError,
     ServeOptions,
@@ -58,18 +59,17 @@ def test_report_weights_flags_untrained(small_repo, capsys):
     assert "add_one has UNTRAINED weights" in capsys.readouterr().out
 
 
-def test_prepare_repository_uses_committed_configs_by_default(small_repo, tmp_path):
-    assert prepare_repository(small_repo, tmp_path / "rt", "cpu", None, None) == small_repo
-
-
-def test_prepare_repository_writes_a_runtime_copy(small_repo, tmp_path):
-    served = prepare_repository(small_repo, tmp_path / "rt", "gpu", 2, None)
+def test_prepare_repository_writes_a_runtime_copy_with_the_plan(small_repo, tmp_path):
+    before = (small_repo / "add_one" / "config.pbtxt").read_text()
+    served = prepare_repository(small_repo, tmp_path / "rt", plan_instances("cpu", cores=2))
     assert served == tmp_path / "rt" / "model_repository"
-    assert "KIND_GPU" in (served / "add_one" / "config.pbtxt").read_text()
-    assert "KIND_GPU" not in (small_repo / "add_one" / "config.pbtxt").read_text()
+    config = (served / "add_one" / "config.pbtxt").read_text()
+    assert "count: 2" in config and 'string_value: "1"' in config
+    assert (small_repo / "add_one" / "config.pbtxt").read_text() == before, "committed config untouched"
     # a second run replaces the previous copy
-    served = prepare_repository(small_repo, tmp_path / "rt", "cpu", 3, None)
+    served = prepare_repository(small_repo, tmp_path / "rt", plan_instances("gpu", cores=2, instances=3))
     assert "count: 3" in (served / "add_one" / "config.pbtxt").read_text()
+    assert "KIND_GPU" in (served / "add_one" / "config.pbtxt").read_text()
 
 
 def test_gateway_only_needs_a_triton_url():

@@ -1,0 +1,95 @@
+"""Instance plans: how many ONNX / Python instances and ONNX threads a host gets."""
+
+from __future__ import annotations
+
+import pytest
+
+from facecraft.runtime.instance_plan import (
+    InstancePlanError,
+    auto_onnx_instances,
+    cgroup_core_limit,
+    plan_instances,
+    usable_cores,
+)
+
+
+@pytest.mark.parametrize(
+    ("cores", "instances", "threads"),
+    [(1, 1, 1), (2, 2, 1), (3, 2, 1), (4, 2, 2), (8, 2, 4), (12, 3, 4), (16, 4, 4), (64, 4, 16)],
+)
+def test_cpu_plan_splits_the_cores_between_onnx_instances(cores, instances, threads):
+    plan = plan_instances("cpu", cores=cores)
+    assert (plan.onnx_instances, plan.onnx_threads) == (instances, threads)
+    assert plan.onnx_instances * plan.onnx_threads <= cores
+    assert plan.one_image_per_run and plan.device == "cpu"
+    assert auto_onnx_instances(cores) == instances
+
+
+def test_python_instances_grow_only_from_eight_cores():
+    assert plan_instances("cpu", cores=4).python_instances is None  # committed count
+    assert plan_instances("cpu", cores=8).python_instances == 2
+    assert plan_instances("gpu", cores=16).python_instances == 4
+
+
+def test_explicit_values_override_the_automatic_choice():
+    plan = plan_instances("cpu", cores=16, instances=1)
+    assert (plan.onnx_instances, plan.onnx_threads) == (1, 16)
+    plan = plan_instances("cpu", cores=16, onnx_threads=2)
+    assert (plan.onnx_instances, plan.onnx_threads) == (4, 2)
+    plan = plan_instances("cpu", cores=2, instances=3, onnx_threads=2, python_instances=5)
+    assert (plan.onnx_instances, plan.onnx_threads, plan.python_instances) == (3, 2, 5)
+
+
+def test_gpu_plan_keeps_batching_and_onnxruntime_threads():
+    plan = plan_instances("gpu", cores=2)
+    assert (plan.onnx_instances, plan.onnx_threads, plan.one_image_per_run) == (1, None, False)
+    assert "committed batching" in plan.describe()
+
+
+def test_describe_names_every_choice():
+    text = plan_instances("cpu", cores=2).describe()
+    assert text == (
+        "cpu plan for 2 core(s): 2 instance(s) of each ONNX model with 1 thread(s) each, one image per "
+        "execution; committed Python model instances"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"instances": 0}, "instances"),
+        ({"onnx_threads": -1}, "onnx threads"),
+        ({"python_instances": True}, "python instances"),
+        ({"cores": 0}, "cores"),
+    ],
+)
+def test_rejects_non_positive_counts(kwargs, message):
+    with pytest.raises(InstancePlanError, match=message):
+        plan_instances("cpu", **kwargs)
+
+
+def test_rejects_unknown_device():
+    with pytest.raises(InstancePlanError, match="device"):
+        plan_instances("tpu", cores=2)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1), ("400000 100000", 4), ("junk", None)],
+)
+def test_cgroup_core_limit(tmp_path, content, expected):
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(content)
+    assert cgroup_core_limit(cpu_max) == expected
+    assert cgroup_core_limit(tmp_path / "missing") is None
+
+
+def test_usable_cores_is_capped_by_the_cgroup_quota(monkeypatch, tmp_path):
+    import facecraft.runtime.instance_plan as instance_plan
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000\n")
+    monkeypatch.setattr(instance_plan, "CGROUP_CPU_MAX", cpu_max)
+    assert usable_cores() == 1
+    cpu_max.write_text("max 100000\n")
+    assert usable_cores() >= 1

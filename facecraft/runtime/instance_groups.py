@@ -176,21 +176,57 @@ def set_string_parameter(config_text: str, key: str, value: str) -> str:
     return config_text.rstrip("\n") + "\n" + entry + "\n"
 
 
-def set_preferred_batch_sizes(config_text: str, sizes: list[int]) -> str:
-    """Return ``config_text`` with ``dynamic_batching.preferred_batch_size`` set to ``sizes``; a config
-    without a ``dynamic_batching`` block is returned as is (its requests already run as they come)."""
-    if not sizes or any(not isinstance(size, int) or size < 1 for size in sizes):
-        raise ConfigEditError(f"preferred batch sizes must be positive integers, got {sizes!r}")
-    spans = _top_level_field_spans(config_text, "dynamic_batching")
+def remove_parameter(config_text: str, key: str) -> str:
+    """Return ``config_text`` without the top-level ``parameters`` entry ``key`` (and the comment
+    lines right above it, which describe it); unchanged when absent."""
+    key_pattern = re.compile(rf"""key\s*:\s*["']{re.escape(key)}["']""")
+    for start, end in _top_level_field_spans(config_text, "parameters"):
+        if key_pattern.search(config_text[start:end]):
+            head = config_text[:start]
+            lines = head.splitlines(keepends=True)
+            while lines and lines[-1].lstrip().startswith("#"):
+                lines.pop()
+            tail = config_text[end:]
+            return "".join(lines) + (tail[1:] if tail.startswith("\n") else tail)
+    return config_text
+
+
+def set_top_level_scalar(config_text: str, field: str, value: str) -> str:
+    """Return ``config_text`` with the top-level ``field: value`` line replaced (appended when absent)."""
+    depth = 0
+    lines = config_text.splitlines(keepends=True)
+    pattern = re.compile(rf"^(\s*){re.escape(field)}\s*:\s*[^\s#]+")
+    for number, line in enumerate(lines):
+        code = line.split("#", 1)[0]
+        if depth == 0 and pattern.match(code):
+            lines[number] = pattern.sub(lambda match: f"{match.group(1)}{field}: {value}", line, count=1)
+            return "".join(lines)
+        depth += code.count("{") + code.count("[") - code.count("}") - code.count("]")
+    return config_text.rstrip("\n") + f"\n{field}: {value}\n"
+
+
+ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"
+
+
+def one_image_per_execution(config_text: str) -> str:
+    """Return ``config_text`` with ``max_batch_size: 1``, no ``preferred_batch_size`` and no arena
+    shrinkage.
+
+    The dynamic batcher's preferred sizes are not a cap (Triton still forms larger batches from a
+    long queue), so the cap is the model's ``max_batch_size``. The ``dynamic_batching`` block itself
+    stays: requests still queue in Triton's scheduler, with its statistics. Ensembles with
+    ``max_batch_size: 1`` accept composing models with 1. Arena shrinkage only pays when large
+    batches can grow the arena; at one image it gives memory back that the next run allocates
+    again (measured: U²-Net 1484 → 1665 ms, CodeFormer 10.25 → 10.96 s on one thread).
+    """
+    text = remove_parameter(config_text, ARENA_SHRINKAGE)
+    text = set_top_level_scalar(text, "max_batch_size", "1")
+    spans = _top_level_field_spans(text, "dynamic_batching")
     if not spans:
-        return config_text
+        return text
     start, end = spans[0]
-    block = config_text[start:end]
-    block = re.sub(r"\s*preferred_batch_size\s*:\s*\[[^\]]*\]", "", block)
-    brace = block.index("{") + 1
-    listed = ", ".join(str(size) for size in sizes)
-    block = f"{block[:brace]}\n  preferred_batch_size: [ {listed} ]{block[brace:]}"
-    return config_text[:start] + block + config_text[end:]
+    block = re.sub(r"\n?[ \t]*preferred_batch_size\s*:\s*\[[^\]]*\]", "", text[start:end])
+    return text[:start] + block + text[end:]
 
 
 @dataclass(frozen=True)
@@ -219,7 +255,7 @@ def configure_model(config_text: str, plan: InstancePlan, model: str) -> tuple[s
         if plan.onnx_threads:
             text = set_string_parameter(text, "intra_op_thread_count", str(plan.onnx_threads))
         if plan.one_image_per_run:
-            text = set_preferred_batch_sizes(text, [1])
+            text = one_image_per_execution(text)
         return text, ModelPlacement(model, kind, plan.onnx_instances, plan.onnx_threads)
     count = plan.python_instances or current_count(config_text) or 1
     return configure_instance_groups(config_text, "KIND_CPU", count), ModelPlacement(model, "KIND_CPU", count)
@@ -243,7 +279,9 @@ def link_repository(source: Path, output: Path) -> Path:
     return output
 
 
-def configure_repository(repo: Path, plan: InstancePlan, *, output: Path | None = None) -> list[ModelPlacement]:
+def configure_repository(
+    repo: Path, plan: InstancePlan, *, output: Path | None = None
+) -> list[ModelPlacement]:
     """Rewrite every ``<model>/config.pbtxt`` of ``repo`` for ``plan`` (in place or into ``output``).
 
     With ``output`` (which must not exist), only a runtime copy is edited: its ``config.pbtxt``

@@ -50,7 +50,9 @@ class InstancePlan:
     cores: int
 
     def describe(self) -> str:
-        threads = f"{self.onnx_threads} thread(s) each" if self.onnx_threads else "onnxruntime's default threads"
+        threads = (
+            f"{self.onnx_threads} thread(s) each" if self.onnx_threads else "onnxruntime's default threads"
+        )
         python = (
             f"{self.python_instances} instance(s) of each Python model"
             if self.python_instances
@@ -118,7 +120,9 @@ def plan_instances(
         return InstancePlan("gpu", instances or 1, onnx_threads, python_instances, False, cores)
     if instances is None:
         instances = (
-            max(1, min(cores // onnx_threads, MAX_AUTO_ONNX_INSTANCES)) if onnx_threads else auto_onnx_instances(cores)
+            max(1, min(cores // onnx_threads, MAX_AUTO_ONNX_INSTANCES))
+            if onnx_threads
+            else auto_onnx_instances(cores)
         )
     if onnx_threads is None:
         onnx_threads = max(1, cores // instances)

@@ -178,7 +178,7 @@ def test_entrypoint_applies_the_instance_plan_variables(tmp_path, model_repo):
     u2net = (tmp_path / "work" / "model_repository" / "u2net" / "config.pbtxt").read_text()
     assert "count: 3" in u2net
     assert 'key: "intra_op_thread_count", value: { string_value: "2" }' in u2net
-    assert "preferred_batch_size: [ 1 ]" in u2net
+    assert "max_batch_size: 1\n" in u2net
 
 
 def test_entrypoint_without_plan_variables_uses_the_automatic_plan(tmp_path, model_repo):

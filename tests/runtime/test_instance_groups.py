@@ -10,8 +10,10 @@ from facecraft.runtime.instance_groups import (
     configure_repository,
     current_count,
     is_onnx_model,
-    set_preferred_batch_sizes,
+    one_image_per_execution,
+    remove_parameter,
     set_string_parameter,
+    set_top_level_scalar,
     top_level_value,
 )
 from facecraft.runtime.instance_plan import plan_instances
@@ -31,6 +33,7 @@ instance_group [
 ]
 dynamic_batching { max_queue_delay_microseconds: 2000 }
 parameters { key: "note" value: { string_value: "instance_group [ ]" } }
+parameters { key: "memory.enable_memory_arena_shrinkage", value: { string_value: "cpu:0" } }
 """
 
 PYTHON_CONFIG = """\
@@ -112,18 +115,36 @@ def test_set_string_parameter_replaces_or_appends():
         set_string_parameter(ONNX_CONFIG, "bad key", "1")
 
 
-def test_set_preferred_batch_sizes_rewrites_the_dynamic_batcher():
+def test_remove_parameter_drops_the_entry_and_its_comment():
+    text = (
+        'name: "m"\n# shrink the arena\n# after each run\n'
+        'parameters { key: "memory.enable_memory_arena_shrinkage", value: { string_value: "cpu:0" } }\n'
+        'parameters { key: "other", value: { string_value: "1" } }\n'
+    )
+    result = remove_parameter(text, "memory.enable_memory_arena_shrinkage")
+    assert result == 'name: "m"\nparameters { key: "other", value: { string_value: "1" } }\n'
+    assert remove_parameter(result, "absent") == result
+
+
+def test_set_top_level_scalar_only_touches_the_top_level():
+    nested = 'name: "m"\nmax_batch_size: 16\nsequence_batching { max_batch_size: 3 }\n'
+    text = set_top_level_scalar(nested, "max_batch_size", "1")
+    assert "max_batch_size: 1\n" in text and "{ max_batch_size: 3 }" in text
+    assert set_top_level_scalar('name: "m"\n', "max_batch_size", "2") == 'name: "m"\nmax_batch_size: 2\n'
+
+
+def test_one_image_per_execution_caps_the_batch_and_drops_preferred_sizes():
     committed = ONNX_CONFIG.replace(
         "dynamic_batching { max_queue_delay_microseconds: 2000 }",
         "dynamic_batching {\n  preferred_batch_size: [ 4, 8 ]\n  max_queue_delay_microseconds: 2000\n}",
     )
-    text = set_preferred_batch_sizes(committed, [1])
-    assert "preferred_batch_size: [ 1 ]" in text and "[ 4, 8 ]" not in text
-    assert "max_queue_delay_microseconds: 2000" in text
-    assert set_preferred_batch_sizes(text, [1]) == text, "idempotent"
-    assert set_preferred_batch_sizes(PYTHON_CONFIG, [1]) == PYTHON_CONFIG, "no batcher: unchanged"
-    with pytest.raises(ConfigEditError):
-        set_preferred_batch_sizes(committed, [0])
+    text = one_image_per_execution(committed)
+    assert "max_batch_size: 1\n" in text and "max_batch_size: 16" not in text
+    assert "preferred_batch_size" not in text
+    assert "dynamic_batching {\n  max_queue_delay_microseconds: 2000\n}" in text, "the scheduler queue stays"
+    assert one_image_per_execution(text) == text, "idempotent"
+    python = one_image_per_execution(PYTHON_CONFIG)
+    assert "max_batch_size: 1" in python and "dynamic_batching" not in python
 
 
 def test_configure_repository_cpu_plan_sets_threads_and_single_image_batches(tmp_path):
@@ -133,7 +154,8 @@ def test_configure_repository_cpu_plan_sets_threads_and_single_image_batches(tmp
     u2net = (repo / "u2net" / "config.pbtxt").read_text()
     assert current_count(u2net) == 2 and "KIND_CPU" in u2net
     assert 'key: "intra_op_thread_count", value: { string_value: "1" }' in u2net
-    assert "preferred_batch_size: [ 1 ]" in u2net
+    assert "max_batch_size: 1\n" in u2net
+    assert "memory.enable_memory_arena_shrinkage" not in u2net
     assert placements["u2net"].describe() == "2 x KIND_CPU, 1 thread(s) each"
     decode = (repo / "decode" / "config.pbtxt").read_text()
     assert current_count(decode) == 3 and "intra_op_thread_count" not in decode
@@ -142,13 +164,18 @@ def test_configure_repository_cpu_plan_sets_threads_and_single_image_batches(tmp
 
 def test_configure_repository_gpu_into_copy(tmp_path):
     repo = _write_repo(tmp_path / "repo")
-    placements = configure_repository(repo, plan_instances("gpu", cores=2, instances=2), output=tmp_path / "out")
+    placements = configure_repository(
+        repo, plan_instances("gpu", cores=2, instances=2), output=tmp_path / "out"
+    )
     by_model = {p.model: (p.kind, p.count) for p in placements}
     assert by_model == {"u2net": ("KIND_GPU", 2), "decode": ("KIND_CPU", 3), "portrait": (None, None)}
     out = tmp_path / "out"
     gpu_u2net = (out / "u2net" / "config.pbtxt").read_text()
     assert "KIND_GPU" in gpu_u2net
-    assert "intra_op_thread_count" not in gpu_u2net and "preferred_batch_size" not in gpu_u2net, "GPU keeps batching"
+    assert "intra_op_thread_count" not in gpu_u2net and "max_batch_size: 16" in gpu_u2net, (
+        "GPU keeps batching"
+    )
+    assert "memory.enable_memory_arena_shrinkage" in gpu_u2net
     assert (out / "portrait" / "config.pbtxt").read_text() == ENSEMBLE_CONFIG
     # the source repository is untouched
     assert (repo / "u2net" / "config.pbtxt").read_text() == ONNX_CONFIG

@@ -75,7 +75,13 @@ def test_rejects_unknown_device():
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1), ("400000 100000", 4), ("junk", None)],
+    [
+        ("max 100000\n", None),
+        ("150000 100000\n", 2),
+        ("50000 100000\n", 1),
+        ("400000 100000", 4),
+        ("junk", None),
+    ],
 )
 def test_cgroup_core_limit(tmp_path, content, expected):
     cpu_max = tmp_path / "cpu.max"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import asdict
@@ -22,7 +23,7 @@ from facecraft.gateway.metrics import GatewayMetrics
 from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id, result_summary
 from facecraft.gateway.settings import GatewaySettings
-from facecraft.gateway.storage import INPUT_NAME, JobRecord, JobStorage
+from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage
 from facecraft.gateway.triton import PortraitRequest, current_task_is_cancelled, unavailable_error
 
 log = logging.getLogger("facecraft.gateway.jobs")
@@ -176,12 +177,13 @@ class JobQueue:
             log.exception("job %s: could not record its failure", job_id)
 
     def _finish(self, record: JobRecord, status: str, error: GatewayError | None = None) -> None:
-        if self.storage.load(record.job_id) is None:
-            return  # deleted while running: do not resurrect it
         record.status = status
         if error is not None:
             record.error, record.error_message = error.error, error.message
-        self.storage.save(record)
+        try:
+            self.storage.save(record, create=False)
+        except JobGone:
+            return  # deleted while running: do not resurrect it
         with contextlib.suppress(FileNotFoundError, GatewayError):
             self.storage.file_path(record.job_id, INPUT_NAME).unlink()
         self.metrics.jobs.labels(status).inc()
@@ -192,7 +194,10 @@ class JobQueue:
             return  # deleted, or already handled
         record.status = "running"
         record.attempts += 1
-        await asyncio.to_thread(self.storage.save, record)
+        try:
+            await asyncio.to_thread(functools.partial(self.storage.save, record, create=False))
+        except JobGone:
+            return
         try:
             image = await asyncio.to_thread(self.storage.read_file, job_id, INPUT_NAME)
             request = PortraitRequest(**{**record.options, "background": tuple(record.options["background"])})
@@ -203,9 +208,12 @@ class JobQueue:
                 await asyncio.to_thread(self._finish, record, "failed", error)
                 return
             record.result = result_summary(outcome.output, request.model_name)
-            if await asyncio.to_thread(self.storage.load, job_id) is None:
-                return
-            record.files = await asyncio.to_thread(self.service.store_outputs, job_id, outcome.output)
+            try:
+                record.files = await asyncio.to_thread(
+                    functools.partial(self.service.store_outputs, job_id, outcome.output, create=False)
+                )
+            except JobGone:
+                return  # deleted while it ran
             await asyncio.to_thread(self._finish, record, "completed")
         except asyncio.CancelledError:
             if current_task_is_cancelled():
@@ -228,7 +236,10 @@ class JobQueue:
         if error.error in RETRYABLE_ERRORS and record.attempts < self.settings.job_max_attempts:
             record.status = "queued"
             record.note = f"retrying after {error.error} (attempt {record.attempts})"
-            await asyncio.to_thread(self.storage.save, record)
+            try:
+                await asyncio.to_thread(functools.partial(self.storage.save, record, create=False))
+            except JobGone:
+                return
             self.metrics.jobs.labels("requeued").inc()
             self._schedule_retry(record.job_id, delay_s=float(self.settings.retry_after_s))
             return

@@ -175,11 +175,14 @@ class PortraitService:
         self.statistics["processed"] += 1
         return ProcessOutcome(output, (time.perf_counter() - started) * 1000.0)
 
-    def store_outputs(self, job_id: str, output: PortraitResult, stem: str = "portrait") -> dict[str, str]:
-        """Write PNG and JPEG atomically into the job folder; returns format → file name."""
+    def store_outputs(
+        self, job_id: str, output: PortraitResult, stem: str = "portrait", *, create: bool = True
+    ) -> dict[str, str]:
+        """Write PNG and JPEG atomically into the job folder; returns format → file name
+        (``create=False``: the job must still exist, see ``JobStorage.write_file``)."""
         files = {"png": f"{stem}.png", "jpg": f"{stem}.jpg"}
-        self.storage.write_file(job_id, files["png"], output.png)
-        self.storage.write_file(job_id, files["jpg"], output.jpeg)
+        self.storage.write_file(job_id, files["png"], output.png, create=create)
+        self.storage.write_file(job_id, files["jpg"], output.jpeg, create=create)
         return files
 
     async def process_and_store(

@@ -9,7 +9,10 @@ Layout::
     OUTPUT_DIR/jobs/<job_id>/input.bin     the upload of a queued async job (kept for restarts)
 
 Every file is written to a temporary name in the same folder, fsynced, then renamed, so a reader
-never sees a partial file. Job ids and file names are validated against strict patterns and every
+never sees a partial file. Deleting a job renames its folder out of the way first (``.trash-*``,
+removed right after and at start-up), under the same lock as updates of existing jobs, so a worker
+still busy with a deleted job can neither make the deletion fail nor bring the job back
+(``create=False`` writes raise :class:`JobGone` instead). Job ids and file names are validated against strict patterns and every
 resolved path is checked to stay inside the jobs folder.
 """
 
@@ -18,11 +21,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,8 @@ from pydantic import BaseModel, Field
 
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.security import validate_job_id
+
+log = logging.getLogger("facecraft.gateway.storage")
 
 FILE_NAME_PATTERN = re.compile(r"^(portrait|file-\d{4})\.(png|jpg)$|^input\.bin$|^job\.json$")
 METADATA_NAME = "job.json"
@@ -79,12 +87,21 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+class JobGone(GatewayError):
+    """The job was deleted while something still wanted to update it (404 ``not_found``)."""
+
+    def __init__(self, job_id: str):
+        super().__init__(404, "not_found", f"job {job_id} was deleted")
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, create_parent: bool = True) -> None:
     """Write ``data`` to ``path`` via temp file + fsync + rename; never leaves a partial file.
 
-    Raises :class:`StorageError` on any OS error (the temporary file is removed).
+    Raises :class:`StorageError` on any OS error (the temporary file is removed); with
+    ``create_parent=False`` a missing folder is that error too (ENOENT) instead of being created.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -102,15 +119,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class JobStorage:
     """Files and metadata of jobs under ``root/jobs``."""
 
+    TRASH_PREFIX = ".trash-"
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.jobs_root = (self.root / "jobs").resolve()
+        # deletion vs updates of existing jobs (worker threads): see the module docstring
+        self._lock = threading.Lock()
 
     def ensure_ready(self) -> None:
         try:
             self.jobs_root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"create {self.jobs_root}", error) from error
+        for leftover in self.jobs_root.glob(f"{self.TRASH_PREFIX}*"):  # a deletion cut short
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def job_dir(self, job_id: str) -> Path:
         """The folder of a job (validated id, guaranteed inside the jobs folder)."""
@@ -130,9 +153,17 @@ class JobStorage:
             raise GatewayError(400, "invalid_format", "file name resolves outside the job folder")
         return path
 
-    def write_file(self, job_id: str, name: str, data: bytes) -> int:
-        """Write one job file atomically; returns its size."""
-        atomic_write_bytes(self.file_path(job_id, name), data)
+    def write_file(self, job_id: str, name: str, data: bytes, *, create: bool = True) -> int:
+        """Write one job file atomically; returns its size. ``create=False``: the job must still
+        exist (else :class:`JobGone`), as for every update made after the job was accepted."""
+        path = self.file_path(job_id, name)
+        if create:
+            atomic_write_bytes(path, data)
+            return len(data)
+        with self._lock:
+            if not path.parent.is_dir():
+                raise JobGone(job_id)
+            atomic_write_bytes(path, data, create_parent=False)
         return len(data)
 
     def read_file(self, job_id: str, name: str) -> bytes:
@@ -151,11 +182,11 @@ class JobStorage:
             raise GatewayError(404, "not_found", f"job {job_id} has no {name} (unknown or expired job)")
         return path
 
-    def save(self, record: JobRecord) -> None:
-        """Persist a job's metadata atomically."""
+    def save(self, record: JobRecord, *, create: bool = True) -> None:
+        """Persist a job's metadata atomically (``create=False``: see :meth:`write_file`)."""
         record.updated_at = time.time()
         data = json.dumps(record.model_dump(), indent=1).encode()
-        atomic_write_bytes(self.file_path(record.job_id, METADATA_NAME), data)
+        self.write_file(record.job_id, METADATA_NAME, data, create=create)
 
     def load(self, job_id: str) -> JobRecord | None:
         """A job's metadata, or None when the job does not exist (or its metadata is unreadable)."""
@@ -184,14 +215,22 @@ class JobStorage:
                     yield record
 
     def delete(self, job_id: str) -> bool:
-        """Remove a job folder; False when it did not exist."""
+        """Remove a job folder; False when it did not exist.
+
+        The folder is first renamed to a ``.trash-`` name (atomic: the job is gone for every reader
+        and writer at once), then removed; what a crash leaves of it goes at the next start.
+        """
         folder = self.job_dir(job_id)
-        if not folder.is_dir():
-            return False
-        try:
-            shutil.rmtree(folder)
-        except OSError as error:
-            raise StorageError(f"delete job {job_id}", error) from error
+        trash = self.jobs_root / f"{self.TRASH_PREFIX}{job_id}-{uuid.uuid4().hex}"
+        with self._lock:
+            if not folder.is_dir():
+                return False
+            try:
+                folder.rename(trash)
+            except OSError as error:
+                raise StorageError(f"delete job {job_id}", error) from error
+        # the job is already gone; files that cannot be removed now go at the next start
+        shutil.rmtree(trash, onerror=lambda *_: log.warning("could not remove all of %s", trash))
         return True
 
     def cleanup(self, max_age_s: float, now: float | None = None) -> list[str]:

@@ -204,13 +204,13 @@ def test_worker_survives_a_crash_outside_the_inference(tmp_path, crash, reached_
     save = storage.save
     crashed = []
 
-    def save_crashing_once_when_running(record):
+    def save_crashing_once_when_running(record, **kwargs):
         if record.status == "running" and not crashed:
             crashed.append(record.job_id)
             if reached_disk:  # the job is running on disk, then the step blows up
-                save(record)
+                save(record, **kwargs)
             raise crash("the step crashed")
-        save(record)
+        save(record, **kwargs)
 
     storage.save = save_crashing_once_when_running
     first, second = asyncio.run(_two_jobs_one_worker(queue, storage, resolve_request(settings)))
@@ -253,3 +253,39 @@ def test_full_queue_refuses_new_jobs_with_503_server_busy(tmp_path):
     assert queue.depth == 2
     stored = {record.job_id for record in storage.iter_records()}
     assert stored == {record.job_id for record in accepted}
+
+
+def test_a_job_deleted_while_its_inference_runs_is_not_brought_back(tmp_path):
+    queue, storage, settings = _queue(tmp_path, job_workers=1)
+    release = asyncio.Event()
+
+    class _InferAfterRelease:
+        calls = 0
+
+        async def __call__(self, image, request, wait_s=None):
+            self.calls += 1
+            if self.calls == 1:
+                await release.wait()
+            return ProcessOutcome(OUTPUT, 3.0)
+
+    queue.service.infer = _InferAfterRelease()
+
+    async def scenario():
+        await queue.start()
+        try:
+            deleted = await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
+            deadline = time.monotonic() + 5
+            while storage.require(deleted.job_id).status != "running":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert await asyncio.to_thread(storage.delete, deleted.job_id) is True
+            release.set()
+            after = await queue.submit(PNG_1x1, resolve_request(settings), "b.png")
+            return deleted.job_id, await _wait_terminal(storage, after.job_id)
+        finally:
+            await queue.stop()
+
+    deleted_id, after = asyncio.run(scenario())
+    assert storage.load(deleted_id) is None
+    assert not (storage.jobs_root / deleted_id).exists(), "the worker's late writes must not recreate it"
+    assert after.status == "completed", "the worker goes on with the next job"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from facecraft.gateway.errors import GatewayError
-from facecraft.gateway.storage import JobRecord, JobStorage, StorageError, atomic_write_bytes
+from facecraft.gateway.storage import JobGone, JobRecord, JobStorage, StorageError, atomic_write_bytes
 
 JOB = "0123456789abcdef0123456789abcdef"
 
@@ -140,6 +140,61 @@ def test_delete(tmp_path):
     assert storage.delete(JOB) is True
     assert not (storage.jobs_root / JOB).exists()
     assert storage.delete(JOB) is False
+
+
+def test_updates_never_resurrect_a_deleted_job(tmp_path):
+    storage = JobStorage(tmp_path)
+    storage.save(_record(status="running"))
+    storage.save(_record(status="running"), create=False)  # an update of an existing job
+    assert storage.delete(JOB) is True
+    with pytest.raises(JobGone) as info:
+        storage.save(_record(status="completed"), create=False)
+    assert info.value.status_code == 404
+    with pytest.raises(JobGone):
+        storage.write_file(JOB, "portrait.png", b"png", create=False)
+    assert not (storage.jobs_root / JOB).exists()
+    assert not list(storage.jobs_root.iterdir()), "no trash left behind"
+
+
+def test_delete_races_with_a_worker_updating_the_job(tmp_path):
+    """A worker thread rewriting a job's files while it is deleted: the delete always succeeds,
+    and the job never comes back (seen as a 500 from DELETE under load before the fix)."""
+    import threading
+
+    storage = JobStorage(tmp_path)
+    for round_number in range(30):
+        storage.save(_record(status="running"))
+        stop = threading.Event()
+        gone = threading.Event()
+
+        def worker(stop=stop, gone=gone):
+            while not stop.is_set():
+                try:
+                    storage.save(_record(status="running"), create=False)
+                    storage.write_file(JOB, "portrait.png", b"x" * 4096, create=False)
+                except JobGone:
+                    gone.set()
+                    return
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        time.sleep(0.002 * (round_number % 5))
+        assert storage.delete(JOB) is True
+        thread.join(timeout=10)
+        stop.set()
+        assert gone.is_set(), "the worker saw the deletion"
+        assert storage.load(JOB) is None and not (storage.jobs_root / JOB).exists()
+
+
+def test_start_up_removes_trash_left_by_a_cut_short_deletion(tmp_path):
+    storage = JobStorage(tmp_path)
+    storage.ensure_ready()
+    leftover = storage.jobs_root / f"{JobStorage.TRASH_PREFIX}{JOB}-1234"
+    leftover.mkdir()
+    (leftover / "job.json").write_text("{}")
+    storage.ensure_ready()
+    assert not leftover.exists()
+    assert list(storage.iter_records()) == []
 
 
 def test_cleanup_removes_only_old_finished_jobs(tmp_path):

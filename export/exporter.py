@@ -32,6 +32,7 @@ from facecraft.export.models import (
 )
 from facecraft.export.onnx_export import DEFAULT_OPSET, convert_to_fp16, export_onnx, set_metadata_props
 from facecraft.export.parity import ParityReport, check_parity
+from facecraft.export.temporaries import remove_stale, temporary_path
 
 __all__ = ["MODEL_NAMES", "ExportResult", "UntrainedWeightsWarning", "WeightsChoice", "export_model"]
 
@@ -148,7 +149,9 @@ def export_model(
     version_dir = Path(repo) / spec.name / MODEL_VERSION
     version_dir.mkdir(parents=True, exist_ok=True)
     final = version_dir / "model.onnx"
-    tmp = version_dir / f".model.onnx.{os.getpid()}.tmp"
+    for stale in remove_stale(final, "tmp"):
+        _say(progress, f"removed {stale.name}, left by an export that was killed")
+    tmp = temporary_path(final, "tmp")
     try:
         _say(
             progress,

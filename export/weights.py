@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facecraft.export.temporaries import remove_stale, temporary_path
+
 
 class WeightsError(Exception):
     """Base class of all weights problems (message is user-facing)."""
@@ -161,7 +163,8 @@ def download(
     from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    remove_stale(dest, "part")
+    tmp = temporary_path(dest, "part")
     request = urllib.request.Request(url, headers={"User-Agent": "facecraft-export"})
     try:
         try:

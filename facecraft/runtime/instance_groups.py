@@ -1,8 +1,8 @@
 """Apply an ``InstancePlan`` (facecraft.runtime.instance_plan) to the ``config.pbtxt`` files of a repository.
 
 CPU hosts: every model gets ``KIND_CPU`` instances; the ONNX models (``codeformer``, ``u2net``:
-backend ``onnxruntime``) also get ``intra_op_thread_count`` and a dynamic batcher that prefers one
-image per execution. GPU hosts: the ONNX models get ``KIND_GPU`` instances; Python models stay
+backend ``onnxruntime``) also get ``intra_op_thread_count`` and ``max_batch_size: 1`` (one image
+per execution, no arena shrinkage). GPU hosts: the ONNX models get ``KIND_GPU`` instances; Python models stay
 ``KIND_CPU``. Ensembles have no instance groups and are left alone. The text is edited in place
 (comments and layout elsewhere are kept), so the committed configs stay readable.
 """

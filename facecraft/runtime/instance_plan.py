@@ -5,9 +5,9 @@ thread per core-sized share than with every core on one session (U²-Net: 2 sing
 sessions side by side 707 ms/image vs one 2-thread session 832 ms/image; CodeFormer 4.94 s vs
 5.25 s), and the cores a model instance leaves idle while the Python steps run are picked up by
 the other instance. So the CPU plan runs several ONNX instances with ``cores / instances``
-threads each, and one image per execution: on CPU a batch costs the same per image as single
-images, and a large batch handed to one single-thread instance would leave the others idle
-(measured: 8 CodeFormer requests at c16 took 2.4× as long with batching left on).
+threads each, and one image per execution (``max_batch_size: 1``): on CPU a batch costs the same
+per image as single images, and a large batch handed to one single-thread instance would leave
+the others idle (measured: 8 CodeFormer requests at c16 took 2.4× as long with batching left on).
 
 GPU hosts keep the committed batching (batches are what a GPU is fast at) and one instance of
 each ONNX model per GPU by default.
@@ -39,7 +39,8 @@ class InstancePlan:
     - ``onnx_threads``: onnxruntime intra-op threads per ONNX instance (config parameter
       ``intra_op_thread_count``); None leaves onnxruntime's default (every core);
     - ``python_instances``: instances of each Python model; None keeps the committed count;
-    - ``one_image_per_run``: the ONNX models' dynamic batcher prefers batches of one image.
+    - ``one_image_per_run``: the ONNX models run one image per execution (``max_batch_size: 1``,
+      no arena shrinkage; see ``instance_groups.one_image_per_execution``).
     """
 
     device: str

@@ -39,6 +39,8 @@ def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, ca
     assert all(report["models"][m]["gmac_per_image"] > 0 for m in ("codeformer", "u2net"))
     assert any("UNTRAINED" in note for note in report["notes"])
     seen = {(s["scenario"], s["enhance"], s["concurrency"]) for s in report["scenarios"]}
+    passes = sorted((s["pass"], s["enhance"]) for s in report["scenarios"] if s["scenario"] == "sequential")
+    assert passes == [("end", False), ("end", True), ("start", False), ("start", True)]
     for enhance in (True, False):
         assert ("sequential", enhance, 1) in seen
         for concurrency in (1, 2):

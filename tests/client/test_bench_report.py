@@ -42,7 +42,8 @@ def make_report():
         "compute_infer_s_total": 2.0,
     }
     scenarios = [
-        scenario("sequential", True, 1, 0.1),
+        {**scenario("sequential", True, 1, 0.1), "pass": "start"},
+        {**scenario("sequential", True, 1, 0.08), "pass": "end"},
         scenario("sequential", False, 1, 0.5),
         scenario("triton_grpc", True, 1, 0.1, [codeformer_delta]),
         scenario("triton_grpc", True, 4, 0.3, [codeformer_delta]),
@@ -70,7 +71,7 @@ def make_report():
 def test_ratios_and_roofline():
     report = make_report()
     ratios = report["ratios"]
-    assert ratios["triton_c4_over_sequential_enhanced"] == pytest.approx(3.0)
+    assert ratios["triton_c4_over_sequential_enhanced"] == pytest.approx(3.0), "the faster sequential pass"
     assert ratios["triton_c4_over_sequential_basic"] == pytest.approx(2.0)
     assert ratios["gateway_over_grpc_c4_enhanced"] == pytest.approx(0.9)
     assert ratios["gateway_over_grpc_c1_enhanced"] is None
@@ -104,5 +105,6 @@ def test_markdown_has_every_section():
     ):
         assert heading in markdown
     assert "**untrained**" in markdown
+    assert "| sequential (end) | True | 1 (1) | 4 / 4 | 0.080 |" in markdown
     assert "- Triton instance plan: cpu plan for 2 core(s): 2 instance(s)" in markdown
     assert "| triton_grpc | True | 4 (4) | 4 / 4 | 0.300 |" in markdown

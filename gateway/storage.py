@@ -9,11 +9,13 @@ Layout::
     OUTPUT_DIR/jobs/<job_id>/input.bin     the upload of a queued async job (kept for restarts)
 
 Every file is written to a temporary name in the same folder, fsynced, then renamed, so a reader
-never sees a partial file. Deleting a job renames its folder out of the way first (``.trash-*``,
-removed right after and at start-up), under the same lock as updates of existing jobs, so a worker
-still busy with a deleted job can neither make the deletion fail nor bring the job back
-(``create=False`` writes raise :class:`JobGone` instead). Job ids and file names are validated against strict patterns and every
+never sees a partial file. Job ids and file names are validated against strict patterns and every
 resolved path is checked to stay inside the jobs folder.
+
+Deleting a job renames its folder out of the way first (``.trash-*``, removed right after and at
+start-up), under the same lock as updates of existing jobs, so a worker still busy with a deleted
+job can neither make the deletion fail nor bring the job back (``create=False`` writes raise
+:class:`JobGone` instead).
 """
 
 from __future__ import annotations

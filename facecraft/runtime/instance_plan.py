@@ -7,7 +7,7 @@ sessions side by side 707 ms/image vs one 2-thread session 832 ms/image; CodeFor
 the other instance. So the CPU plan runs several ONNX instances with ``cores / instances``
 threads each, and one image per execution (``max_batch_size: 1``): on CPU a batch costs the same
 per image as single images, and a large batch handed to one single-thread instance would leave
-the others idle (measured: 8 CodeFormer requests at c16 took 2.4× as long with batching left on).
+the others idle (measured: 8 enhanced requests at c16 took 1.5× as long with batching left on).
 
 GPU hosts keep the committed batching (batches are what a GPU is fast at) and one instance of
 each ONNX model per GPU by default.
@@ -21,7 +21,8 @@ from pathlib import Path
 
 DEVICES = ("cpu", "gpu")
 # Each ONNX instance holds its own copy of the weights and working memory (full CodeFormer or
-# U²-Net: about 2.2 GiB resident per instance), so the automatic plan stops at four.
+# U²-Net: up to 1.7 GiB resident per instance at one image per execution), so the automatic plan
+# stops at four.
 MAX_AUTO_ONNX_INSTANCES = 4
 CORES_PER_PYTHON_INSTANCE = 4
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")

@@ -96,16 +96,24 @@ def _value_end(text: str, start: int) -> int:
     raise ConfigEditError("unbalanced brackets in instance_group")
 
 
+def _top_level_lines(config_text: str):
+    """(line number, the line with its line end, the line without its comment) of every line that
+    starts at nesting depth 0."""
+    depth = 0
+    for number, line in enumerate(config_text.splitlines(keepends=True)):
+        code = line.split("#", 1)[0]
+        if depth == 0:
+            yield number, line, code
+        depth += code.count("{") + code.count("[") - code.count("}") - code.count("]")
+
+
 def top_level_value(config_text: str, field: str) -> str | None:
     """The scalar value of a top-level field (``backend``, ``platform``, ``name``), unquoted."""
-    depth = 0
-    for line in config_text.splitlines():
-        stripped = line.split("#", 1)[0].strip()
-        if depth == 0:
-            match = re.match(rf"{re.escape(field)}\s*:\s*\"?([^\"\s]+)\"?", stripped)
-            if match:
-                return match.group(1)
-        depth += stripped.count("{") + stripped.count("[") - stripped.count("}") - stripped.count("]")
+    pattern = re.compile(rf"{re.escape(field)}\s*:\s*\"?([^\"\s]+)\"?")
+    for _, _, code in _top_level_lines(config_text):
+        match = pattern.match(code.strip())
+        if match:
+            return match.group(1)
     return None
 
 
@@ -163,45 +171,48 @@ def current_count(config_text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _parameter_span(config_text: str, key: str) -> tuple[int, int] | None:
+    """(start, end) of the top-level ``parameters`` entry whose key is ``key``, or None."""
+    key_pattern = re.compile(rf"""key\s*:\s*["']{re.escape(key)}["']""")
+    for start, end in _top_level_field_spans(config_text, "parameters"):
+        if key_pattern.search(config_text[start:end]):
+            return start, end
+    return None
+
+
 def set_string_parameter(config_text: str, key: str, value: str) -> str:
     """Return ``config_text`` with the top-level ``parameters`` entry ``key`` set to ``value``
     (replaced where it exists, else appended)."""
     if not re.fullmatch(r"[A-Za-z0-9_.]+", key) or '"' in value or "\\" in value:
         raise ConfigEditError(f"unsupported parameter {key!r} = {value!r}")
     entry = f'parameters {{ key: "{key}", value: {{ string_value: "{value}" }} }}'
-    key_pattern = re.compile(rf"""key\s*:\s*["']{re.escape(key)}["']""")
-    for start, end in _top_level_field_spans(config_text, "parameters"):
-        if key_pattern.search(config_text[start:end]):
-            return config_text[:start] + entry + config_text[end:]
-    return config_text.rstrip("\n") + "\n" + entry + "\n"
+    span = _parameter_span(config_text, key)
+    if span is None:
+        return config_text.rstrip("\n") + "\n" + entry + "\n"
+    return config_text[: span[0]] + entry + config_text[span[1] :]
 
 
 def remove_parameter(config_text: str, key: str) -> str:
     """Return ``config_text`` without the top-level ``parameters`` entry ``key`` (and the comment
     lines right above it, which describe it); unchanged when absent."""
-    key_pattern = re.compile(rf"""key\s*:\s*["']{re.escape(key)}["']""")
-    for start, end in _top_level_field_spans(config_text, "parameters"):
-        if key_pattern.search(config_text[start:end]):
-            head = config_text[:start]
-            lines = head.splitlines(keepends=True)
-            while lines and lines[-1].lstrip().startswith("#"):
-                lines.pop()
-            tail = config_text[end:]
-            return "".join(lines) + (tail[1:] if tail.startswith("\n") else tail)
-    return config_text
+    span = _parameter_span(config_text, key)
+    if span is None:
+        return config_text
+    lines = config_text[: span[0]].splitlines(keepends=True)
+    while lines and lines[-1].lstrip().startswith("#"):
+        lines.pop()
+    tail = config_text[span[1] :]
+    return "".join(lines) + (tail[1:] if tail.startswith("\n") else tail)
 
 
 def set_top_level_scalar(config_text: str, field: str, value: str) -> str:
     """Return ``config_text`` with the top-level ``field: value`` line replaced (appended when absent)."""
-    depth = 0
     lines = config_text.splitlines(keepends=True)
     pattern = re.compile(rf"^(\s*){re.escape(field)}\s*:\s*[^\s#]+")
-    for number, line in enumerate(lines):
-        code = line.split("#", 1)[0]
-        if depth == 0 and pattern.match(code):
+    for number, line, code in _top_level_lines(config_text):
+        if pattern.match(code):
             lines[number] = pattern.sub(lambda match: f"{match.group(1)}{field}: {value}", line, count=1)
             return "".join(lines)
-        depth += code.count("{") + code.count("[") - code.count("}") - code.count("]")
     return config_text.rstrip("\n") + f"\n{field}: {value}\n"
 
 

@@ -176,13 +176,20 @@ class JobQueue:
         except Exception:  # e.g. the disk is full: the job stays running and is re-queued at restart
             log.exception("job %s: could not record its failure", job_id)
 
+    def _update(self, record: JobRecord) -> bool:
+        """Persist an update of an accepted job; False when the job was deleted meanwhile (it is
+        not written back)."""
+        try:
+            self.storage.save(record, create=False)
+        except JobGone:
+            return False
+        return True
+
     def _finish(self, record: JobRecord, status: str, error: GatewayError | None = None) -> None:
         record.status = status
         if error is not None:
             record.error, record.error_message = error.error, error.message
-        try:
-            self.storage.save(record, create=False)
-        except JobGone:
+        if not self._update(record):
             return  # deleted while running: do not resurrect it
         with contextlib.suppress(FileNotFoundError, GatewayError):
             self.storage.file_path(record.job_id, INPUT_NAME).unlink()
@@ -194,9 +201,7 @@ class JobQueue:
             return  # deleted, or already handled
         record.status = "running"
         record.attempts += 1
-        try:
-            await asyncio.to_thread(functools.partial(self.storage.save, record, create=False))
-        except JobGone:
+        if not await asyncio.to_thread(self._update, record):
             return
         try:
             image = await asyncio.to_thread(self.storage.read_file, job_id, INPUT_NAME)
@@ -236,9 +241,7 @@ class JobQueue:
         if error.error in RETRYABLE_ERRORS and record.attempts < self.settings.job_max_attempts:
             record.status = "queued"
             record.note = f"retrying after {error.error} (attempt {record.attempts})"
-            try:
-                await asyncio.to_thread(functools.partial(self.storage.save, record, create=False))
-            except JobGone:
+            if not await asyncio.to_thread(self._update, record):
                 return
             self.metrics.jobs.labels("requeued").inc()
             self._schedule_retry(record.job_id, delay_s=float(self.settings.retry_after_s))

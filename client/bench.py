@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -157,6 +156,7 @@ def select_photos(photos_dir: Path | None, limit: int | None = None) -> list[tup
 @contextlib.contextmanager
 def gateway_process(grpc_url: str, repo: Path, max_concurrency: int):
     """Run ``python -m facecraft.gateway`` on a free loopback port; yields its base URL (or raises)."""
+    from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
     from facecraft.runtime.server import free_port
 
     port = free_port()
@@ -182,21 +182,11 @@ def gateway_process(grpc_url: str, repo: Path, max_concurrency: int):
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"gateway exited with {process.returncode}: {log_path.read_text()[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway not healthy after 120 s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.5)
+        health = wait_for_http_ok(f"{base_url}/health", process, 120, interval_s=0.5)
+        if health == EXITED:
+            raise RuntimeError(f"gateway exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        if health != OK:
+            raise RuntimeError(f"gateway not healthy after 120 s: {log_path.read_text()[-2000:]}")
         yield base_url, process
     finally:
         process.terminate()

@@ -6,7 +6,6 @@ together and owns the clean shutdown (Ctrl-C / SIGTERM stop the gateway first, t
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -15,11 +14,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
 from facecraft.runtime.instance_groups import configure_repository, is_onnx_model
 from facecraft.runtime.instance_plan import InstancePlan, plan_instances
 from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
@@ -150,20 +149,9 @@ class GatewayProcess:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
-    def wait_healthy(self, timeout: float = 60.0) -> bool:
-        """Poll ``/health`` until it answers 200 (True) or the process exits / time runs out (False)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/health", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return True
-            time.sleep(0.5)
-        return False
+    def wait_healthy(self, timeout: float = 60.0) -> str:
+        """Poll ``/health``: ``http_probe.OK``, ``EXITED`` or ``TIMED_OUT``."""
+        return wait_for_http_ok(f"{self.url}/health", self.process, timeout, interval_s=0.5)
 
     def stop(self, timeout: float = 20.0) -> int | None:
         process, self.process = self.process, None
@@ -278,9 +266,10 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
                     model_repository=None if options.gateway_only else repo,
                 )
                 gateway.start()
-                if gateway.wait_healthy():
+                health = gateway.wait_healthy()
+                if health == OK:
                     say(f"gateway ready: {gateway.url} (Triton gRPC {triton_grpc})")
-                elif gateway.process is None or gateway.process.poll() is not None:
+                elif health == EXITED:
                     raise ServeError("the gateway exited during start-up (see its output above)")
                 else:
                     say(f"gateway started at {gateway.url} but /health has not answered yet")

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
 from tests.deploy.tools import PROMETHEUS_DIR, require_tool
 from tests.deploy.traffic import BASIC_ENSEMBLE, infer_portrait_basic, process_through_gateway
 
@@ -68,16 +69,13 @@ class PrometheusProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+        ready = wait_for_http_ok(
+            f"{self.url}/-/ready", self.process, STARTUP_TIMEOUT_S, interval_s=0.25, request_timeout_s=1.0
+        )
+        if ready == OK:
+            return
+        if ready == EXITED:
+            raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
         raise AssertionError(f"prometheus not ready after {STARTUP_TIMEOUT_S}s:\n{self.log_tail()}")
 
     def stop(self) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
+
 LOG_ARCHIVE = Path(__file__).resolve().parents[2] / ".facecraft" / "reliability" / "logs"
 
 
@@ -166,16 +168,11 @@ class GatewayProcess:
             cwd=self.root,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        health = wait_for_http_ok(f"{self.url}/health", self.process, timeout)
+        if health == OK:
+            return
+        if health == EXITED:
+            raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_tail()}")
         raise RuntimeError(f"gateway not healthy after {timeout}s:\n{self.log_tail()}")
 
     def alive(self) -> bool:

@@ -1,0 +1,38 @@
+"""wait_for_http_ok: 200 → OK, the process gone → EXITED, nothing answering → TIMED_OUT."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from facecraft.runtime.http_probe import EXITED, OK, TIMED_OUT, wait_for_http_ok
+from facecraft.runtime.server import free_port
+
+
+def test_ok_once_the_endpoint_answers_200(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for_http_ok(f"http://127.0.0.1:{port}/", process, 30) == OK
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_exited_when_the_process_dies_first():
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    assert wait_for_http_ok(f"http://127.0.0.1:{free_port()}/", process, 30) == EXITED
+    assert process.returncode == 3
+
+
+def test_timed_out_when_nothing_answers():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert wait_for_http_ok(f"http://127.0.0.1:{free_port()}/", process, 0.6, interval_s=0.1) == TIMED_OUT
+    finally:
+        process.kill()
+        process.wait()

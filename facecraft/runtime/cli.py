@@ -109,7 +109,10 @@ def register(subparsers) -> None:
     configure.add_argument("--device", choices=DEVICE_CHOICES, required=True)
     add_instance_plan_arguments(configure)
     configure.add_argument(
-        "--output", type=Path, help="write a runtime copy here instead of editing --repo in place"
+        "--output",
+        type=Path,
+        help="write a runtime copy here instead of editing --repo in place (configs the plan changes "
+        "are rewritten in canonical text format, without their comments)",
     )
     configure.set_defaults(func=run_repo_configure)
     repo.set_defaults(func=lambda _args: repo.print_help() or 2)

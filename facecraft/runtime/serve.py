@@ -21,6 +21,7 @@ from pathlib import Path
 from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
 from facecraft.runtime.instance_groups import configure_repository, is_onnx_model
 from facecraft.runtime.instance_plan import InstancePlan, plan_instances
+from facecraft.runtime.model_config import load_config
 from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
 
 GATEWAY_MODULE = "facecraft.gateway"
@@ -36,9 +37,10 @@ def say(message: str) -> None:
 
 
 def onnx_models(repo: Path) -> list[str]:
-    """Names of the models in ``repo`` served by ONNX Runtime."""
+    """Names of the models in ``repo`` served by ONNX Runtime (``ConfigEditError`` for a config that
+    does not parse)."""
     return [
-        path.parent.name for path in sorted(repo.glob("*/config.pbtxt")) if is_onnx_model(path.read_text())
+        path.parent.name for path in sorted(repo.glob("*/config.pbtxt")) if is_onnx_model(load_config(path))
     ]
 
 

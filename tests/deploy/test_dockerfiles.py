@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from facecraft.runtime.model_config import ModelInstanceGroup, load_config
 from tests.deploy.tools import DOCKER_DIR, REPO_ROOT
 
 TRITON_DOCKERFILE = DOCKER_DIR / "triton.Dockerfile"
@@ -142,7 +143,8 @@ def run_entrypoint(
 
 
 def instance_kind(config: Path) -> str:
-    return re.search(r"kind:\s*(KIND_\w+)", config.read_text()).group(1)
+    (group,) = load_config(config).instance_group
+    return ModelInstanceGroup.Kind.Name(group.kind)
 
 
 @pytest.mark.parametrize(("device", "onnx_kind"), [("cpu", "KIND_CPU"), ("gpu", "KIND_GPU")])
@@ -165,7 +167,7 @@ def test_entrypoint_configures_a_runtime_copy_and_starts_triton(tmp_path, model_
     assert args[-1] == "--log-verbose=1", "extra arguments go to tritonserver"
     # ONNX models get the device's instance kind in the runtime copy; the source is untouched.
     assert instance_kind(work / "u2net" / "config.pbtxt") == onnx_kind
-    assert "count: 2" in (work / "u2net" / "config.pbtxt").read_text()
+    assert [group.count for group in load_config(work / "u2net" / "config.pbtxt").instance_group] == [2]
     assert (work / "u2net" / "1").resolve() == (model_repo / "u2net" / "1").resolve()
     assert {path: path.read_text() for path in model_repo.glob("*/config.pbtxt")} == before
 
@@ -175,10 +177,10 @@ def test_entrypoint_applies_the_instance_plan_variables(tmp_path, model_repo):
         tmp_path, model_repo, "cpu", plan={"FACECRAFT_INSTANCES": "3", "FACECRAFT_ONNX_THREADS": "2"}
     )
     assert result.returncode == 0, result.stderr
-    u2net = (tmp_path / "work" / "model_repository" / "u2net" / "config.pbtxt").read_text()
-    assert "count: 3" in u2net
-    assert 'key: "intra_op_thread_count", value: { string_value: "2" }' in u2net
-    assert "max_batch_size: 1\n" in u2net
+    u2net = load_config(tmp_path / "work" / "model_repository" / "u2net" / "config.pbtxt")
+    assert [group.count for group in u2net.instance_group] == [3]
+    assert u2net.parameters["intra_op_thread_count"].string_value == "2"
+    assert u2net.max_batch_size == 1
 
 
 def test_entrypoint_without_plan_variables_uses_the_automatic_plan(tmp_path, model_repo):
@@ -188,9 +190,9 @@ def test_entrypoint_without_plan_variables_uses_the_automatic_plan(tmp_path, mod
     assert result.returncode == 0, result.stderr
     assert "automatic instance plan" in result.stdout
     expected = plan_instances("cpu")
-    u2net = (tmp_path / "work" / "model_repository" / "u2net" / "config.pbtxt").read_text()
-    assert f"count: {expected.onnx_instances}" in u2net
-    assert f'string_value: "{expected.onnx_threads}"' in u2net
+    u2net = load_config(tmp_path / "work" / "model_repository" / "u2net" / "config.pbtxt")
+    assert [group.count for group in u2net.instance_group] == [expected.onnx_instances]
+    assert u2net.parameters["intra_op_thread_count"].string_value == str(expected.onnx_threads)
 
 
 def test_entrypoint_refuses_a_repository_without_exported_onnx(tmp_path, model_repo):

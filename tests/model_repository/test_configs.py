@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+
+from facecraft.runtime import model_config
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 ENSEMBLES = ("portrait", "portrait_basic")
@@ -15,8 +16,7 @@ PYTHON_MODELS = ("decode", "detect", "enhance_pre", "enhance_post", "segment_pre
 
 
 def load_config(name: str) -> model_config_pb2.ModelConfig:
-    text = (REPOSITORY / name / "config.pbtxt").read_text()
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
+    return model_config.load_config(REPOSITORY / name / "config.pbtxt")
 
 
 def all_configs() -> dict[str, model_config_pb2.ModelConfig]:

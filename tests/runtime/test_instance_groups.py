@@ -1,22 +1,35 @@
-"""Instance-group rewriting for CPU / GPU targets (pure text transformation)."""
+"""Instance-group rewriting for CPU / GPU targets (pure functions on Triton's ModelConfig message)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from facecraft.runtime.instance_groups import (
+    ARENA_SHRINKAGE,
     ConfigEditError,
     configure_instance_groups,
+    configure_model,
     configure_repository,
     current_count,
+    is_ensemble,
     is_onnx_model,
     one_image_per_execution,
-    remove_parameter,
     set_string_parameter,
-    set_top_level_scalar,
-    top_level_value,
 )
 from facecraft.runtime.instance_plan import plan_instances
+from facecraft.runtime.model_config import (
+    ModelConfig,
+    ModelInstanceGroup,
+    format_config,
+    load_config,
+    parse_config,
+)
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+KIND_CPU = ModelInstanceGroup.KIND_CPU
+KIND_GPU = ModelInstanceGroup.KIND_GPU
 
 ONNX_CONFIG = """\
 name: "u2net"
@@ -24,7 +37,7 @@ backend: "onnxruntime"
 max_batch_size: 16
 input [ { name: "input", data_type: TYPE_FP32, dims: [ 3, 320, 320 ] } ]
 output [ { name: "output", data_type: TYPE_FP32, dims: [ 1, 320, 320 ] } ]
-# instance_group in a comment stays: [ {
+# a comment with brackets and a field name: instance_group [ {
 instance_group [
   {
     kind: KIND_CPU
@@ -32,7 +45,7 @@ instance_group [
   }
 ]
 dynamic_batching { max_queue_delay_microseconds: 2000 }
-parameters { key: "note" value: { string_value: "instance_group [ ]" } }
+parameters { key: "note" value: { string_value: "instance_group [ ] # not a comment" } }
 parameters { key: "memory.enable_memory_arena_shrinkage", value: { string_value: "cpu:0" } }
 """
 
@@ -51,51 +64,109 @@ ensemble_scheduling { step [ { model_name: "decode" model_version: -1 } ] }
 """
 
 
-def test_replaces_block_and_keeps_everything_else():
-    result = configure_instance_groups(ONNX_CONFIG, "KIND_GPU", 4)
-    assert "kind: KIND_GPU" in result and "count: 4" in result
-    assert "KIND_CPU" not in result
-    assert result.count("instance_group [\n") == 1
-    assert "# instance_group in a comment stays: [ {" in result
-    assert 'string_value: "instance_group [ ]"' in result
-    assert result.index("kind: KIND_GPU") < result.index("dynamic_batching")
-    assert current_count(result) == 4
+def groups(config: ModelConfig) -> list[tuple[int, int]]:
+    return [(group.kind, group.count) for group in config.instance_group]
 
 
-def test_appends_block_when_absent():
-    text = 'name: "m"\nbackend: "python"\nmax_batch_size: 4\n'
-    result = configure_instance_groups(text, "KIND_CPU", 2)
-    assert result.startswith(text)
-    assert current_count(result) == 2 and "kind: KIND_CPU" in result
+def without_instance_groups(config: ModelConfig) -> ModelConfig:
+    stripped = ModelConfig()
+    stripped.CopyFrom(config)
+    del stripped.instance_group[:]
+    return stripped
 
 
-def test_merges_several_blocks_into_one():
-    text = PYTHON_CONFIG + "instance_group [ { kind: KIND_GPU, count: 1 } ]\n"
-    result = configure_instance_groups(text, "KIND_CPU", 5)
-    assert result.count("instance_group") == 1
-    assert "KIND_GPU" not in result and current_count(result) == 5
+def test_replaces_the_groups_and_keeps_everything_else():
+    config = parse_config(ONNX_CONFIG)
+    result = configure_instance_groups(config, "KIND_GPU", 4)
+    assert groups(result) == [(KIND_GPU, 4)] and current_count(result) == 4
+    assert without_instance_groups(result) == without_instance_groups(config)
+    assert result.parameters["note"].string_value == "instance_group [ ] # not a comment"
+    assert groups(config) == [(KIND_CPU, 2)], "the input message is not modified"
+
+
+def test_adds_a_group_when_absent():
+    config = parse_config('name: "m"\nbackend: "python"\nmax_batch_size: 4\n')
+    assert current_count(config) is None
+    result = configure_instance_groups(config, "KIND_CPU", 2)
+    assert groups(result) == [(KIND_CPU, 2)]
+    assert without_instance_groups(result) == config
+
+
+def test_merges_several_groups_into_one():
+    config = parse_config(PYTHON_CONFIG + "instance_group [ { kind: KIND_GPU, count: 1 } ]\n")
+    assert groups(config) == [(KIND_CPU, 3), (KIND_GPU, 1)]
+    assert groups(configure_instance_groups(config, "KIND_CPU", 5)) == [(KIND_CPU, 5)]
 
 
 def test_ensemble_is_left_alone():
-    assert configure_instance_groups(ENSEMBLE_CONFIG, "KIND_GPU", 2) == ENSEMBLE_CONFIG
+    ensemble = parse_config(ENSEMBLE_CONFIG)
+    assert configure_instance_groups(ensemble, "KIND_GPU", 2) == ensemble
+    edited, placement = configure_model(ensemble, plan_instances("cpu", cores=4), "portrait")
+    assert edited == ensemble and placement.describe() == "ensemble (unchanged)"
 
 
-@pytest.mark.parametrize(("kind", "count"), [("KIND_TPU", 1), ("KIND_CPU", 0), ("KIND_GPU", -1)])
+@pytest.mark.parametrize(
+    ("kind", "count"), [("KIND_TPU", 1), ("KIND_CPU", 0), ("KIND_GPU", -1), ("KIND_CPU", True)]
+)
 def test_rejects_bad_arguments(kind, count):
     with pytest.raises(ConfigEditError):
-        configure_instance_groups(PYTHON_CONFIG, kind, count)
+        configure_instance_groups(parse_config(PYTHON_CONFIG), kind, count)
 
 
-def test_rejects_unbalanced_config():
-    with pytest.raises(ConfigEditError, match="unbalanced"):
-        configure_instance_groups("name: 'x'\ninstance_group [ { kind: KIND_CPU\n", "KIND_CPU", 1)
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("name: 'x'\ninstance_group [ { kind: KIND_CPU\n", 'Expected "}"'),
+        ('name: "x\nbackend: "python"\n', "String missing ending quote"),
+        ('name: "x"\nbogus_field: 3\n', 'no field named "bogus_field"'),
+        ('name: "x"\ninstance_group [ { kind: KIND_TPU } ]\n', "KIND_TPU"),
+    ],
+)
+def test_a_config_that_does_not_parse_is_a_config_edit_error(text, reason):
+    with pytest.raises(ConfigEditError, match=r"^models/x/config\.pbtxt: .*\d+:\d+ : ") as error:
+        parse_config(text, "models/x/config.pbtxt")
+    assert reason in str(error.value)
 
 
 def test_field_helpers():
-    assert top_level_value(ONNX_CONFIG, "backend") == "onnxruntime"
-    assert top_level_value(ENSEMBLE_CONFIG, "platform") == "ensemble"
-    assert is_onnx_model(ONNX_CONFIG) and not is_onnx_model(PYTHON_CONFIG)
-    assert is_onnx_model('name: "x"\nplatform: "onnxruntime_onnx"\n')
+    assert is_onnx_model(parse_config(ONNX_CONFIG)) and not is_onnx_model(parse_config(PYTHON_CONFIG))
+    assert is_onnx_model(parse_config('name: "x"\nplatform: "onnxruntime_onnx"\n'))
+    assert is_ensemble(parse_config(ENSEMBLE_CONFIG)) and not is_ensemble(parse_config(ONNX_CONFIG))
+
+
+def test_set_string_parameter_replaces_or_adds():
+    config = parse_config(ONNX_CONFIG)
+    added = set_string_parameter(config, "intra_op_thread_count", "2")
+    assert added.parameters["intra_op_thread_count"].string_value == "2"
+    assert dict(added.parameters) == {
+        **config.parameters,
+        "intra_op_thread_count": added.parameters["intra_op_thread_count"],
+    }
+    replaced = set_string_parameter(added, "intra_op_thread_count", "1")
+    assert len(replaced.parameters) == len(added.parameters)
+    assert replaced.parameters["intra_op_thread_count"].string_value == "1"
+    quoted = set_string_parameter(config, "odd key", 'a "quoted" \\ value # not a comment')
+    assert parse_config(format_config(quoted)) == quoted, "quotes, backslashes and # survive the text format"
+    with pytest.raises(ConfigEditError):
+        set_string_parameter(config, "", "1")
+
+
+def test_one_image_per_execution_caps_the_batch_and_drops_preferred_sizes():
+    committed = parse_config(
+        ONNX_CONFIG.replace(
+            "dynamic_batching { max_queue_delay_microseconds: 2000 }",
+            "dynamic_batching {\n  preferred_batch_size: [ 4, 8 ]\n  max_queue_delay_microseconds: 2000\n}",
+        )
+    )
+    result = one_image_per_execution(committed)
+    assert result.max_batch_size == 1
+    assert list(result.dynamic_batching.preferred_batch_size) == []
+    assert result.HasField("dynamic_batching"), "the scheduler queue stays"
+    assert result.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert ARENA_SHRINKAGE not in result.parameters and "note" in result.parameters
+    assert one_image_per_execution(result) == result, "idempotent"
+    python = one_image_per_execution(parse_config(PYTHON_CONFIG))
+    assert python.max_batch_size == 1 and not python.HasField("dynamic_batching")
 
 
 def _write_repo(root):
@@ -105,60 +176,21 @@ def _write_repo(root):
     return root
 
 
-def test_set_string_parameter_replaces_or_appends():
-    text = set_string_parameter(ONNX_CONFIG, "intra_op_thread_count", "2")
-    assert 'parameters { key: "intra_op_thread_count", value: { string_value: "2" } }' in text
-    assert 'string_value: "instance_group [ ]"' in text, "other parameters are kept"
-    again = set_string_parameter(text, "intra_op_thread_count", "1")
-    assert again.count("intra_op_thread_count") == 1 and 'string_value: "1" }' in again
-    with pytest.raises(ConfigEditError):
-        set_string_parameter(ONNX_CONFIG, "bad key", "1")
-
-
-def test_remove_parameter_drops_the_entry_and_its_comment():
-    text = (
-        'name: "m"\n# shrink the arena\n# after each run\n'
-        'parameters { key: "memory.enable_memory_arena_shrinkage", value: { string_value: "cpu:0" } }\n'
-        'parameters { key: "other", value: { string_value: "1" } }\n'
-    )
-    result = remove_parameter(text, "memory.enable_memory_arena_shrinkage")
-    assert result == 'name: "m"\nparameters { key: "other", value: { string_value: "1" } }\n'
-    assert remove_parameter(result, "absent") == result
-
-
-def test_set_top_level_scalar_only_touches_the_top_level():
-    nested = 'name: "m"\nmax_batch_size: 16\nsequence_batching { max_batch_size: 3 }\n'
-    text = set_top_level_scalar(nested, "max_batch_size", "1")
-    assert "max_batch_size: 1\n" in text and "{ max_batch_size: 3 }" in text
-    assert set_top_level_scalar('name: "m"\n', "max_batch_size", "2") == 'name: "m"\nmax_batch_size: 2\n'
-
-
-def test_one_image_per_execution_caps_the_batch_and_drops_preferred_sizes():
-    committed = ONNX_CONFIG.replace(
-        "dynamic_batching { max_queue_delay_microseconds: 2000 }",
-        "dynamic_batching {\n  preferred_batch_size: [ 4, 8 ]\n  max_queue_delay_microseconds: 2000\n}",
-    )
-    text = one_image_per_execution(committed)
-    assert "max_batch_size: 1\n" in text and "max_batch_size: 16" not in text
-    assert "preferred_batch_size" not in text
-    assert "dynamic_batching {\n  max_queue_delay_microseconds: 2000\n}" in text, "the scheduler queue stays"
-    assert one_image_per_execution(text) == text, "idempotent"
-    python = one_image_per_execution(PYTHON_CONFIG)
-    assert "max_batch_size: 1" in python and "dynamic_batching" not in python
-
-
 def test_configure_repository_cpu_plan_sets_threads_and_single_image_batches(tmp_path):
     repo = _write_repo(tmp_path / "repo")
     plan = plan_instances("cpu", cores=2)
     placements = {p.model: p for p in configure_repository(repo, plan)}
-    u2net = (repo / "u2net" / "config.pbtxt").read_text()
-    assert current_count(u2net) == 2 and "KIND_CPU" in u2net
-    assert 'key: "intra_op_thread_count", value: { string_value: "1" }' in u2net
-    assert "max_batch_size: 1\n" in u2net
-    assert "memory.enable_memory_arena_shrinkage" not in u2net
+    u2net = load_config(repo / "u2net" / "config.pbtxt")
+    assert groups(u2net) == [(KIND_CPU, 2)]
+    assert u2net.parameters["intra_op_thread_count"].string_value == "1"
+    assert u2net.max_batch_size == 1
+    assert ARENA_SHRINKAGE not in u2net.parameters
     assert placements["u2net"].describe() == "2 x KIND_CPU, 1 thread(s) each"
-    decode = (repo / "decode" / "config.pbtxt").read_text()
-    assert current_count(decode) == 3 and "intra_op_thread_count" not in decode
+    decode = load_config(repo / "decode" / "config.pbtxt")
+    assert groups(decode) == [(KIND_CPU, 3)] and "intra_op_thread_count" not in decode.parameters
+    assert (repo / "decode" / "config.pbtxt").read_text() == PYTHON_CONFIG, (
+        "unchanged configs are not rewritten"
+    )
     assert placements["portrait"].describe() == "ensemble (unchanged)"
 
 
@@ -170,12 +202,12 @@ def test_configure_repository_gpu_into_copy(tmp_path):
     by_model = {p.model: (p.kind, p.count) for p in placements}
     assert by_model == {"u2net": ("KIND_GPU", 2), "decode": ("KIND_CPU", 3), "portrait": (None, None)}
     out = tmp_path / "out"
-    gpu_u2net = (out / "u2net" / "config.pbtxt").read_text()
-    assert "KIND_GPU" in gpu_u2net
-    assert "intra_op_thread_count" not in gpu_u2net and "max_batch_size: 16" in gpu_u2net, (
+    gpu_u2net = load_config(out / "u2net" / "config.pbtxt")
+    assert groups(gpu_u2net) == [(KIND_GPU, 2)]
+    assert "intra_op_thread_count" not in gpu_u2net.parameters and gpu_u2net.max_batch_size == 16, (
         "GPU keeps batching"
     )
-    assert "memory.enable_memory_arena_shrinkage" in gpu_u2net
+    assert ARENA_SHRINKAGE in gpu_u2net.parameters
     assert (out / "portrait" / "config.pbtxt").read_text() == ENSEMBLE_CONFIG
     # the source repository is untouched
     assert (repo / "u2net" / "config.pbtxt").read_text() == ONNX_CONFIG
@@ -184,9 +216,8 @@ def test_configure_repository_gpu_into_copy(tmp_path):
 def test_configure_repository_cpu_in_place_with_python_instances(tmp_path):
     repo = _write_repo(tmp_path / "repo")
     configure_repository(repo, plan_instances("cpu", cores=2, instances=1, python_instances=4))
-    assert current_count((repo / "decode" / "config.pbtxt").read_text()) == 4
-    u2net = (repo / "u2net" / "config.pbtxt").read_text()
-    assert "KIND_CPU" in u2net and current_count(u2net) == 1
+    assert groups(load_config(repo / "decode" / "config.pbtxt")) == [(KIND_CPU, 4)]
+    assert groups(load_config(repo / "u2net" / "config.pbtxt")) == [(KIND_CPU, 1)]
 
 
 def test_runtime_copy_links_payload_and_copies_configs(tmp_path):
@@ -198,5 +229,56 @@ def test_runtime_copy_links_payload_and_copies_configs(tmp_path):
     assert (out / "u2net" / "1").is_symlink()
     assert (out / "u2net" / "1" / "model.onnx").read_bytes() == b"onnx"
     assert not (out / "u2net" / "config.pbtxt").is_symlink()
-    assert current_count((out / "u2net" / "config.pbtxt").read_text()) == 3
-    assert current_count((repo / "u2net" / "config.pbtxt").read_text()) == 2
+    assert current_count(load_config(out / "u2net" / "config.pbtxt")) == 3
+    assert current_count(load_config(repo / "u2net" / "config.pbtxt")) == 2
+
+
+@pytest.mark.parametrize("output", [False, True], ids=["in-place", "copy"])
+def test_a_broken_config_names_the_file_and_nothing_is_written(tmp_path, output):
+    repo = _write_repo(tmp_path / "repo")
+    broken = repo / "zz_broken" / "config.pbtxt"  # sorted last: every other config is edited first
+    broken.parent.mkdir()
+    broken.write_text('name: "zz_broken"\ninstance_group [ { kind: KIND_CPU\n')
+    before = {path: path.read_text() for path in repo.glob("*/config.pbtxt")}
+    out = tmp_path / "out" if output else None
+    with pytest.raises(ConfigEditError) as error:
+        configure_repository(repo, plan_instances("cpu", cores=2), output=out)
+    assert str(broken) in str(error.value) and '2:26 : Expected "}"' in str(error.value)
+    assert {path: path.read_text() for path in repo.glob("*/config.pbtxt")} == before
+    assert out is None or not out.exists()
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        plan_instances("cpu", cores=2),
+        plan_instances("cpu", cores=16, python_instances=2),
+        plan_instances("gpu", cores=2),
+        plan_instances("gpu", cores=2, instances=2, python_instances=3),
+    ],
+    ids=["cpu", "cpu-python-instances", "gpu", "gpu-instances"],
+)
+def test_every_generated_config_of_the_real_repository_round_trips(tmp_path, plan):
+    """Each config the plan writes is the parser's canonical form of the planned message."""
+    sources = sorted(REPOSITORY.glob("*/config.pbtxt"))
+    assert sources, "model_repository/ has no configs"
+    out = tmp_path / "runtime"
+    configure_repository(REPOSITORY, plan, output=out)
+    generated = []
+    for source in sources:
+        model = source.parent.name
+        written = (out / model / "config.pbtxt").read_text()
+        expected, _ = configure_model(load_config(source), plan, model)
+        message = parse_config(written, out / model / "config.pbtxt")
+        assert message == expected, f"{model}: the written config is not the planned one"
+        if written != source.read_text():
+            generated.append(model)
+            assert format_config(message) == written, f"{model}: not in canonical text format"
+            assert "#" not in written, f"{model}: comments are not carried into the runtime copy"
+        else:
+            assert message == load_config(source), f"{model}: changed by the plan but not rewritten"
+    ensembles = {source.parent.name for source in sources if is_ensemble(load_config(source))}
+    onnx = {source.parent.name for source in sources if is_onnx_model(load_config(source))}
+    python = {source.parent.name for source in sources} - ensembles - onnx
+    rewritten = onnx if plan.python_instances in (None, 1) else onnx | python
+    assert onnx and set(generated) == rewritten

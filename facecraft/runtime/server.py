@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,9 @@ from pathlib import Path
 from facecraft.runtime.backends import assemble_backend_directory
 from facecraft.runtime.discovery import TritonInstall, find_tritonserver
 from facecraft.runtime.environment import server_environment
+from facecraft.runtime.ports import PortInUseError, check_ports_free, free_port, process_listens_on
+
+__all__ = ["TritonServer", "TritonStartError", "free_port", "live_group_members", "tail_text"]
 
 DEFAULT_RUNTIME_DIR = Path(".facecraft")
 DEFAULT_HTTP_PORT = 8000
@@ -41,11 +43,18 @@ class TritonStartError(RuntimeError):
     """Triton exited or did not become ready in time; the message ends with the log tail."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """An ephemeral TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def live_group_members(pgid: int) -> list[int]:
+    """PIDs of the processes of group ``pgid`` that still run (zombies excluded: they hold no
+    memory, ports or shared memory, and only their parent — init, for orphaned stubs — can reap
+    them, on its own schedule)."""
+    import psutil
+
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+    return members
 
 
 def _load_prctl():
@@ -81,7 +90,8 @@ class TritonServer:
     """An embedded Triton server process.
 
     ``repo``: model repository. Ports: ``None`` → Triton's defaults (8000/8001/8002), ``0`` → a
-    free ephemeral port chosen at the first start and kept across restarts. ``models``: names to
+    free port outside the ephemeral range (``facecraft.runtime.ports``) chosen at the first start
+    and kept across restarts. ``models``: names to
     load (default: every model in the repository, ``--load-model=*``). ``runtime_dir`` holds
     ``backends/`` and ``logs/tritonserver.log`` unless ``backend_dir`` / ``log_path`` are given.
     """
@@ -219,15 +229,22 @@ class TritonServer:
         first_start = not self.ports
         for attempt in range(PORT_RETRIES + 1):
             self._choose_ports()
+            auto_ports = {self.ports[kind] for kind, port in self._requested_ports.items() if port == 0}
+            retry = first_start and attempt < PORT_RETRIES
+            try:
+                check_ports_free(self.host, {f"Triton {kind}": port for kind, port in self.ports.items()})
+            except PortInUseError as error:
+                taken = int(re.search(r"port (\d+)", str(error)).group(1))
+                if retry and taken in auto_ports:
+                    self.ports = {}
+                    continue
+                raise TritonStartError(f"cannot start Triton: {error}") from error
             try:
                 return self._start_once(wait, timeout, on_wait)
             except TritonStartError as error:
-                # An auto-chosen port can be taken between choosing and binding: choose again.
+                # An auto-chosen port can be taken between checking and binding: choose again.
                 taken = re.search(r"Socket '[^']*:(\d+)' already in use", str(error))
-                auto_ports = {self.ports[kind] for kind, port in self._requested_ports.items() if port == 0}
-                if not (
-                    first_start and taken and int(taken.group(1)) in auto_ports and attempt < PORT_RETRIES
-                ):
+                if not (retry and taken and int(taken.group(1)) in auto_ports):
                     raise
                 self.ports = {}
         raise AssertionError("unreachable")
@@ -316,10 +333,11 @@ class TritonServer:
         return pending
 
     def is_ready(self) -> bool:
-        """True when the server reports ready and every wanted model is READY."""
+        """True when the server reports ready, every wanted model is READY and the answering
+        ports are held by this server's process."""
         try:
             status, _ = self._get("/v2/health/ready")
-            return status == 200 and not self.not_ready_models()
+            return status == 200 and not self.not_ready_models() and not self.ports_not_held()
         except (OSError, ValueError):
             return False
 
@@ -348,13 +366,20 @@ class TritonServer:
             try:
                 status, _ = self._get("/v2/health/ready")
                 pending = self.not_ready_models() if status == 200 else {}
-                if status == 200 and not pending:
+                foreign = self.ports_not_held() if status == 200 and not pending else []
+                if status == 200 and not pending and not foreign:
                     return
-                last_problem = (
-                    "models not ready: " + ", ".join(f"{k} ({v})" for k, v in sorted(pending.items()))
-                    if pending
-                    else f"/v2/health/ready answered {status}"
-                )
+                if foreign:
+                    last_problem = (
+                        f"a server answers on port(s) {', '.join(map(str, foreign))} but they are not "
+                        f"held by tritonserver pid {self.process.pid} (another server?)"
+                    )
+                elif pending:
+                    last_problem = "models not ready: " + ", ".join(
+                        f"{k} ({v})" for k, v in sorted(pending.items())
+                    )
+                else:
+                    last_problem = f"/v2/health/ready answered {status}"
             except (OSError, ValueError) as error:
                 last_problem = f"HTTP {self.http_url}: {error}"
             now = time.monotonic()
@@ -365,8 +390,18 @@ class TritonServer:
                 next_report = now + report_every
             time.sleep(0.5)
 
+    def ports_not_held(self) -> list[int]:
+        """This server's ports on which the started ``tritonserver`` process does not listen
+        (another process answers there, or the port is not bound yet); empty when not started."""
+        if self.process is None:
+            return []
+        ports = [self._port(kind) for kind in ("http", "grpc", "metrics")]
+        return [port for port in ports if not process_listens_on(self.process.pid, port)]
+
     def stop(self, timeout: float | None = None) -> int | None:
-        """SIGTERM, wait up to ``timeout`` (default exit_timeout + 20 s), then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to ``timeout`` (default exit_timeout + 20 s), then SIGKILL; then SIGKILL
+        whatever is left of its process group (Python stubs) and wait until none of it runs.
+        Returns the exit code."""
         process, self.process = self.process, None
         code = None
         if process is not None:
@@ -381,13 +416,22 @@ class TritonServer:
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait(10)
             code = process.returncode
-            # Stubs live in Triton's process group; reap any left behind by a hard kill.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            # Stubs live in Triton's process group; kill any left behind by a hard kill.
+            self._kill_group(process.pid)
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
         return code
+
+    @staticmethod
+    def _kill_group(pgid: int, timeout: float = 10.0) -> None:
+        """SIGKILL process group ``pgid`` and wait until none of its members runs (the signal is
+        delivered asynchronously; a restart must not overlap with the old stubs)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while live_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """Crash Triton on purpose (SIGKILL, no clean-up): for reliability tests."""

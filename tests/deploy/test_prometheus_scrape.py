@@ -7,7 +7,6 @@ reads the counters back through Prometheus' HTTP query API.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,18 +18,13 @@ import pytest
 import yaml
 
 from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
+from facecraft.runtime.ports import free_port
 from tests.deploy.tools import PROMETHEUS_DIR, require_tool
 from tests.deploy.traffic import BASIC_ENSEMBLE, infer_portrait_basic, process_through_gateway
 
 STARTUP_TIMEOUT_S = 60.0
 # Several 1 s scrapes plus slack for a machine shared with other test runs.
 INCREASE_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrometheusProcess:

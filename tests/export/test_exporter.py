@@ -1,5 +1,4 @@
 import json
-import socket
 import warnings
 
 import numpy as np
@@ -13,6 +12,7 @@ from facecraft.export.exporter import MODEL_NAMES, UntrainedWeightsWarning, expo
 from facecraft.export.metadata import read_export_metadata
 from facecraft.export.models import build_model, example_inputs, random_model, resolve
 from facecraft.export.parity import ParityError
+from facecraft.runtime.ports import free_port
 
 from .conftest import export_tiny
 
@@ -138,9 +138,7 @@ def test_parity_check_catches_a_wrong_model(tiny_repo):
 
 
 def test_auto_falls_back_to_untrained_when_offline(tmp_path, monkeypatch):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     entry = weights.OFFICIAL_WEIGHTS["u2netp"]
     monkeypatch.setitem(
         weights.OFFICIAL_WEIGHTS,

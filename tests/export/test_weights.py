@@ -1,5 +1,4 @@
 import hashlib
-import socket
 from pathlib import Path
 
 import pytest
@@ -8,14 +7,13 @@ import torch
 from facecraft.export import weights
 from facecraft.export.codeformer_arch import CODEFORMER_PRESETS, CodeFormer
 from facecraft.export.u2net_arch import U2NET_TINY, U2Net
+from facecraft.runtime.ports import free_port
 
 PAYLOAD = b"facecraft-test-checkpoint" * 1000
 
 
 def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 def test_download_verifies_checksum_and_renames(file_server, tmp_path):

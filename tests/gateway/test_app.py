@@ -7,7 +7,6 @@ against the real embedded Triton in test_integration_*.py.
 from __future__ import annotations
 
 import io
-import socket
 import time
 
 import numpy as np
@@ -17,16 +16,15 @@ from PIL import Image
 
 from facecraft.gateway.app import create_app
 from facecraft.gateway.settings import GatewaySettings
+from facecraft.runtime.ports import free_port
 
 API_KEY = "correct horse battery staple"
 
 
 def closed_port_url() -> str:
-    """host:port of a port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    """host:port of a port on 127.0.0.1 that nothing listens on (outside the ephemeral range, so no
+    outgoing connection can take it: facecraft.runtime.ports)."""
+    return f"127.0.0.1:{free_port()}"
 
 
 def small_jpeg() -> bytes:

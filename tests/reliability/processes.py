@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ from pathlib import Path
 import httpx
 
 from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
+from facecraft.runtime.ports import free_port
 
 LOG_ARCHIVE = Path(__file__).resolve().parents[2] / ".facecraft" / "reliability" / "logs"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- /proc readings

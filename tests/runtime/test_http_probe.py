@@ -36,3 +36,25 @@ def test_timed_out_when_nothing_answers():
     finally:
         process.kill()
         process.wait()
+
+
+def test_another_server_answering_on_the_port_is_not_ok(tmp_path):
+    """A 200 from a server that is not ``process`` never counts: the probe waits, and reports
+    EXITED when the child (which could not bind the port) exits."""
+    port = free_port()
+    other = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert wait_for_http_ok(f"http://127.0.0.1:{port}/", other, 30) == OK  # it is up
+        assert wait_for_http_ok(f"http://127.0.0.1:{port}/", child, 1.0, interval_s=0.1) == TIMED_OUT
+        child.kill()
+        child.wait()
+        assert wait_for_http_ok(f"http://127.0.0.1:{port}/", child, 5) == EXITED
+    finally:
+        for process in (other, child):
+            process.kill()
+            process.wait()

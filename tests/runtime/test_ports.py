@@ -1,0 +1,80 @@
+"""facecraft.runtime.ports: auto ports outside the ephemeral range, clear errors for taken ports,
+and the proof of which process listens on a port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from facecraft.runtime import ports
+from facecraft.runtime.ports import (
+    PortInUseError,
+    auto_port_windows,
+    can_bind,
+    check_ports_free,
+    ephemeral_range,
+    free_port,
+    process_listens_on,
+)
+
+
+def test_auto_ports_are_outside_the_ephemeral_range_and_never_repeat():
+    low, high = ephemeral_range()
+    handed = [free_port() for _ in range(50)]
+    assert len(set(handed)) == len(handed)
+    assert not [port for port in handed if low <= port <= high], (low, high, handed)
+    assert all(can_bind("127.0.0.1", port) for port in handed)
+
+
+def test_windows_follow_the_kernel_setting(tmp_path):
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text("20000\t60999\n")
+    assert ephemeral_range(setting) == (20000, 60999)
+    assert auto_port_windows((20000, 60999)) == [range(10000, 20000), range(61000, 65536)]
+    # nearly everything ephemeral: what is left below it, however small
+    assert auto_port_windows((1100, 65535)) == [range(1024, 1100)]
+    assert auto_port_windows((1024, 65535)) == []  # then free_port lets the kernel choose
+    assert ephemeral_range(tmp_path / "missing") == ports.DEFAULT_EPHEMERAL_RANGE
+
+
+def test_a_taken_port_is_a_clear_error_naming_port_role_and_holder():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", free_port()))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert not can_bind("127.0.0.1", port)
+        with pytest.raises(PortInUseError) as caught:
+            check_ports_free(
+                "127.0.0.1", {"Triton http": free_port(), "gateway": port}, {"gateway": "--gateway-port"}
+            )
+    message = str(caught.value)
+    assert f"port {port} (gateway) on 127.0.0.1 is already in use" in message
+    assert f"pid {os.getpid()}" in message and "--gateway-port" in message
+    check_ports_free("127.0.0.1", {"auto": 0})  # 0 means "choose one": nothing to check
+
+
+def test_process_listens_on_tells_the_child_from_another_listener(tmp_path):
+    port = free_port()
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        from facecraft.runtime.http_probe import OK, wait_for_http_ok
+
+        assert wait_for_http_ok(f"http://127.0.0.1:{port}/", server, 30) == OK
+        assert process_listens_on(server.pid, port)
+        assert process_listens_on(os.getpid(), port)  # its parent: the listener is a descendant
+        assert not process_listens_on(sibling.pid, port)
+        assert not process_listens_on(server.pid, free_port())
+    finally:
+        for process in (server, sibling):
+            process.kill()
+            process.wait()
+    assert not process_listens_on(server.pid, port)

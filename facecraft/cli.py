@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from collections.abc import Callable, Mapping
 
 from facecraft import __version__
 
@@ -29,6 +31,52 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+ENV_PRECEDENCE = (
+    "A flag overrides its FACECRAFT_* environment variable, which overrides the built-in default."
+)
+
+
+def env_argument(
+    parser: argparse.ArgumentParser,
+    *flags: str,
+    env: str,
+    default: object,
+    type: Callable[[str], object] = str,
+    help: str,
+    **kwargs,
+) -> None:
+    """Add an option whose value comes from the flag, else ``$env``, else ``default`` (resolved by
+    :func:`apply_env_defaults` after parsing; ``--help`` shows all three). The environment value is
+    parsed with ``type`` like the flag; a bad one is a :class:`CliError` naming the variable."""
+    shown = "none" if default is None else default
+    action = parser.add_argument(
+        *flags, type=type, default=None, help=f"{help} (default: ${env}, else {shown})", **kwargs
+    )
+    table = dict(parser.get_default("env_defaults") or {})
+    table[action.dest] = (env, default, type)
+    parser.set_defaults(env_defaults=table)
+
+
+def apply_env_defaults(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> None:
+    """Fill every :func:`env_argument` option the command line left unset from the environment,
+    else its default; ``args.from_environment`` maps each option taken from the environment to its
+    variable. Raises :class:`CliError` for an environment value its parser refuses."""
+    environ = os.environ if environ is None else environ
+    args.from_environment = {}
+    for dest, (env, default, parse) in (getattr(args, "env_defaults", None) or {}).items():
+        if getattr(args, dest, None) is not None:
+            continue
+        raw = environ.get(env, "").strip()
+        if not raw:
+            setattr(args, dest, default)
+            continue
+        try:
+            setattr(args, dest, parse(raw))
+        except (ValueError, argparse.ArgumentTypeError) as error:
+            raise CliError(f"environment variable {env}={raw!r}: {error}") from error
+        args.from_environment[dest] = env
 
 
 def _register_unavailable(subparsers, names: tuple[str, ...], module: str, error: Exception) -> None:
@@ -67,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        apply_env_defaults(args)
         return int(args.func(args) or 0)
     except CliError as error:
         print(f"facecraft: error: {error}", file=sys.stderr)

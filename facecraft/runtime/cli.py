@@ -5,41 +5,57 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facecraft.cli import CliError
+from facecraft.cli import ENV_PRECEDENCE, CliError, env_argument
 
 DEVICE_CHOICES = ("cpu", "gpu")
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {value}")
     return value
 
 
 def add_instance_plan_arguments(parser: argparse.ArgumentParser) -> None:
     """``--instances`` / ``--onnx-threads`` / ``--python-instances`` (facecraft.runtime.instance_plan)."""
-    parser.add_argument(
+    env_argument(
+        parser,
         "--instances",
+        env="FACECRAFT_INSTANCES",
+        default=None,
         type=_positive,
-        help="instances per ONNX model (default: from the usable cores; CPU 2 up to 4, GPU 1)",
+        help="instances per ONNX model (none: from the usable cores; CPU 2 up to 4, GPU 1)",
     )
-    parser.add_argument(
+    env_argument(
+        parser,
         "--onnx-threads",
+        env="FACECRAFT_ONNX_THREADS",
+        default=None,
         type=_positive,
-        help="onnxruntime intra-op threads per ONNX instance (default on CPU: cores / instances)",
+        help="onnxruntime intra-op threads per ONNX instance (none: on CPU cores / instances)",
     )
-    parser.add_argument(
+    env_argument(
+        parser,
         "--python-instances",
+        env="FACECRAFT_PYTHON_INSTANCES",
+        default=None,
         type=_positive,
-        help="instances per Python model (default: committed count, or cores / 4 from 8 cores)",
+        help="instances per Python model (none: committed count, or cores / 4 from 8 cores)",
     )
 
 
@@ -50,7 +66,8 @@ def register(subparsers) -> None:
         description=(
             "Export missing ONNX models, start the embedded Triton (nvidia-pytriton wheel) over the "
             "model repository, wait until every model is READY, then start the gateway "
-            "(python -m facecraft.gateway). Ctrl-C stops both."
+            "(python -m facecraft.gateway). Ctrl-C stops both. Every port is checked before "
+            "anything starts. " + ENV_PRECEDENCE
         ),
     )
     mode = serve.add_mutually_exclusive_group()
@@ -58,7 +75,13 @@ def register(subparsers) -> None:
     mode.add_argument(
         "--gateway-only", action="store_true", help="run the gateway only, against --triton-url"
     )
-    serve.add_argument("--triton-url", help="Triton gRPC HOST:PORT for --gateway-only")
+    env_argument(
+        serve,
+        "--triton-url",
+        env="FACECRAFT_TRITON_URL",
+        default=None,
+        help="Triton gRPC HOST:PORT for --gateway-only (ignored otherwise: the gateway uses the embedded Triton)",
+    )
     serve.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository")
     serve.add_argument(
         "--runtime-dir",
@@ -82,11 +105,38 @@ def register(subparsers) -> None:
         default="auto",
         help="weights for models that must be exported first (default auto: official, else seeded random)",
     )
-    serve.add_argument("--host", default="0.0.0.0", help="bind address for Triton and the gateway")
-    serve.add_argument("--http-port", type=_port, default=8000)
-    serve.add_argument("--grpc-port", type=_port, default=8001)
-    serve.add_argument("--metrics-port", type=_port, default=8002)
-    serve.add_argument("--gateway-port", type=_port, default=8080)
+    env_argument(
+        serve,
+        "--host",
+        env="FACECRAFT_HOST",
+        default="0.0.0.0",
+        help="bind address for Triton and the gateway",
+    )
+    env_argument(
+        serve,
+        "--http-port",
+        env="FACECRAFT_TRITON_HTTP_PORT",
+        default=8000,
+        type=_port,
+        help="Triton HTTP port",
+    )
+    env_argument(
+        serve,
+        "--grpc-port",
+        env="FACECRAFT_TRITON_GRPC_PORT",
+        default=8001,
+        type=_port,
+        help="Triton gRPC port",
+    )
+    env_argument(
+        serve,
+        "--metrics-port",
+        env="FACECRAFT_TRITON_METRICS_PORT",
+        default=8002,
+        type=_port,
+        help="Triton metrics port",
+    )
+    env_argument(serve, "--gateway-port", env="FACECRAFT_PORT", default=8080, type=_port, help="gateway port")
     serve.add_argument("--log-verbose", type=int, default=0, help="Triton --log-verbose level")
     serve.add_argument(
         "--ready-timeout", type=float, default=900.0, help="seconds to wait for every model to be READY"
@@ -98,6 +148,7 @@ def register(subparsers) -> None:
     configure = repo_commands.add_parser(
         "configure",
         help="rewrite instance groups (and ONNX threads/batching) for a CPU or GPU host",
+        epilog=ENV_PRECEDENCE,
         description=(
             "Rewrite each model's instance_group for this host (docs/runtime.md, instance plans): "
             "KIND_CPU everywhere on CPU hosts, with intra_op_thread_count and one image per "
@@ -152,7 +203,14 @@ def run_serve(args: argparse.Namespace) -> int:
     from facecraft.runtime.server import TritonStartError
 
     if args.triton_url and not args.gateway_only:
-        raise CliError("--triton-url only goes with --gateway-only")
+        if "triton_url" not in getattr(args, "from_environment", {}):
+            raise CliError("--triton-url only goes with --gateway-only")
+        print(
+            f"facecraft serve: FACECRAFT_TRITON_URL={args.triton_url} is ignored: "
+            "the gateway uses the embedded Triton (--gateway-only to use another)",
+            flush=True,
+        )
+        args.triton_url = None
     options = ServeOptions(
         repo=args.repo,
         runtime_dir=args.runtime_dir,

@@ -22,6 +22,7 @@ from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
 from facecraft.runtime.instance_groups import configure_repository, is_onnx_model
 from facecraft.runtime.instance_plan import InstancePlan, plan_instances
 from facecraft.runtime.model_config import load_config
+from facecraft.runtime.ports import PortInUseError, check_ports_free
 from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
 
 GATEWAY_MODULE = "facecraft.gateway"
@@ -191,6 +192,27 @@ class ServeOptions:
     ready_timeout: float = 900.0
 
 
+def check_ports(options: ServeOptions) -> None:
+    """Raise :class:`ServeError` naming the first port this run must bind that is already taken
+    (Triton's three unless ``gateway_only``, the gateway's unless ``triton_only``), before anything
+    starts or is exported."""
+    ports: dict[str, int] = {}
+    hints: dict[str, str] = {}
+    if not options.gateway_only:
+        for role, port, flag, env in (
+            ("Triton HTTP", options.http_port, "--http-port", "FACECRAFT_TRITON_HTTP_PORT"),
+            ("Triton gRPC", options.grpc_port, "--grpc-port", "FACECRAFT_TRITON_GRPC_PORT"),
+            ("Triton metrics", options.metrics_port, "--metrics-port", "FACECRAFT_TRITON_METRICS_PORT"),
+        ):
+            ports[role], hints[role] = port, f"{flag} or {env}"
+    if not options.triton_only:
+        ports["gateway"], hints["gateway"] = options.gateway_port, "--gateway-port or FACECRAFT_PORT"
+    try:
+        check_ports_free(options.host, ports, hints)
+    except PortInUseError as error:
+        raise ServeError(str(error)) from error
+
+
 def _raise_interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -215,13 +237,15 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
     gateway: GatewayProcess | None = None
     try:
         triton_grpc = options.triton_url
-        if options.gateway_only:
-            if not triton_grpc:
-                raise ServeError("--gateway-only needs --triton-url HOST:PORT (Triton's gRPC endpoint)")
-        else:
-            repo = options.repo.resolve()
-            if not any(repo.glob("*/config.pbtxt")):
-                raise ServeError(f"{repo} is not a model repository (no */config.pbtxt)")
+        if options.gateway_only and not triton_grpc:
+            raise ServeError(
+                "--gateway-only needs Triton's gRPC endpoint: --triton-url HOST:PORT or FACECRAFT_TRITON_URL"
+            )
+        repo = options.repo.resolve()
+        if not options.gateway_only and not any(repo.glob("*/config.pbtxt")):
+            raise ServeError(f"{repo} is not a model repository (no */config.pbtxt)")
+        check_ports(options)
+        if not options.gateway_only:
             runtime_dir = options.runtime_dir.resolve()
             export_missing(repo, options.preset, options.weights)
             report_weights(repo)
@@ -272,7 +296,10 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
                 if health == OK:
                     say(f"gateway ready: {gateway.url} (Triton gRPC {triton_grpc})")
                 elif health == EXITED:
-                    raise ServeError("the gateway exited during start-up (see its output above)")
+                    raise ServeError(
+                        f"the gateway exited during start-up with code {gateway.process.returncode} "
+                        "(see its output above)"
+                    )
                 else:
                     say(f"gateway started at {gateway.url} but /health has not answered yet")
             elif options.gateway_only:

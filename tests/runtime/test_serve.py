@@ -73,8 +73,171 @@ def test_prepare_repository_writes_a_runtime_copy_with_the_plan(small_repo, tmp_
 
 
 def test_gateway_only_needs_a_triton_url():
-    with pytest.raises(ServeError, match="--triton-url"):
+    with pytest.raises(ServeError, match="--triton-url HOST:PORT or FACECRAFT_TRITON_URL"):
         serve(ServeOptions(gateway_only=True), wait=lambda *_: 0)
+
+
+SERVE_ENV = (
+    "FACECRAFT_HOST",
+    "FACECRAFT_PORT",
+    "FACECRAFT_TRITON_URL",
+    "FACECRAFT_TRITON_HTTP_PORT",
+    "FACECRAFT_TRITON_GRPC_PORT",
+    "FACECRAFT_TRITON_METRICS_PORT",
+    "FACECRAFT_INSTANCES",
+    "FACECRAFT_ONNX_THREADS",
+    "FACECRAFT_PYTHON_INSTANCES",
+)
+
+
+@pytest.fixture
+def serve_options(monkeypatch):
+    """Run ``facecraft serve ARGS`` through the real CLI; return the ServeOptions serve() got."""
+    from facecraft.cli import main
+
+    for name in SERVE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    received = []
+    monkeypatch.setattr(serve_module, "serve", lambda options: received.append(options) or 0)
+
+    def run(*argv: str, **env: str) -> ServeOptions:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert main(["serve", *argv]) == 0
+        return received.pop()
+
+    return run
+
+
+def test_serve_settings_flags_beat_environment_beat_defaults(serve_options):
+    defaults = serve_options("--gateway-only", "--triton-url", "t:1")
+    assert (defaults.host, defaults.gateway_port, defaults.http_port, defaults.grpc_port) == (
+        "0.0.0.0",
+        8080,
+        8000,
+        8001,
+    )
+    assert defaults.instances is None
+    env = {
+        "FACECRAFT_HOST": "127.0.0.1",
+        "FACECRAFT_PORT": "9180",
+        "FACECRAFT_TRITON_URL": "triton.internal:9001",
+        "FACECRAFT_TRITON_HTTP_PORT": "9100",
+        "FACECRAFT_TRITON_GRPC_PORT": "9101",
+        "FACECRAFT_TRITON_METRICS_PORT": "9102",
+        "FACECRAFT_INSTANCES": "3",
+        "FACECRAFT_ONNX_THREADS": "2",
+    }
+    # the issue's case: --gateway-only took neither FACECRAFT_TRITON_URL nor FACECRAFT_PORT
+    from_env = serve_options("--gateway-only", **env)
+    assert from_env.triton_url == "triton.internal:9001"
+    assert (from_env.host, from_env.gateway_port) == ("127.0.0.1", 9180)
+    assert (from_env.http_port, from_env.grpc_port, from_env.metrics_port) == (9100, 9101, 9102)
+    assert (from_env.instances, from_env.onnx_threads, from_env.python_instances) == (3, 2, None)
+    flags = serve_options(
+        "--gateway-only",
+        "--triton-url",
+        "flag:1",
+        "--gateway-port",
+        "9280",
+        "--host",
+        "::1",
+        "--instances",
+        "1",
+    )
+    assert (flags.triton_url, flags.gateway_port, flags.host, flags.instances) == ("flag:1", 9280, "::1", 1)
+    assert flags.grpc_port == 9101  # not given as a flag: still the environment's
+
+
+def test_serve_ignores_an_environment_triton_url_when_it_runs_triton(serve_options, capsys):
+    options = serve_options(FACECRAFT_TRITON_URL="elsewhere:8001")
+    assert options.triton_url is None and not options.gateway_only
+    assert "FACECRAFT_TRITON_URL=elsewhere:8001 is ignored" in capsys.readouterr().out
+
+
+def test_a_bad_environment_value_is_an_error_naming_the_variable(monkeypatch, capsys):
+    from facecraft.cli import main
+
+    monkeypatch.setenv("FACECRAFT_PORT", "eighty")
+    assert main(["serve", "--gateway-only", "--triton-url", "t:1"]) == 2
+    assert "environment variable FACECRAFT_PORT='eighty': not an integer" in capsys.readouterr().err
+    monkeypatch.setenv("FACECRAFT_PORT", "70000")
+    assert main(["serve", "--gateway-only", "--triton-url", "t:1"]) == 2
+    assert "not a TCP port (1-65535): 70000" in capsys.readouterr().err
+
+
+def test_serve_help_names_every_variable_and_the_precedence(capsys):
+    from facecraft.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "A flag overrides its FACECRAFT_* environment variable, which overrides the built-in default." in text
+    )
+    for name in SERVE_ENV:
+        assert f"${name}" in text, name
+    assert "(default: $FACECRAFT_PORT, else 8080)" in text
+
+
+@pytest.mark.parametrize(
+    ("mode", "role", "hint"),
+    [
+        ("--gateway-only", "gateway", "--gateway-port or FACECRAFT_PORT"),
+        ("--triton-only", "Triton gRPC", "--grpc-port or FACECRAFT_TRITON_GRPC_PORT"),
+    ],
+)
+def test_a_taken_port_stops_serve_before_anything_starts(small_repo, tmp_path, capsys, mode, role, hint):
+    import socket
+
+    from facecraft.cli import main
+
+    ports = [free_port() for _ in range(4)]
+    taken = ports[3] if role == "gateway" else ports[1]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        argv = [
+            "serve", mode, "--repo", str(small_repo), "--runtime-dir", str(tmp_path / "rt"),
+            "--host", "127.0.0.1", "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+            "--metrics-port", str(ports[2]), "--gateway-port", str(ports[3]),
+        ]  # fmt: skip
+        if mode == "--gateway-only":
+            argv += ["--triton-url", "127.0.0.1:1"]
+        assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"port {taken} ({role}) on 127.0.0.1 is already in use (held by pid {os.getpid()}" in err
+    assert hint in err
+    assert not (tmp_path / "rt").exists(), "nothing was prepared or started"
+
+
+def test_gateway_only_never_announces_another_process_on_its_port(tmp_path, monkeypatch, capsys):
+    """The issue's case with the port check out of the way (a server that binds between the check
+    and the gateway's start): another server answers /health with 200 on the port, our gateway
+    fails to bind and exits; serve must say so, not print "gateway ready"."""
+    if not serve_module.gateway_available():
+        pytest.skip("facecraft.gateway is not available")
+    port = free_port()
+    (tmp_path / "health").write_text("ok")
+    other = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        from facecraft.runtime.http_probe import OK, wait_for_http_ok
+
+        assert wait_for_http_ok(f"http://127.0.0.1:{port}/health", other, 30) == OK
+        monkeypatch.setattr(serve_module, "check_ports", lambda _options: None)
+        options = ServeOptions(
+            gateway_only=True, triton_url="127.0.0.1:1", host="127.0.0.1", gateway_port=port
+        )
+        with pytest.raises(ServeError, match="the gateway exited during start-up"):
+            serve(options, wait=lambda *_: 0)
+        assert "gateway ready" not in capsys.readouterr().out
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_not_a_repository_is_a_clear_error(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,13 @@ from facecraft.pipeline.errors import NO_FACE_DETECTED, PipelineError
 
 STEP = "detect"
 
-# HOG runs on a copy whose long side is at most this; full-resolution HOG costs ~250 ms/MP.
-DETECTION_MAX_SIDE = 800
+# HOG runs once, with one upsampling step (x2), on a copy of at most this many pixels (an 800x800
+# copy): the searched image is then at most 2.56 MP, which bounds the cost (HOG ~250 ms/MP).
+DETECTION_MAX_PIXELS = 640_000
+DETECTION_UPSAMPLE = 1
+# dlib's frontal detector scans an 80x80 window: the smallest face box it returns is ~80 px in the
+# searched image, i.e. ~40 px in the copy after one upsampling step.
+SMALLEST_FACE_IN_COPY = 80 / 2**DETECTION_UPSAMPLE
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 # HOG SVM score (dlib default threshold 0); real frontal faces here score ~0.5-2.5.
 CONFIDENT_SCORE = 0.25
@@ -24,7 +30,8 @@ CONFIDENT_SCORE = 0.25
 @dataclass(frozen=True)
 class Detection:
     """``landmarks``: float32 [68, 2] (x, y) and ``box``: float32 [4] (x, y, w, h), both in the
-    pixels of the image given to :func:`detect_face`; ``face_count``: faces found."""
+    pixels of the image given to :func:`detect_face`; ``face_count``: faces found (≥ 1, every face
+    of at least :func:`min_face_size`, the largest is ``box``)."""
 
     landmarks: np.ndarray
     box: np.ndarray
@@ -65,31 +72,45 @@ def load_models() -> None:
     _shape_predictor()
 
 
-def find_faces(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """All frontal faces in an HWC uint8 RGB image as (x, y, w, h) in its pixels, largest first.
+def detection_scale(width: int, height: int) -> float:
+    """The factor (0, 1] by which a ``width`` x ``height`` image is shrunk for HOG (1: searched as is)."""
+    return min(1.0, math.sqrt(DETECTION_MAX_PIXELS / (width * height)))
 
-    HOG runs on a copy downscaled to ≤ 800 px long side (upsample 0); when that finds nothing it
-    retries with one upsampling step, which catches faces down to ~40 px in the copy. Detections
-    scoring below ``CONFIDENT_SCORE`` (HOG false positives on hands, fabric...) are dropped when
-    a confident one exists, so a large false positive cannot beat the real face.
+
+def min_face_size(width: int, height: int) -> float:
+    """The smallest face (box side, px) :func:`find_faces` searches for in a ``width`` x ``height``
+    image: 40 px up to 0.64 MP, above that 1/20 of sqrt(width * height) (e.g. 72 px at 1920x1080,
+    84 px at 2048x1365, 102 px at 2048x2048); dlib's boxes at that scale measure ~0.9-1x of it."""
+    return SMALLEST_FACE_IN_COPY / detection_scale(width, height)
+
+
+def find_faces(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Every frontal face in an HWC uint8 RGB image as (x, y, w, h) in its pixels, in a deterministic
+    order: largest box first, equal sizes left to right (then top to bottom).
+
+    One HOG pass with one upsampling step on a copy of ≤ ``DETECTION_MAX_PIXELS`` (the image itself
+    when it is smaller; ``INTER_AREA`` otherwise): it finds faces from :func:`min_face_size` up to
+    the whole image. Detections scoring below ``CONFIDENT_SCORE`` (HOG false positives on hands,
+    badges, fabric...) are dropped when a confident one exists, so such a false positive can neither
+    beat the real face nor add to the count; a lone weak detection is kept.
+
+    Raises ``ValueError`` for anything but a non-empty HWC uint8 RGB array.
     """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
+        raise ValueError(f"face detection expects non-empty HWC uint8 RGB, got {rgb.dtype} {rgb.shape}")
     h, w = rgb.shape[:2]
-    scale = min(1.0, DETECTION_MAX_SIDE / max(h, w))
+    scale = detection_scale(w, h)
     small = (
         rgb
         if scale == 1.0
         else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     )
-    small = np.ascontiguousarray(small)
-    detector = _face_detector()
-    rects, scores, _ = detector.run(small, 0, 0.0)
-    if len(rects) == 0:
-        rects, scores, _ = detector.run(small, 1, 0.0)
+    rects, scores, _ = _face_detector().run(np.ascontiguousarray(small), DETECTION_UPSAMPLE, 0.0)
     found = list(zip(rects, scores, strict=True))
     if any(score >= CONFIDENT_SCORE for _, score in found):
         found = [(rect, score) for rect, score in found if score >= CONFIDENT_SCORE]
     boxes = [(r.left() / scale, r.top() / scale, r.width() / scale, r.height() / scale) for r, _ in found]
-    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+    return sorted(boxes, key=lambda b: (-b[2] * b[3], b[0], b[1]))
 
 
 def landmarks_for_box(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -103,12 +124,13 @@ def landmarks_for_box(rgb: np.ndarray, box: tuple[float, float, float, float]) -
 
 
 def detect_face(rgb: np.ndarray) -> Detection:
-    """The largest frontal face of an HWC uint8 RGB image with its landmarks.
+    """The largest frontal face of an HWC uint8 RGB image with its landmarks (computed on ``rgb`` at
+    full resolution), and the number of faces :func:`find_faces` sees: every face whose box side is
+    at least :func:`min_face_size` (40 px up to 0.64 MP, 1/20 of sqrt(W * H) above).
 
-    Raises ``PipelineError(no_face_detected, "detect", ...)`` when there is none.
+    Raises ``ValueError`` for anything but a non-empty HWC uint8 RGB array, and
+    ``PipelineError(no_face_detected, "detect", ...)`` when there is no face.
     """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"detect_face expects HWC uint8 RGB, got {rgb.dtype} {rgb.shape}")
     boxes = find_faces(rgb)
     if not boxes:
         h, w = rgb.shape[:2]

@@ -18,7 +18,7 @@ from pathlib import Path
 from facecraft.client.errors import FacecraftError, NoFaceDetected
 from facecraft.client.result import PortraitResult
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif", ".avif")
 
 # (image bytes, file name) -> result; raises FacecraftError on a per-image failure.
 Processor = Callable[[bytes, str], Awaitable[PortraitResult]]

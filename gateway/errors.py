@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from facecraft.pipeline.decode import SUPPORTED_TYPES
+
 
 class ErrorResponse(BaseModel):
     """Body of every error response."""
@@ -43,7 +45,7 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
         "no frontal face found (HTTP 200 with success=false on /process, for compatibility; "
         "400 on /process/quick)",
     ),
-    "unsupported_media_type": (415, "the upload is not JPEG, PNG, WebP or BMP (sniffed by content)"),
+    "unsupported_media_type": (415, f"the upload is not {SUPPORTED_TYPES} (sniffed by content)"),
     "file_too_large": (413, "the upload (or request body) is above FACECRAFT_MAX_UPLOAD_MB"),
     "too_many_files": (400, "a batch has more than FACECRAFT_BATCH_MAX_FILES files"),
     "invalid_job_id": (400, "a job id is not 32 lowercase hex characters"),

@@ -20,6 +20,7 @@ from facecraft.gateway.security import (
 )
 from facecraft.gateway.storage import JobRecord
 from facecraft.gateway.triton import PortraitRequest
+from facecraft.pipeline.decode import SUPPORTED_TYPES
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
@@ -50,7 +51,7 @@ async def _record(request: Request, job_id: str) -> JobRecord:
 )
 async def submit_job(
     request: Request,
-    file: UploadFile = File(..., description="JPEG, PNG, WebP or BMP photo"),
+    file: UploadFile = File(..., description=f"{SUPPORTED_TYPES} photo"),
     options: PortraitRequest = Depends(portrait_options),
 ) -> dict:
     """Same options as ``/api/v1/process``. Poll ``GET /api/v1/jobs/{id}``; the job survives a

@@ -16,6 +16,7 @@ from facecraft.gateway.security import read_upload_capped, require_api_key, sani
 from facecraft.gateway.service import NO_FACE_RESULT, b64, new_job_id, resolve_request, result_summary
 from facecraft.gateway.storage import JobRecord
 from facecraft.gateway.triton import PortraitRequest
+from facecraft.pipeline.decode import SUPPORTED_TYPES
 
 router = APIRouter(prefix="/api/v1", tags=["process"], dependencies=[Depends(require_api_key)])
 
@@ -56,7 +57,7 @@ async def weights_fields(request: Request) -> dict:
 )
 async def process(
     request: Request,
-    file: UploadFile = File(..., description="JPEG, PNG, WebP or BMP photo (sniffed by content)"),
+    file: UploadFile = File(..., description=f"{SUPPORTED_TYPES} photo (sniffed by content)"),
     options: PortraitRequest = Depends(portrait_options),
     return_base64: bool = Form(False, description="also return both images base64-encoded"),
 ) -> dict:
@@ -98,7 +99,7 @@ async def process(
 )
 async def process_quick(
     request: Request,
-    file: UploadFile = File(..., description="JPEG, PNG, WebP or BMP photo"),
+    file: UploadFile = File(..., description=f"{SUPPORTED_TYPES} photo"),
     size: int | None = Form(None, description="output width and height, 64..4096 (default 648)"),
     enhance_face: bool | None = Form(None, description="CodeFormer restoration (default true)"),
 ) -> Response:

@@ -6,16 +6,14 @@ Everything here is pure (or takes an ``UploadFile``) and is unit-tested without 
 from __future__ import annotations
 
 import hmac
-import io
 import re
 import unicodedata
-import warnings
 
 from fastapi import Request, UploadFile
 from PIL import Image
 
 from facecraft.gateway.errors import GatewayError
-from facecraft.pipeline.decode import sniff_format
+from facecraft.pipeline.decode import SUPPORTED_TYPES, open_image, sniff_format
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 DOWNLOAD_FORMATS = ("png", "jpg")
@@ -88,21 +86,20 @@ async def read_upload_capped(upload: UploadFile, max_bytes: int) -> bytes:
 def validate_image_bytes(data: bytes, max_pixels: int) -> str:
     """Check an upload before it goes to Triton; return its sniffed type.
 
-    Raises 400 ``invalid_image`` for empty data, 415 ``unsupported_media_type`` when the magic
-    bytes are not JPEG/PNG/WebP/BMP, and 400 ``image_too_large`` when the header declares more
-    than ``max_pixels`` pixels (read cheaply from the header with Pillow; corrupt data is left for
-    Triton's decoder to report as ``invalid_image``).
+    Raises 400 ``invalid_image`` for empty data, 415 ``unsupported_media_type`` when the content
+    is not JPEG/PNG/WebP/BMP/HEIF/AVIF (:func:`facecraft.pipeline.decode.sniff_format`), and 400
+    ``image_too_large`` when the header declares more than ``max_pixels`` pixels (read cheaply from
+    the header with the decode step's Pillow opener; corrupt data is left for Triton's decoder to
+    report as ``invalid_image``).
     """
     if not data:
         raise GatewayError(400, "invalid_image", "the uploaded file is empty")
-    kind = sniff_format(data[:32])
+    kind = sniff_format(data)
     if kind is None:
-        raise GatewayError(415, "unsupported_media_type", "the upload is not a JPEG, PNG, WebP or BMP image")
+        raise GatewayError(415, "unsupported_media_type", f"the upload is not a {SUPPORTED_TYPES} image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
+        with open_image(data, kind) as image:
+            width, height = image.size
     except Image.DecompressionBombError as error:
         raise GatewayError(400, "image_too_large", f"declared image size is too large ({error})") from None
     except Exception:

@@ -47,6 +47,12 @@ def test_collect_images_expands_folders_and_rejects_clashing_stems(tmp_path):
         collect_images([tmp_path / "nope"])
 
 
+def test_collect_images_includes_phone_formats(tmp_path):
+    for name in ("IMG_0001.HEIC", "b.heif", "c.avif", "d.mov"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in collect_images([tmp_path])] == ["IMG_0001.HEIC", "b.heif", "c.avif"]
+
+
 def test_write_atomically_leaves_no_temporary_files(tmp_path):
     target = tmp_path / "out" / "x.png"
     write_atomically(target, b"data")

@@ -142,6 +142,30 @@ def test_non_images_are_rejected_by_content(client, path, payload, status, code)
     assert_error(response, status, code)
 
 
+def small_photo(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((80, 80, 3), 128, np.uint8)).save(buffer, format=fmt, quality=80)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/process", "/api/v1/process/quick"])
+def test_heic_and_avif_uploads_pass_the_gateway_checks(client, cases_dir, path):
+    # Sniffed by content, whatever the name: they reach Triton (here: unreachable → 503), no 415.
+    uploads = [
+        ("IMG_0001.HEIC", small_photo("HEIF"), "image/heic"),
+        ("photo.avif", small_photo("AVIF"), "image/avif"),
+        ("avif_named_jpg.jpg", (cases_dir / "avif_named_jpg.jpg").read_bytes(), "image/jpeg"),
+    ]
+    for upload in uploads:
+        assert_error(client.post(path, files={"file": upload}), 503, "triton_unavailable")
+
+
+def test_heic_pixel_bomb_is_rejected_before_triton(tmp_path):
+    with make_client(tmp_path, max_image_pixels=1000) as client:
+        upload = ("IMG_0001.HEIC", small_photo("HEIF"), "image/heic")
+        assert_error(client.post("/api/v1/process", files={"file": upload}), 400, "image_too_large")
+
+
 def test_oversize_upload_is_413(tmp_path):
     with make_client(tmp_path, max_upload_mb=0.05) as client:
         big = b"\xff\xd8\xff" + b"\0" * 60_000

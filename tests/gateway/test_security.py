@@ -81,7 +81,8 @@ def test_bad_formats(fmt):
 
 
 @pytest.mark.parametrize(
-    "fmt, expected", [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")]
+    "fmt, expected",
+    [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"), ("HEIF", "heif"), ("AVIF", "avif")],
 )
 def test_sniffing_by_content(fmt, expected):
     assert sniff_format(_encode(fmt)) == expected
@@ -114,6 +115,27 @@ def test_declared_dimensions_are_checked_without_decoding():
     with pytest.raises(GatewayError) as info:
         validate_image_bytes(bytes(header), 50_000_000)
     assert info.value.error == "image_too_large"
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_pass_and_their_header_size_is_checked(fmt):
+    data = _encode(fmt, (40, 30))
+    assert validate_image_bytes(data, 40 * 30) == fmt.lower()
+    with pytest.raises(GatewayError) as info:
+        validate_image_bytes(data, 40 * 30 - 1)
+    assert (info.value.status_code, info.value.error) == (400, "image_too_large")
+
+
+def test_avif_named_jpg_is_accepted_by_content(cases_dir):
+    assert validate_image_bytes((cases_dir / "avif_named_jpg.jpg").read_bytes(), 50_000_000) == "avif"
+
+
+def test_video_container_is_415():
+    mp4 = (24).to_bytes(4, "big") + b"ftypisom\0\0\x02\0isomiso2" + b"\0" * 64
+    with pytest.raises(GatewayError) as info:
+        validate_image_bytes(mp4, 50_000_000)
+    assert (info.value.status_code, info.value.error) == (415, "unsupported_media_type")
+    assert "HEIC/HEIF or AVIF" in info.value.message
 
 
 def test_truncated_image_is_left_to_triton():

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+# Importing the decode step registers Pillow's HEIF opener (pillow-heif), which also encodes HEIC.
+import facecraft.pipeline.decode  # noqa: F401
+
 INVALID_IMAGE = "invalid_image"
 IMAGE_TOO_LARGE = "image_too_large"
 INVALID_OPTION = "invalid_option"
@@ -152,15 +155,59 @@ def jpeg_declared_size(jpeg: bytes) -> tuple[int, int]:
     raise ValueError("no SOF marker found")
 
 
-def exif_rotated_jpeg(rgb: np.ndarray) -> bytes:
+def exif_rotated(rgb: np.ndarray, fmt: str = "JPEG") -> bytes:
     """The photo stored rotated 90° counter-clockwise with EXIF Orientation=6 ("rotate 90° CW to
-    display"): a viewer honouring EXIF shows the original upright ``rgb``."""
+    display"): a viewer honouring EXIF shows the original upright ``rgb``. ``fmt``: JPEG, HEIF or
+    AVIF (for HEIF/AVIF the encoders also write the matching ``irot`` transform, as phones do)."""
     stored = np.ascontiguousarray(np.rot90(rgb, k=1))
     exif = Image.Exif()
     exif[0x0112] = 6
     buffer = io.BytesIO()
-    Image.fromarray(stored).save(buffer, format="JPEG", quality=92, exif=exif.tobytes())
+    Image.fromarray(stored).save(buffer, format=fmt, quality=92, exif=exif.tobytes())
     return buffer.getvalue()
+
+
+def heif_with_declared_size(data: bytes, width: int, height: int) -> bytes:
+    """Patch every ``ispe`` (image spatial extents) box of a HEIF/AVIF file to ``width``×``height``."""
+    patched = bytearray(data)
+    index = patched.find(ISPE_BOX)
+    if index < 0:
+        raise ValueError("no ispe box found")
+    while index >= 0:
+        struct.pack_into(">II", patched, index + 12, width, height)
+        index = patched.find(ISPE_BOX, index + 8)
+    return bytes(patched)
+
+
+def heif_declared_sizes(data: bytes) -> list[tuple[int, int]]:
+    """(width, height) of every ``ispe`` box, in file order."""
+    sizes, index = [], data.find(ISPE_BOX)
+    while index >= 0:
+        sizes.append(struct.unpack_from(">II", data, index + 12))
+        index = data.find(ISPE_BOX, index + 8)
+    return sizes
+
+
+def ftyp_brands(data: bytes) -> tuple[bytes, list[bytes]]:
+    """(major brand, compatible brands) of a leading ISO-BMFF ``ftyp`` box."""
+    if data[4:8] != b"ftyp":
+        raise ValueError("no ftyp box")
+    size = struct.unpack(">I", data[:4])[0]
+    return data[8:12], [data[i : i + 4] for i in range(16, size, 4)]
+
+
+def zeroed_coded_data(data: bytes) -> bytes:
+    """A HEIF/AVIF with everything after the ``mdat`` box header zeroed: same length, the
+    container still parses, the HEVC/AV1 decoder fails."""
+    start = data.find(b"mdat") + 4
+    if start < 4:
+        raise ValueError("no mdat box found")
+    return data[:start] + bytes(len(data) - start)
+
+
+# An ISO-BMFF ``ftyp`` box of an MP4 video (brand isom), the start of any phone video.
+MP4_FTYP = struct.pack(">I", 24) + b"ftypisom" + struct.pack(">I", 0x200) + b"isomiso2"
+ISPE_BOX = struct.pack(">I", 20) + b"ispe"
 
 
 def sixteen_bit_png(rgb: np.ndarray) -> bytes:
@@ -204,6 +251,8 @@ def build_input_cases(face_rgb: np.ndarray) -> list[InputCase]:
     """Every upload case, built from one frontal-face photo (HWC uint8 RGB, e.g. the astronaut)."""
     jpeg = encode_image(face_rgb, "JPEG", quality=92)
     png = encode_image(face_rgb, "PNG")
+    heic = encode_image(face_rgb, "HEIF", quality=90)
+    avif = encode_image(face_rgb, "AVIF", quality=90)
     gray = np.ascontiguousarray(face_rgb.mean(axis=2).astype(np.uint8))
     # Padding after EOI keeps the JPEG decodable; only the byte cap can refuse it.
     too_many_bytes = jpeg + b"\x00" * (MAX_UPLOAD_BYTES + 1024 - len(jpeg))
@@ -358,7 +407,7 @@ def build_input_cases(face_rgb: np.ndarray) -> list[InputCase]:
         ),
         case(
             "exif_rotated_jpeg",
-            exif_rotated_jpeg(face_rgb),
+            exif_rotated(face_rgb),
             "rotated.jpg",
             "image/jpeg",
             None,
@@ -381,6 +430,88 @@ def build_input_cases(face_rgb: np.ndarray) -> list[InputCase]:
             "RGBA PNG: alpha composited on the background",
         ),
         case("bmp", encode_image(face_rgb, "BMP"), "photo.bmp", "image/bmp", None, "BMP is supported"),
+        case("heic_photo", heic, "IMG_0001.HEIC", "image/heic", None, "HEIC (iPhone default) is supported"),
+        case(
+            "avif_named_jpg",
+            avif,
+            "photo.jpg",
+            "image/jpeg",
+            None,
+            "an AVIF under a .jpg name (as messengers save them): sniffed by its ftyp brand",
+        ),
+        case(
+            "exif_rotated_heic",
+            exif_rotated(face_rgb, "HEIF"),
+            "rotated.heic",
+            "image/heic",
+            None,
+            "HEIC stored sideways (irot + EXIF Orientation=6): rotated once, not twice",
+        ),
+        case(
+            "exif_rotated_avif",
+            exif_rotated(face_rgb, "AVIF"),
+            "rotated.avif",
+            "image/avif",
+            None,
+            "AVIF stored sideways (irot + EXIF Orientation=6): the face is found upright",
+        ),
+        case(
+            "truncated_heic",
+            heic[: len(heic) // 2],
+            "half.heic",
+            "image/heic",
+            INVALID_IMAGE,
+            "HEIC cut in the middle of the coded data (libheif: extent outside the file)",
+        ),
+        case(
+            "truncated_avif",
+            avif[: len(avif) // 2],
+            "half.avif",
+            "image/avif",
+            INVALID_IMAGE,
+            "AVIF cut in the middle of the coded data (libavif cannot parse it)",
+        ),
+        case(
+            "corrupt_heic",
+            zeroed_coded_data(heic),
+            "zeros.heic",
+            "image/heic",
+            INVALID_IMAGE,
+            "HEIC whose HEVC data is zeros (libde265 fails)",
+        ),
+        case(
+            "corrupt_avif",
+            zeroed_coded_data(avif),
+            "zeros.avif",
+            "image/avif",
+            INVALID_IMAGE,
+            "AVIF whose AV1 data is zeros (dav1d fails: a RuntimeError from Pillow)",
+        ),
+        case(
+            "heic_declared_20000",
+            heif_with_declared_size(heic, 20_000, 20_000),
+            "big.heic",
+            "image/heic",
+            IMAGE_TOO_LARGE,
+            "HEIC ispe declaring 20000x20000",
+        ),
+        case(
+            "avif_declared_20000",
+            heif_with_declared_size(avif, 20_000, 20_000),
+            "big.avif",
+            "image/avif",
+            IMAGE_TOO_LARGE,
+            "AVIF ispe declaring 20000x20000 (above libavif's own parse limit too)",
+        ),
+        case(
+            "mp4_as_heic",
+            MP4_FTYP + b"\x00\x00\x00\x08free" + b"\x00" * 64,
+            "IMG_0002.HEIC",
+            "image/heic",
+            INVALID_IMAGE,
+            "an MP4 video (ftyp isom) under a .HEIC name: ISO-BMFF but not an image",
+            gateway_error=UNSUPPORTED_MEDIA_TYPE,
+        ),
         case(
             "filename_traversal",
             jpeg,

@@ -94,3 +94,40 @@ def test_truncated_cases_do_not_decode_fully(cases):
     for name in ("truncated_jpeg", "truncated_png", "truncated_jpeg_header_only"):
         with pytest.raises(OSError):
             Image.open(io.BytesIO(cases[name].data)).load()
+
+
+def test_phone_format_cases_are_what_they_claim(cases, astronaut_rgb):
+    heic_major, heic_brands = corpus.ftyp_brands(cases["heic_photo"].data)
+    assert heic_major == b"heic" and b"mif1" in heic_brands
+    avif_major, avif_brands = corpus.ftyp_brands(cases["avif_named_jpg"].data)
+    assert avif_major == b"avif" and cases["avif_named_jpg"].filename.endswith(".jpg")
+    assert Image.open(io.BytesIO(cases["heic_photo"].data)).format == "HEIF"
+    assert Image.open(io.BytesIO(cases["avif_named_jpg"].data)).format == "AVIF"
+    for name in ("heic_declared_20000", "avif_declared_20000"):
+        sizes = corpus.heif_declared_sizes(cases[name].data)
+        assert sizes and set(sizes) == {(20_000, 20_000)}, sizes
+    assert corpus.ftyp_brands(cases["mp4_as_heic"].data)[0] == b"isom"
+    for name in ("corrupt_heic", "corrupt_avif"):
+        source = cases["heic_photo" if "heic" in name else "avif_named_jpg"].data
+        assert len(cases[name].data) == len(source) and cases[name].data != source
+
+
+def test_exif_rotated_phone_formats_are_stored_sideways(cases, astronaut_rgb):
+    for name in ("exif_rotated_heic", "exif_rotated_avif"):
+        assert b"irot" in cases[name].data, f"{name}: the encoder must write the HEIF rotation too"
+    # libheif applies irot itself; pillow-heif then resets EXIF to 1 and keeps the original value.
+    heic = Image.open(io.BytesIO(cases["exif_rotated_heic"].data))
+    assert heic.info["original_orientation"] == 6 and heic.getexif().get(0x0112, 1) == 1
+    # Pillow's AVIF plugin leaves the rotation to EXIF: the stored pixels are sideways.
+    avif = Image.open(io.BytesIO(cases["exif_rotated_avif"].data))
+    assert avif.getexif()[0x0112] == 6
+    stored = np.asarray(avif.convert("RGB"), dtype=np.int16)
+    upright = np.asarray(ImageOps.exif_transpose(avif).convert("RGB"), dtype=np.int16)
+    assert np.abs(upright - astronaut_rgb).mean() < 6
+    assert np.abs(stored - astronaut_rgb).mean() > 30
+
+
+def test_truncated_phone_format_cases_do_not_decode(cases):
+    for name in ("truncated_heic", "truncated_avif"):
+        with pytest.raises((OSError, ValueError, SyntaxError)):
+            Image.open(io.BytesIO(cases[name].data)).load()

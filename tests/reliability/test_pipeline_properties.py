@@ -28,7 +28,14 @@ from facecraft.pipeline.errors import (
 from tests.reliability import corpus
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-MAGICS = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"RIFF\x00\x01\x00\x00WEBPVP8 ", b"BM"]
+MAGICS = [
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"RIFF\x00\x01\x00\x00WEBPVP8 ",
+    b"BM",
+    b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+    b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf",
+]
 
 
 def _small_photo(seed: int = 0) -> np.ndarray:
@@ -43,7 +50,7 @@ def _encoded(fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-VALID_FILES = {fmt: _encoded(fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP")}
+VALID_FILES = {fmt: _encoded(fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP", "HEIF", "AVIF")}
 
 
 def _decode_or_pipeline_error(data: bytes) -> decode.DecodedImage | None:

@@ -349,6 +349,20 @@ class CodeFormer(nn.Module):
             self.fuse_convs_dict[side] = FuseSftBlock(channels, channels, cfg.norm_groups)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.forward_parts(x, w)[2]
+
+    def forward_parts(
+        self, x: torch.Tensor, w: torch.Tensor, code_indices: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` with its discrete step exposed: ``(logits, indices, output)``.
+
+        ``logits`` ``[B, HW, codebook_size]`` float32 are the transformer's code scores,
+        ``indices`` ``[B, HW]`` int64 the codes looked up (``argmax(logits)``, or
+        ``code_indices`` when given), ``output`` as in ``forward``. ``HW = latent_side**2``.
+        ``code_indices`` ``[B, HW]`` int64 in ``[0, codebook_size)`` replaces the argmax so the
+        continuous parts can be compared on another runtime's codes (the parity check); a wrong
+        shape, dtype or range raises ``ValueError``.
+        """
         encoder_taps = {self.encoder.skip_index[side]: side for side in self.cfg.connect_list}
         enc_feats: dict[str, torch.Tensor] = {}
         for index, block in enumerate(self.encoder.blocks):
@@ -364,7 +378,10 @@ class CodeFormer(nn.Module):
         for layer in self.ft_layers:
             query = layer(query, pos_emb)
         logits = self.idx_pred_layer(query).permute(1, 0, 2)  # B, HW, codebook
-        indices = torch.argmax(logits, dim=2)  # B, HW
+        if code_indices is None:
+            indices = torch.argmax(logits, dim=2)  # B, HW
+        else:
+            indices = self._checked_indices(code_indices, logits.shape[:2])
         quant_feat = self.quantize.lookup(indices, self.cfg.latent_side)
         quant_feat = adaptive_instance_normalization(quant_feat, lq_feat)
 
@@ -376,4 +393,16 @@ class CodeFormer(nn.Module):
             if index in generator_taps:
                 side = generator_taps[index]
                 x = self.fuse_convs_dict[side](enc_feats[side], x, w)
-        return x
+        return logits, indices, x
+
+    def _checked_indices(self, code_indices: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        if tuple(code_indices.shape) != tuple(shape) or code_indices.dtype != torch.int64:
+            raise ValueError(
+                f"code_indices must be int64 {list(shape)}, "
+                f"got {code_indices.dtype} {list(code_indices.shape)}"
+            )
+        if code_indices.numel():
+            size, low, high = self.cfg.codebook_size, int(code_indices.min()), int(code_indices.max())
+            if low < 0 or high >= size:
+                raise ValueError(f"code_indices must lie in [0, {size}), got [{low}, {high}]")
+        return code_indices

@@ -17,8 +17,9 @@ MODEL_VERSION = "1"
 # Keys of the record (all always present):
 # model, variant, preset, weights_source ("official" | "path" | "random"), weights_path (or None),
 # trained (bool), seed (int or None), parameter_count, onnx_sha256, onnx_bytes, opset, fp16,
-# input/output (ONNX names and shapes, batch axis "B"), parity {batch_sizes: {n: max_abs_diff},
-# tolerance, batch_independence_max_abs_diff, batch_independence_tolerance, passed},
+# input/output (ONNX names and shapes, batch axis "B"), parity (ParityReport.as_dict(): per batch
+# size max_abs_diff, logits_max_abs_diff and codes; tolerances, batch independence, passed,
+# failures; see docs/export.md),
 # created (UTC ISO 8601), facecraft_version, torch_version, onnx_version.
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from facecraft.export.codeformer_arch import CODEFORMER_PRESETS, CodeFormer
@@ -90,3 +91,29 @@ def test_a_batch_is_as_exact_as_one_image():
     batch_error = (together - exact).abs().max().item()
     assert alone_error < 5e-4
     assert batch_error < 3 * alone_error, (batch_error, alone_error)
+
+
+def test_forward_parts_exposes_the_codes_and_accepts_given_ones():
+    torch.manual_seed(0)
+    cfg = CODEFORMER_PRESETS["tiny"]
+    model = CodeFormer(cfg).eval()
+    x, w = _tiny_inputs(2, seed=3)
+    tokens = cfg.latent_side**2
+    with torch.inference_mode():
+        logits, codes, output = model.forward_parts(x, w)
+        assert logits.shape == (2, tokens, cfg.codebook_size) and logits.dtype == torch.float32
+        assert codes.dtype == torch.int64 and torch.equal(codes, logits.argmax(dim=2))
+        assert torch.equal(output, model(x, w))
+        assert torch.equal(model.forward_parts(x, w, code_indices=codes)[2], output)
+        other = codes.clone()
+        other[0, 0] = (other[0, 0] + 1) % cfg.codebook_size
+        _, used, changed = model.forward_parts(x, w, code_indices=other)
+        assert torch.equal(used, other) and (changed - output).abs().max() > 1e-4
+        for bad, message in (
+            (codes[:, :-1], "must be int64"),
+            (codes.to(torch.int32), "must be int64"),
+            (torch.full_like(codes, cfg.codebook_size), "must lie in"),
+            (torch.full_like(codes, -1), "must lie in"),
+        ):
+            with pytest.raises(ValueError, match=message):
+                model.forward_parts(x, w, code_indices=bad)

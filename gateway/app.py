@@ -7,7 +7,6 @@ periodic cleanup of old jobs; on shutdown it stops them and closes the Triton ch
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from facecraft.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from facecraft.gateway.service import PortraitService
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import JobStorage
+from facecraft.gateway.tasks import cancel_and_wait
 from facecraft.gateway.triton import TritonGateway
 
 log = logging.getLogger("facecraft.gateway")
@@ -152,9 +152,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            cleanup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleanup
+            await cancel_and_wait(lambda: [cleanup])
             await app.state.jobs.stop()
             await triton.close()
 

@@ -24,7 +24,8 @@ from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id, result_summary
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage
-from facecraft.gateway.triton import PortraitRequest, current_task_is_cancelled, unavailable_error
+from facecraft.gateway.tasks import cancel_and_wait, cancel_requested, current_task_is_cancelled
+from facecraft.gateway.triton import PortraitRequest, unavailable_error
 
 log = logging.getLogger("facecraft.gateway.jobs")
 
@@ -48,6 +49,7 @@ class JobQueue:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._workers: list[asyncio.Task] = []
         self._retry_tasks: set[asyncio.Task] = set()
+        self._stopping = False
 
     @property
     def depth(self) -> int:
@@ -92,13 +94,11 @@ class JobQueue:
         ]
 
     async def stop(self) -> None:
-        """Cancel the workers; a job cut off here stays ``running`` on disk and is re-queued at start."""
-        tasks = [*self._workers, *self._retry_tasks]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Cancel the workers and retry timers and wait until they are done (a swallowed
+        cancellation is delivered again: facecraft.gateway.tasks); a job cut off here stays
+        ``running`` or ``queued`` on disk and is re-queued at the next start."""
+        self._stopping = True
+        await cancel_and_wait(lambda: [*self._workers, *self._retry_tasks])
         self._workers = []
         self._retry_tasks.clear()
 
@@ -145,6 +145,8 @@ class JobQueue:
 
     async def _work(self) -> None:
         while True:
+            if cancel_requested():  # a cancellation swallowed on the way (facecraft.gateway.tasks)
+                raise asyncio.CancelledError
             job_id = await self._queue.get()
             self.metrics.job_queue_depth.set(self._queue.qsize())
             try:
@@ -249,6 +251,9 @@ class JobQueue:
         await asyncio.to_thread(self._finish, record, "failed", error)
 
     def _schedule_retry(self, job_id: str, delay_s: float) -> None:
+        if self._stopping:
+            return  # the job stays queued on disk: the next start re-queues it
+
         async def later() -> None:
             await asyncio.sleep(delay_s)
             self._enqueue(job_id)

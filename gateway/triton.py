@@ -32,6 +32,7 @@ from facecraft.client import transport
 from facecraft.client.options import BASIC_MODEL, ENHANCED_MODEL, PortraitOptions, encode_inputs
 from facecraft.client.result import PortraitResult, result_from_outputs
 from facecraft.gateway.errors import GatewayError
+from facecraft.gateway.tasks import current_task_is_cancelled
 
 ENSEMBLE_ENHANCED = ENHANCED_MODEL
 ENSEMBLE_BASIC = BASIC_MODEL
@@ -119,18 +120,6 @@ def unavailable_error(reason: str, retry_after_s: int) -> GatewayError:
         f"the inference server is unavailable: {reason}",
         headers={"Retry-After": str(retry_after_s)},
     )
-
-
-def current_task_is_cancelled() -> bool:
-    """Whether the running task itself is being cancelled (not merely handed a CancelledError).
-
-    ``grpc.aio`` raises ``CancelledError`` in calls whose channel was closed; only a cancellation
-    of the calling task (shutdown, a client gone, an outer timeout) must propagate as such. Python
-    3.10 cannot tell the two apart, so there every CancelledError counts as a real cancellation.
-    """
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or cancelling() > 0
 
 
 class _Channel:

@@ -237,6 +237,66 @@ def test_stopping_the_queue_leaves_a_running_job_for_recovery(tmp_path):
     assert record.status == "running", "a shutdown must not fail the job: it is re-queued at the next start"
 
 
+class _SwallowsItsCancellation:
+    """An inference that, when its task is cancelled, answers ``triton_unavailable`` instead of
+    raising CancelledError: what Python 3.11's ``asyncio.wait_for`` does when the cancellation
+    arrives as the gRPC call is failing (CPython gh-86296), seen as a gateway shutdown that hung."""
+
+    def __init__(self):
+        self.started = asyncio.Event()
+
+    async def __call__(self, image, request, wait_s=None):
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise GatewayError(503, "triton_unavailable", "down", {"Retry-After": "30"}) from None
+
+
+@pytest.mark.timeout(60)  # before the fix stop() hung forever, deaf to wait_for's own cancellation
+def test_stop_finishes_when_a_worker_swallows_its_cancellation(tmp_path):
+    """stop() must not wait forever on a worker whose cancellation was swallowed (it went on to
+    schedule a retry and back to the queue), and must leave no retry timer behind."""
+    queue, storage, settings = _queue(tmp_path, job_max_attempts=100)
+    infer = _SwallowsItsCancellation()
+    queue.service.infer = infer
+
+    async def scenario():
+        await queue.start()
+        record = await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
+        await asyncio.wait_for(infer.started.wait(), 5)
+        await asyncio.wait_for(queue.stop(), 10)
+        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        return storage.require(record.job_id), leftovers
+
+    record, leftovers = asyncio.run(scenario())
+    assert not leftovers, leftovers
+    assert record.status in ("queued", "running"), "cut off by the shutdown: re-queued at the next start"
+
+
+def test_cancel_and_wait_delivers_a_swallowed_cancellation_again():
+    from facecraft.gateway.tasks import cancel_and_wait, cancel_requested
+
+    async def stubborn(swallow: int, seen: list):
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                seen.append(cancel_requested())
+                if len(seen) > swallow:
+                    raise
+
+    async def scenario():
+        seen: list = []
+        task = asyncio.create_task(stubborn(2, seen))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cancel_and_wait(lambda: [task]), 10)
+        return task, seen
+
+    task, seen = asyncio.run(scenario())
+    assert task.cancelled() and seen == [True, True, True]
+
+
 def test_full_queue_refuses_new_jobs_with_503_server_busy(tmp_path):
     """The backlog is bounded: past FACECRAFT_MAX_QUEUED_JOBS a submit is refused, nothing stored."""
     queue, storage, settings = _queue(tmp_path, max_queued_jobs=2)

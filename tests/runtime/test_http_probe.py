@@ -7,20 +7,12 @@ import sys
 
 from facecraft.runtime.http_probe import EXITED, OK, TIMED_OUT, wait_for_http_ok
 from facecraft.runtime.server import free_port
+from tests.runtime.http_servers import idle_child, static_http_server
 
 
 def test_ok_once_the_endpoint_answers_200(tmp_path):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with static_http_server(tmp_path, ready=False) as (process, port):
         assert wait_for_http_ok(f"http://127.0.0.1:{port}/", process, 30) == OK
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_exited_when_the_process_dies_first():
@@ -30,31 +22,15 @@ def test_exited_when_the_process_dies_first():
 
 
 def test_timed_out_when_nothing_answers():
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
+    with idle_child() as process:
         assert wait_for_http_ok(f"http://127.0.0.1:{free_port()}/", process, 0.6, interval_s=0.1) == TIMED_OUT
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_another_server_answering_on_the_port_is_not_ok(tmp_path):
     """A 200 from a server that is not ``process`` never counts: the probe waits, and reports
     EXITED when the child (which could not bind the port) exits."""
-    port = free_port()
-    other = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        assert wait_for_http_ok(f"http://127.0.0.1:{port}/", other, 30) == OK  # it is up
+    with static_http_server(tmp_path) as (_other, port), idle_child() as child:
         assert wait_for_http_ok(f"http://127.0.0.1:{port}/", child, 1.0, interval_s=0.1) == TIMED_OUT
         child.kill()
         child.wait()
         assert wait_for_http_ok(f"http://127.0.0.1:{port}/", child, 5) == EXITED
-    finally:
-        for process in (other, child):
-            process.kill()
-            process.wait()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -20,6 +18,7 @@ from facecraft.runtime.ports import (
     free_port,
     process_listens_on,
 )
+from tests.runtime.http_servers import idle_child, static_http_server
 
 
 def test_auto_ports_are_outside_the_ephemeral_range_and_never_repeat():
@@ -58,23 +57,9 @@ def test_a_taken_port_is_a_clear_error_naming_port_role_and_holder():
 
 
 def test_process_listens_on_tells_the_child_from_another_listener(tmp_path):
-    port = free_port()
-    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        from facecraft.runtime.http_probe import OK, wait_for_http_ok
-
-        assert wait_for_http_ok(f"http://127.0.0.1:{port}/", server, 30) == OK
+    with static_http_server(tmp_path) as (server, port), idle_child() as sibling:
         assert process_listens_on(server.pid, port)
         assert process_listens_on(os.getpid(), port)  # its parent: the listener is a descendant
         assert not process_listens_on(sibling.pid, port)
         assert not process_listens_on(server.pid, free_port())
-    finally:
-        for process in (server, sibling):
-            process.kill()
-            process.wait()
     assert not process_listens_on(server.pid, port)

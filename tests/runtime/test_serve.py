@@ -25,6 +25,7 @@ from facecraft.runtime.serve import (
     serve,
 )
 from facecraft.runtime.server import free_port
+from tests.runtime.http_servers import static_http_server
 from tests.runtime.small_models import build_small_repository
 
 
@@ -217,17 +218,8 @@ def test_gateway_only_never_announces_another_process_on_its_port(tmp_path, monk
     fails to bind and exits; serve must say so, not print "gateway ready"."""
     if not serve_module.gateway_available():
         pytest.skip("facecraft.gateway is not available")
-    port = free_port()
     (tmp_path / "health").write_text("ok")
-    other = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        from facecraft.runtime.http_probe import OK, wait_for_http_ok
-
-        assert wait_for_http_ok(f"http://127.0.0.1:{port}/health", other, 30) == OK
+    with static_http_server(tmp_path) as (_other, port):
         monkeypatch.setattr(serve_module, "check_ports", lambda _options: None)
         options = ServeOptions(
             gateway_only=True, triton_url="127.0.0.1:1", host="127.0.0.1", gateway_port=port
@@ -235,9 +227,6 @@ def test_gateway_only_never_announces_another_process_on_its_port(tmp_path, monk
         with pytest.raises(ServeError, match="the gateway exited during start-up"):
             serve(options, wait=lambda *_: 0)
         assert "gateway ready" not in capsys.readouterr().out
-    finally:
-        other.kill()
-        other.wait()
 
 
 def test_not_a_repository_is_a_clear_error(tmp_path):

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from facecraft.cli import ENV_PRECEDENCE, env_argument
+
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
 
@@ -37,15 +39,20 @@ def _register_process(subparsers) -> None:
         help="turn photos (files or folders) into portraits via Triton (or the gateway)",
         description="Process photos concurrently; writes <stem>.png and <stem>.jpg per input into OUTDIR. "
         "Exit code 1 when any file failed or had no face.",
+        epilog=ENV_PRECEDENCE,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     parser.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR")
-    parser.add_argument("--url", help="Triton host:port (default 127.0.0.1:8001 for grpc, :8000 for http)")
+    parser.add_argument(
+        "--url",
+        help="Triton host:port (default: $FACECRAFT_TRITON_URL with --protocol grpc, "
+        "else 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)",
+    )
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument(
         "--via-gateway", metavar="URL", help="use the gateway's REST API at URL instead of Triton"
     )
-    parser.add_argument("--api-key", default=os.environ.get("FACECRAFT_API_KEY"), help="gateway API key")
+    env_argument(parser, "--api-key", env="FACECRAFT_API_KEY", default=None, help="gateway API key")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     parser.add_argument("--no-enhance", action="store_true", help="skip CodeFormer (portrait_basic ensemble)")
     parser.add_argument("--width", type=int)
@@ -121,6 +128,14 @@ def run_process(args: argparse.Namespace) -> int:
     return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
 
 
+def triton_url_default(protocol: str, environ=None) -> str:
+    """Where ``facecraft process`` finds Triton without ``--url``: ``$FACECRAFT_TRITON_URL`` (a gRPC
+    endpoint, so only for ``grpc``), else 127.0.0.1 on Triton's default port for ``protocol``."""
+    environ = os.environ if environ is None else environ
+    from_env = environ.get("FACECRAFT_TRITON_URL", "").strip() if protocol == "grpc" else ""
+    return from_env or f"127.0.0.1:{DEFAULT_PORTS[protocol]}"
+
+
 def _make_async_client(args: argparse.Namespace):
     if args.via_gateway:
         from facecraft.client.gateway_client import AsyncGatewayClient
@@ -128,7 +143,7 @@ def _make_async_client(args: argparse.Namespace):
         return AsyncGatewayClient(args.via_gateway, timeout_s=args.timeout, api_key=args.api_key)
     from facecraft.client.async_portrait_client import AsyncPortraitClient
 
-    url = args.url or f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
+    url = args.url or triton_url_default(args.protocol)
     return AsyncPortraitClient(
         url, args.protocol, timeout_s=args.timeout, use_shared_memory=args.shared_memory
     )

@@ -1,0 +1,29 @@
+"""``facecraft process`` settings: flag, else environment, else default."""
+
+from __future__ import annotations
+
+import pytest
+
+from facecraft.cli import apply_env_defaults, build_parser
+from facecraft.client.cli import triton_url_default
+
+
+def test_triton_url_comes_from_the_environment_for_grpc_only():
+    env = {"FACECRAFT_TRITON_URL": "triton.internal:9001"}
+    assert triton_url_default("grpc", env) == "triton.internal:9001"
+    assert triton_url_default("http", env) == "127.0.0.1:8000"  # the variable is a gRPC endpoint
+    assert triton_url_default("grpc", {}) == "127.0.0.1:8001"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, None),
+        ([], {"FACECRAFT_API_KEY": "from-env"}, "from-env"),
+        (["--api-key", "from-flag"], {"FACECRAFT_API_KEY": "from-env"}, "from-flag"),
+    ],
+)
+def test_api_key_flag_beats_environment_beats_default(argv, env, expected):
+    args = build_parser().parse_args(["process", "photo.jpg", "-o", "out", *argv])
+    apply_env_defaults(args, env)
+    assert args.api_key == expected

@@ -32,7 +32,12 @@ _lock = threading.Lock()
 
 class PortInUseError(OSError):
     """A port a server must bind is already taken; the message names the port, its role and, when
-    visible, the process holding it."""
+    visible, the process holding it. ``port`` and ``role`` are attributes too."""
+
+    def __init__(self, message: str, port: int, role: str):
+        super().__init__(message)
+        self.port = port
+        self.role = role
 
 
 def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
@@ -140,5 +145,5 @@ def check_ports_free(host: str, ports: Mapping[str, int], hints: Mapping[str, st
         if port and not can_bind(host, port):
             hint = f"; stop that process or choose another port with {hints[role]}" if role in hints else ""
             raise PortInUseError(
-                f"port {port} ({role}) on {host} is already in use{describe_holder(port)}{hint}"
+                f"port {port} ({role}) on {host} is already in use{describe_holder(port)}{hint}", port, role
             )

@@ -234,8 +234,7 @@ class TritonServer:
             try:
                 check_ports_free(self.host, {f"Triton {kind}": port for kind, port in self.ports.items()})
             except PortInUseError as error:
-                taken = int(re.search(r"port (\d+)", str(error)).group(1))
-                if retry and taken in auto_ports:
+                if retry and error.port in auto_ports:
                     self.ports = {}
                     continue
                 raise TritonStartError(f"cannot start Triton: {error}") from error

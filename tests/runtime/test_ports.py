@@ -50,6 +50,7 @@ def test_a_taken_port_is_a_clear_error_naming_port_role_and_holder():
             check_ports_free(
                 "127.0.0.1", {"Triton http": free_port(), "gateway": port}, {"gateway": "--gateway-port"}
             )
+    assert (caught.value.port, caught.value.role) == (port, "gateway")
     message = str(caught.value)
     assert f"port {port} (gateway) on 127.0.0.1 is already in use" in message
     assert f"pid {os.getpid()}" in message and "--gateway-port" in message

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from facecraft.gateway.app import create_app
-from facecraft.gateway.settings import GatewaySettings
+from facecraft.gateway.settings import GatewaySettings, describe_settings_error
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +24,11 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in {"host": args.host, "port": args.port, "triton_url": args.triton_url}.items()
         if value is not None
     }
-    settings = GatewaySettings(**overrides)
+    try:
+        settings = GatewaySettings(**overrides)
+    except ValidationError as error:
+        print(f"python -m facecraft.gateway: error: {describe_settings_error(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

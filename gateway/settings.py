@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from facecraft.runtime.ports import check_host_port
 
 
 class GatewaySettings(BaseSettings):
@@ -72,6 +74,11 @@ class GatewaySettings(BaseSettings):
             raise ValueError("default_background must be three integers in 0..255")
         return value
 
+    @field_validator("triton_url")
+    @classmethod
+    def _check_triton_url(cls, value: str) -> str:
+        return check_host_port(value)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _parse_origins(cls, value):
@@ -91,3 +98,15 @@ class GatewaySettings(BaseSettings):
     @property
     def cleanup_age_s(self) -> float:
         return self.cleanup_age_hours * 3600.0
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line per bad setting of a :class:`GatewaySettings` ``ValidationError``:
+    ``FACECRAFT_PORT='abc': Input should be a valid integer``."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem.get("loc", ())) or "?"
+        given = problem.get("input")
+        shown = "" if isinstance(given, dict) else f"={given!r}"
+        lines.append(f"FACECRAFT_{field.upper()}{shown}: {problem.get('msg', 'invalid')}")
+    return "; ".join(lines)

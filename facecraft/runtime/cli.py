@@ -24,6 +24,22 @@ def _positive(text: str) -> int:
     return value
 
 
+def _host(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("must not be empty (0.0.0.0 listens on every interface)")
+    return value
+
+
+def _triton_url(text: str) -> str:
+    from facecraft.runtime.ports import check_host_port
+
+    try:
+        return check_host_port(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}, got {text!r}") from None
+
+
 def _port(text: str) -> int:
     value = _integer(text)
     if not 0 < value < 65536:
@@ -80,7 +96,9 @@ def register(subparsers) -> None:
         "--triton-url",
         env="FACECRAFT_TRITON_URL",
         default=None,
-        help="Triton gRPC HOST:PORT for --gateway-only (ignored otherwise: the gateway uses the embedded Triton)",
+        type=_triton_url,
+        help="Triton gRPC HOST:PORT, with --gateway-only only (the variable is ignored without it, "
+        "with a note: the gateway then uses the embedded Triton)",
     )
     serve.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository")
     serve.add_argument(
@@ -90,14 +108,18 @@ def register(subparsers) -> None:
         help="backends, logs and generated repository copies (default .facecraft)",
     )
     serve.add_argument(
-        "--device", choices=DEVICE_CHOICES, default="cpu", help="instance kind of the ONNX models"
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="cpu",
+        help="instance kind of the ONNX models (default cpu)",
     )
     add_instance_plan_arguments(serve)
     serve.add_argument(
         "--preset",
         choices=("full", "tiny"),
         default="full",
-        help="preset for models that must be exported first",
+        help="preset for models that must be exported first (default full: the real sizes, about 10-15 "
+        "minutes of export on 2 cores the first time; tiny: small test models)",
     )
     serve.add_argument(
         "--weights",
@@ -110,6 +132,7 @@ def register(subparsers) -> None:
         "--host",
         env="FACECRAFT_HOST",
         default="0.0.0.0",
+        type=_host,
         help="bind address for Triton and the gateway",
     )
     env_argument(
@@ -202,6 +225,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from facecraft.runtime.serve import ServeError, ServeOptions, serve
     from facecraft.runtime.server import TritonStartError
 
+    if args.gateway_only and not args.triton_url:
+        raise CliError(
+            "--gateway-only needs Triton's gRPC endpoint: --triton-url HOST:PORT or FACECRAFT_TRITON_URL"
+        )
     if args.triton_url and not args.gateway_only:
         if "triton_url" not in getattr(args, "from_environment", {}):
             raise CliError("--triton-url only goes with --gateway-only")

@@ -60,10 +60,30 @@ def auto_port_windows(ephemeral: tuple[int, int] | None = None) -> list[range]:
     return windows
 
 
+def check_host_port(value: str) -> str:
+    """``value`` stripped if it is ``HOST:PORT`` (a gRPC target such as Triton's: no scheme, port
+    1..65535; ``[::1]:8001`` for IPv6), else ``ValueError``."""
+    text = value.strip()
+    host, sep, port = text.rpartition(":")
+    if "://" in text or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT with a port in 1..65535 (no scheme)")
+    return text
+
+
+class BindAddressError(OSError):
+    """The bind address itself is unusable (does not resolve, or is not an address of this host)."""
+
+
 def can_bind(host: str, port: int) -> bool:
     """True when a listening socket could bind ``host:port`` right now (``SO_REUSEADDR`` set, as
-    servers set it, so a port in TIME_WAIT counts as free)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    servers set it, so a port in TIME_WAIT counts as free); False when the port is taken.
+    Raises :class:`BindAddressError` when ``host`` cannot be bound at all."""
+    if not host.strip():
+        raise BindAddressError("the bind address is empty (use 0.0.0.0 for every interface)")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise BindAddressError(f"bind address {host!r} does not resolve: {error.strerror}") from None
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -71,6 +91,8 @@ def can_bind(host: str, port: int) -> bool:
         except OSError as error:
             if error.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False
+            if error.errno == errno.EADDRNOTAVAIL:
+                raise BindAddressError(f"bind address {host!r} is not an address of this host") from None
             raise
     return True
 
@@ -132,18 +154,36 @@ def describe_holder(port: int) -> str:
     for pid in sorted(listening_pids(port)):
         with contextlib.suppress(psutil.Error):
             command = " ".join(psutil.Process(pid).cmdline()) or psutil.Process(pid).name()
-            holders.append(f"pid {pid}: {command[:120]}")
+            holders.append(f"pid {pid}: {command if len(command) <= 120 else command[:119] + '…'}")
     return f" (held by {'; '.join(holders)})" if holders else ""
 
 
-def check_ports_free(host: str, ports: Mapping[str, int], hints: Mapping[str, str] | None = None) -> None:
-    """Raise :class:`PortInUseError` for the first of ``ports`` (``{role: port}``, e.g.
-    ``{"gateway": 8080}``) that cannot be bound on ``host``; port 0 (auto) is skipped. ``hints``
-    maps a role to how to choose another port (e.g. ``"--gateway-port or FACECRAFT_PORT"``)."""
-    hints = hints or {}
+class PortConflictError(ValueError):
+    """One port was given to two roles (e.g. Triton HTTP and the gateway)."""
+
+
+def check_distinct(ports: Mapping[str, int]) -> None:
+    """Raise :class:`PortConflictError` when two roles of ``ports`` (``{role: port}``) share a
+    non-zero port (0 = chosen automatically, always distinct)."""
+    seen: dict[int, str] = {}
     for role, port in ports.items():
-        if port and not can_bind(host, port):
+        if port and port in seen:
+            raise PortConflictError(f"port {port} is given for both {seen[port]} and {role}")
+        seen.setdefault(port, role)
+
+
+def check_ports_free(host: str, ports: Mapping[str, int], hints: Mapping[str, str] | None = None) -> None:
+    """Check the ports a start must bind (``{role: port}``, e.g. ``{"gateway": 8080}``; 0 = auto,
+    skipped) on ``host``: :class:`PortConflictError` when two roles share one,
+    :class:`BindAddressError` when ``host`` is unusable, :class:`PortInUseError` naming every taken
+    one (its ``port``/``role``: the first). ``hints`` maps a role to how to choose another port
+    (e.g. ``"--gateway-port or FACECRAFT_PORT"``)."""
+    check_distinct(ports)
+    hints = hints or {}
+    taken = [(role, port) for role, port in ports.items() if port and not can_bind(host, port)]
+    if taken:
+        problems = []
+        for role, port in taken:
             hint = f"; stop that process or choose another port with {hints[role]}" if role in hints else ""
-            raise PortInUseError(
-                f"port {port} ({role}) on {host} is already in use{describe_holder(port)}{hint}", port, role
-            )
+            problems.append(f"port {port} ({role}) on {host} is already in use{describe_holder(port)}{hint}")
+        raise PortInUseError("\n".join(problems), taken[0][1], taken[0][0])

@@ -22,7 +22,7 @@ from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
 from facecraft.runtime.instance_groups import configure_repository, is_onnx_model
 from facecraft.runtime.instance_plan import InstancePlan, plan_instances
 from facecraft.runtime.model_config import load_config
-from facecraft.runtime.ports import PortInUseError, check_ports_free
+from facecraft.runtime.ports import BindAddressError, PortConflictError, PortInUseError, check_ports_free
 from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
 
 GATEWAY_MODULE = "facecraft.gateway"
@@ -209,8 +209,25 @@ def check_ports(options: ServeOptions) -> None:
         ports["gateway"], hints["gateway"] = options.gateway_port, "--gateway-port or FACECRAFT_PORT"
     try:
         check_ports_free(options.host, ports, hints)
-    except PortInUseError as error:
+    except (PortInUseError, PortConflictError) as error:
         raise ServeError(str(error)) from error
+    except BindAddressError as error:
+        raise ServeError(f"{error} (--host or FACECRAFT_HOST)") from error
+
+
+def check_gateway_settings(options: ServeOptions) -> None:
+    """Raise :class:`ServeError` when the gateway this run would start cannot read its settings
+    (a bad ``FACECRAFT_*`` variable), before Triton is started for nothing."""
+    try:
+        from pydantic import ValidationError
+
+        from facecraft.gateway.settings import GatewaySettings, describe_settings_error
+    except ImportError:
+        return  # no gateway in this installation: serve says so later
+    try:
+        GatewaySettings(host=options.host, port=options.gateway_port, triton_url=options.triton_url or "x:1")
+    except ValidationError as error:
+        raise ServeError(f"the gateway's settings are invalid: {describe_settings_error(error)}") from None
 
 
 def _raise_interrupt(signum, _frame):
@@ -244,6 +261,8 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
         repo = options.repo.resolve()
         if not options.gateway_only and not any(repo.glob("*/config.pbtxt")):
             raise ServeError(f"{repo} is not a model repository (no */config.pbtxt)")
+        if not options.triton_only:
+            check_gateway_settings(options)
         check_ports(options)
         if not options.gateway_only:
             runtime_dir = options.runtime_dir.resolve()

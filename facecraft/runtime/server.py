@@ -24,7 +24,15 @@ from pathlib import Path
 from facecraft.runtime.backends import assemble_backend_directory
 from facecraft.runtime.discovery import TritonInstall, find_tritonserver
 from facecraft.runtime.environment import server_environment
-from facecraft.runtime.ports import PortInUseError, check_ports_free, free_port, process_listens_on
+from facecraft.runtime.ports import (
+    BindAddressError,
+    PortConflictError,
+    PortInUseError,
+    check_distinct,
+    check_ports_free,
+    free_port,
+    process_listens_on,
+)
 
 __all__ = ["TritonServer", "TritonStartError", "free_port", "live_group_members", "tail_text"]
 
@@ -199,12 +207,17 @@ class TritonServer:
         return args + self.extra_args
 
     def _choose_ports(self) -> None:
+        """Keep the requested ports (two roles on one is a ``TritonStartError``), fill in 0s."""
         if self.ports:
             return
-        used: set[int] = set()
+        try:
+            check_distinct({f"Triton {kind}": port for kind, port in self._requested_ports.items()})
+        except PortConflictError as error:
+            raise TritonStartError(f"cannot start Triton: {error}") from None
+        used = set(self._requested_ports.values())
         for kind, requested in self._requested_ports.items():
             port = requested
-            while port == 0 or port in used:
+            while port == 0 or (port != requested and port in used):
                 port = free_port(self._client_host)
             used.add(port)
             self.ports[kind] = port
@@ -237,6 +250,8 @@ class TritonServer:
                 if retry and error.port in auto_ports:
                     self.ports = {}
                     continue
+                raise TritonStartError(f"cannot start Triton: {error}") from error
+            except BindAddressError as error:
                 raise TritonStartError(f"cannot start Triton: {error}") from error
             try:
                 return self._start_once(wait, timeout, on_wait)

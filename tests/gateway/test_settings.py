@@ -69,3 +69,23 @@ def test_invalid_values_are_rejected(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         GatewaySettings()
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--port", "70000"], {}, "FACECRAFT_PORT=70000: Input should be less than or equal to 65535"),
+        ([], {"FACECRAFT_PORT": "abc"}, "FACECRAFT_PORT='abc': Input should be a valid integer"),
+        ([], {"FACECRAFT_TRITON_URL": "127.0.0.1:99999"}, "FACECRAFT_TRITON_URL='127.0.0.1:99999'"),
+    ],
+)
+def test_the_gateway_command_refuses_bad_settings_in_one_line(argv, env, message, monkeypatch, capsys):
+    from facecraft.gateway.__main__ import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

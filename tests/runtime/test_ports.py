@@ -10,9 +10,12 @@ import pytest
 
 from facecraft.runtime import ports
 from facecraft.runtime.ports import (
+    BindAddressError,
+    PortConflictError,
     PortInUseError,
     auto_port_windows,
     can_bind,
+    check_host_port,
     check_ports_free,
     ephemeral_range,
     free_port,
@@ -64,3 +67,38 @@ def test_process_listens_on_tells_the_child_from_another_listener(tmp_path):
         assert not process_listens_on(sibling.pid, port)
         assert not process_listens_on(server.pid, free_port())
     assert not process_listens_on(server.pid, port)
+
+
+def test_every_taken_port_is_named_and_two_roles_on_one_port_are_refused():
+    with socket.socket() as first, socket.socket() as second:
+        for holder in (first, second):
+            holder.bind(("127.0.0.1", free_port()))
+            holder.listen()
+        a, b = first.getsockname()[1], second.getsockname()[1]
+        with pytest.raises(PortInUseError) as caught:
+            check_ports_free("127.0.0.1", {"Triton http": a, "Triton grpc": free_port(), "gateway": b})
+    assert f"port {a} (Triton http)" in str(caught.value) and f"port {b} (gateway)" in str(caught.value)
+    assert (caught.value.port, caught.value.role) == (a, "Triton http")
+    with pytest.raises(PortConflictError, match="port 9000 is given for both Triton http and gateway"):
+        check_ports_free("127.0.0.1", {"Triton http": 9000, "Triton grpc": 0, "gateway": 9000})
+    check_ports_free("127.0.0.1", {"a": 0, "b": 0})  # two automatic ports never conflict
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [("bogus.invalid", "does not resolve"), ("192.0.2.1", "not an address of this host"), ("", "empty")],
+)
+def test_an_unusable_bind_address_is_a_clear_error(host, reason):
+    with pytest.raises(BindAddressError, match=reason):
+        check_ports_free(host, {"gateway": free_port()})
+
+
+@pytest.mark.parametrize("good", ["127.0.0.1:8001", "triton:8001", "[::1]:8001", " localhost:1 "])
+def test_host_port_accepts_grpc_targets(good):
+    assert check_host_port(good) == good.strip()
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1:99999", "127.0.0.1:0", "garbage", ":8001", "http://x:8001", "x:"])
+def test_host_port_refuses_what_would_wrap_or_never_connect(bad):
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        check_host_port(bad)

@@ -329,3 +329,63 @@ def test_gateway_process_tells_the_gateway_where_the_models_are(monkeypatch, tmp
     gateway.start().process.wait(30)
     assert seen["env"]["FACECRAFT_MODEL_REPOSITORY"] == str(tmp_path)
     assert seen["env"]["FACECRAFT_TRITON_URL"] == "127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--gateway-only"], {}, "--gateway-only needs Triton's gRPC endpoint"),
+        (["--gateway-only", "--triton-url", "127.0.0.1:99999"], {}, "--triton-url: must be HOST:PORT"),
+        (["--gateway-only"], {"FACECRAFT_TRITON_URL": "http://t:1"}, "FACECRAFT_TRITON_URL='http://t:1'"),
+        (["--gateway-only", "--triton-url", "t:1", "--host", ""], {}, "--host: must not be empty"),
+    ],
+)
+def test_bad_settings_are_usage_errors(argv, env, message, monkeypatch, capsys):
+    from facecraft.cli import main
+
+    for name in SERVE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        code = main(["serve", *argv])
+    except SystemExit as exit_:  # argparse refuses a flag's value itself
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "message"),
+    [
+        (
+            ["--http-port", "{a}", "--gateway-port", "{a}"],
+            {},
+            "port {a} is given for both Triton HTTP and gateway",
+        ),
+        (["--host", "bogus.invalid"], {}, "bind address 'bogus.invalid' does not resolve"),
+        (
+            [],
+            {"FACECRAFT_MAX_UPLOAD_MB": "abc"},
+            "the gateway's settings are invalid: FACECRAFT_MAX_UPLOAD_MB='abc'",
+        ),
+    ],
+)
+def test_serve_refuses_bad_ports_hosts_and_gateway_settings_before_starting(
+    small_repo, tmp_path, monkeypatch, capsys, extra, env, message
+):
+    from facecraft.cli import main
+
+    if not serve_module.gateway_available():
+        pytest.skip("facecraft.gateway is not available")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    a, b, c, d = (free_port() for _ in range(4))
+    argv = [
+        "serve", "--repo", str(small_repo), "--runtime-dir", str(tmp_path / "rt"), "--host", "127.0.0.1",
+        "--http-port", str(a), "--grpc-port", str(b), "--metrics-port", str(c), "--gateway-port", str(d),
+    ]  # fmt: skip
+    argv += [part.format(a=a) for part in extra]
+    assert main(argv) == 1
+    assert message.format(a=a) in capsys.readouterr().err
+    assert not (tmp_path / "rt").exists(), "nothing was prepared or started"

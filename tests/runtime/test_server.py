@@ -443,3 +443,18 @@ def test_triton_dies_with_a_killed_launcher(tmp_path):
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def test_one_port_for_two_roles_is_an_error_not_a_silent_move(tmp_path):
+    """An explicit port given twice used to be replaced by a random one for the second role, so
+    clients of the port they asked for reached nothing; now nothing starts."""
+    from facecraft.runtime.ports import free_port
+
+    port = free_port()
+    repo = build_small_repository(tmp_path / "repo")
+    server = TritonServer(
+        repo, runtime_dir=tmp_path / "runtime", http_port=port, grpc_port=port, metrics_port=0
+    )
+    with pytest.raises(TritonStartError, match=f"port {port} is given for both Triton http and Triton grpc"):
+        server.start()
+    assert not server.is_running() and server.process is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import sys
 import urllib.error
 import urllib.request
@@ -242,10 +243,25 @@ def read_state_dict(path: Path, checkpoint_key: str | None = None) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file not found: {path}")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    # torch.save writes a zip archive (since 1.6) or, before, a pickle (protocol byte 0x80).
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise CorruptCheckpointError(
+            f"{path} is not a PyTorch checkpoint (it starts with {head.hex() or 'nothing'}, "
+            "not a zip archive or a pickle); pass the .pth file"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CorruptCheckpointError(
+            f"{path} holds pickled objects other than tensors, which are not loaded (they could run "
+            f"code); re-save its state dict with torch.save(model.state_dict(), ...) "
+            f"({str(error).splitlines()[0][:200]})"
+        ) from error
     except Exception as error:  # torch raises many types for a damaged file
-        raise CorruptCheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+        first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise CorruptCheckpointError(f"{path} is not a readable PyTorch checkpoint: {first_line}") from error
     if not isinstance(checkpoint, Mapping):
         raise CorruptCheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
     for key in (checkpoint_key, "params_ema", "params", "state_dict"):

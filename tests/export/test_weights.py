@@ -139,8 +139,21 @@ def test_missing_and_corrupt_files(tmp_path):
         weights.read_state_dict(tmp_path / "nope.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"<html>quota exceeded</html>")
-    with pytest.raises(weights.CorruptCheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(
+        weights.CorruptCheckpointError, match="is not a PyTorch checkpoint .*starts with 3c68746d"
+    ):
         weights.read_state_dict(junk)
+    truncated = tmp_path / "truncated.pth"
+    torch.save({"w": torch.zeros(64, 64)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(weights.CorruptCheckpointError, match="not a readable PyTorch checkpoint") as caught:
+        weights.read_state_dict(truncated)
+    assert "\n" not in str(caught.value)
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"w": torch.zeros(2), "config": Path("x")}, pickled)  # an object beyond tensors
+    with pytest.raises(weights.CorruptCheckpointError, match="pickled objects other than tensors") as caught:
+        weights.read_state_dict(pickled)
+    assert "\n" not in str(caught.value) and "weights_only set to False" not in str(caught.value)
     empty = tmp_path / "empty.pth"
     torch.save({"params_ema": {}}, empty)
     with pytest.raises(weights.CorruptCheckpointError):

@@ -13,7 +13,15 @@ from facecraft.gateway.forms import portrait_options
 from facecraft.gateway.health import UNTRAINED_WARNING
 from facecraft.gateway.schemas import BatchResponse, ProcessResponse
 from facecraft.gateway.security import read_upload_capped, require_api_key, sanitize_filename
-from facecraft.gateway.service import NO_FACE_RESULT, b64, new_job_id, resolve_request, result_summary
+from facecraft.gateway.service import (
+    NO_FACE_RESULT,
+    SIDE_RANGE,
+    b64,
+    check_range,
+    new_job_id,
+    resolve_request,
+    result_summary,
+)
 from facecraft.gateway.storage import JobRecord
 from facecraft.gateway.triton import PortraitRequest
 from facecraft.pipeline.decode import SUPPORTED_TYPES
@@ -105,6 +113,8 @@ async def process_quick(
 ) -> Response:
     """Defaults for every other option; nothing is stored. No face → 400 ``no_face_detected``."""
     settings = request.app.state.settings
+    if size is not None:
+        check_range("size", size, *SIDE_RANGE)  # named as the client sent it, not width/height
     options = resolve_request(settings, width=size, height=size, enhance_face=enhance_face)
     image = await read_upload_capped(file, settings.max_upload_bytes)
     outcome = await request.app.state.service.infer(image, options)

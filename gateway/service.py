@@ -34,7 +34,8 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    """400 ``invalid_option`` naming the form field ``name`` unless ``low <= value <= high`` (finite)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise GatewayError(400, "invalid_option", f"{name} must be a finite number")
     if not low <= value <= high:
@@ -70,13 +71,13 @@ def resolve_request(
         max_jpeg_kb=settings.default_max_jpeg_kb if max_jpeg_kb is None else max_jpeg_kb,
         touch_up=bool(touch_up),
     )
-    _check_range("width", request.width, *SIDE_RANGE)
-    _check_range("height", request.height, *SIDE_RANGE)
+    check_range("width", request.width, *SIDE_RANGE)
+    check_range("height", request.height, *SIDE_RANGE)
     for channel, value in zip("rgb", request.background, strict=True):
-        _check_range(f"background_{channel}", value, 0, 255)
-    _check_range("face_margin", request.face_margin, *MARGIN_RANGE)
-    _check_range("enhance_fidelity", request.fidelity, *FIDELITY_RANGE)
-    _check_range("max_jpeg_kb", request.max_jpeg_kb, *JPEG_KB_RANGE)
+        check_range(f"background_{channel}", value, 0, 255)
+    check_range("face_margin", request.face_margin, *MARGIN_RANGE)
+    check_range("enhance_fidelity", request.fidelity, *FIDELITY_RANGE)
+    check_range("max_jpeg_kb", request.max_jpeg_kb, *JPEG_KB_RANGE)
     return request
 
 

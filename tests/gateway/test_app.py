@@ -363,3 +363,15 @@ def test_queued_job_survives_a_gateway_restart(tmp_path):
         assert_error(client.get(f"/api/v1/jobs/{job_id}/result"), 409, "job_not_finished")
         assert client.delete(f"/api/v1/jobs/{job_id}").json()["deleted"] is True
         assert_error(client.get(f"/api/v1/jobs/{job_id}"), 404, "not_found")
+
+
+@pytest.mark.parametrize("size", [0, 63, 4097])
+def test_quick_names_the_size_field_it_refuses(tmp_path, size):
+    with make_client(tmp_path) as client:
+        response = client.post(
+            "/api/v1/process/quick",
+            files={"file": ("a.jpg", small_jpeg(), "image/jpeg")},
+            data={"size": size},
+        )
+    assert_error(response, 400, "invalid_option")
+    assert response.json()["error_message"] == f"size must be in 64..4096, got {size}"

@@ -49,6 +49,7 @@ class JobQueue:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._workers: list[asyncio.Task] = []
         self._retry_tasks: set[asyncio.Task] = set()
+        self._busy: set[asyncio.Task] = set()  # workers inside a job
         self._stopping = False
 
     @property
@@ -94,10 +95,20 @@ class JobQueue:
         ]
 
     async def stop(self) -> None:
-        """Cancel the workers and retry timers and wait until they are done (a swallowed
-        cancellation is delivered again: facecraft.gateway.tasks); a job cut off here stays
-        ``running`` or ``queued`` on disk and is re-queued at the next start."""
+        """Stop the workers: idle ones and retry timers at once; a worker inside a job gets up to
+        ``FACECRAFT_SHUTDOWN_GRACE_S`` to finish it, then is cancelled (a swallowed cancellation is
+        delivered again: facecraft.gateway.tasks). A job cut off stays ``running`` or ``queued`` on
+        disk and is re-queued at the next start.
+
+        The grace matters beyond the job itself: cancelling a gRPC call mid-inference is what
+        triggers Triton 2.51's cancellation race (a server crash, docs/reliability.md), so a normal
+        shutdown lets the calls end instead of cancelling them."""
         self._stopping = True
+        for task in [*self._retry_tasks, *(worker for worker in self._workers if worker not in self._busy)]:
+            task.cancel()
+        busy = [worker for worker in self._workers if worker in self._busy]
+        if busy and self.settings.shutdown_grace_s > 0:
+            await asyncio.wait(busy, timeout=self.settings.shutdown_grace_s)
         await cancel_and_wait(lambda: [*self._workers, *self._retry_tasks])
         self._workers = []
         self._retry_tasks.clear()
@@ -149,6 +160,8 @@ class JobQueue:
                 raise asyncio.CancelledError
             job_id = await self._queue.get()
             self.metrics.job_queue_depth.set(self._queue.qsize())
+            worker = asyncio.current_task()
+            self._busy.add(worker)
             try:
                 await self._run(job_id)
             except asyncio.CancelledError:
@@ -160,7 +173,10 @@ class JobQueue:
                 log.exception("job %s crashed the worker step", job_id)
                 await self._fail_crashed(job_id, f"the job crashed: {type(error).__name__}: {error}")
             finally:
+                self._busy.discard(worker)
                 self._queue.task_done()
+            if self._stopping:
+                return  # stop() let this job finish; take no other
 
     async def _fail_crashed(self, job_id: str, reason: str) -> None:
         """Last resort after ``_run`` itself raised: the job, taken off the queue but still queued

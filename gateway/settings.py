@@ -46,6 +46,11 @@ class GatewaySettings(BaseSettings):
     )
     job_workers: int = Field(2, ge=1, description="async job worker tasks")
     job_max_attempts: int = Field(3, ge=1, description="tries per async job while Triton is down")
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="how long a stopping gateway lets running async jobs finish before cutting them off",
+    )
     max_queued_jobs: int = Field(
         256, ge=1, description="async jobs waiting at once; more are refused with 503 server_busy"
     )

@@ -27,6 +27,7 @@ PNG_1x1 = bytes.fromhex(
 
 
 def _queue(tmp_path, **overrides):
+    overrides.setdefault("shutdown_grace_s", 0.5)  # a "block" step never ends: keep stop() short
     settings = GatewaySettings(output_dir=tmp_path, retry_after_s=1, **overrides)
     storage = JobStorage(tmp_path)
     storage.ensure_ready()
@@ -295,6 +296,46 @@ def test_cancel_and_wait_delivers_a_swallowed_cancellation_again():
 
     task, seen = asyncio.run(scenario())
     assert task.cancelled() and seen == [True, True, True]
+
+
+class _SlowInfer:
+    """An inference that takes ``seconds`` and records whether it was cancelled."""
+
+    def __init__(self, seconds: float, outcome):
+        self.seconds, self.outcome = seconds, outcome
+        self.started = asyncio.Event()
+        self.cancelled = False
+
+    async def __call__(self, image, request, wait_s=None):
+        self.started.set()
+        try:
+            await asyncio.sleep(self.seconds)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return self.outcome
+
+
+@pytest.mark.parametrize(("grace_s", "finishes"), [(10.0, True), (0.2, False)])
+def test_stop_lets_a_running_job_finish_within_the_grace(tmp_path, grace_s, finishes):
+    """A shutdown does not cancel an inference that ends within FACECRAFT_SHUTDOWN_GRACE_S (a
+    cancelled gRPC call is what triggers Triton 2.51's cancellation crash); past it, the job is cut
+    off and stays on disk for the next start."""
+    queue, storage, settings = _queue(tmp_path, shutdown_grace_s=grace_s)
+    output = PortraitResult(b"png", b"jpg", (1, 2, 3, 4), 1, True, (64, 64))
+    infer = _SlowInfer(1.0, ProcessOutcome(output, 5.0))
+    queue.service.infer = infer
+
+    async def scenario():
+        await queue.start()
+        record = await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
+        await asyncio.wait_for(infer.started.wait(), 5)
+        await asyncio.wait_for(queue.stop(), 15)
+        return storage.require(record.job_id)
+
+    record = asyncio.run(scenario())
+    assert infer.cancelled is not finishes
+    assert record.status == ("completed" if finishes else "running")
 
 
 def test_full_queue_refuses_new_jobs_with_503_server_busy(tmp_path):

@@ -312,6 +312,10 @@ def test_gateway_killed_mid_write_never_serves_a_partial_file(triton_server, tmp
                         assert response.status_code in (404, 409), response.text
                         assert response.json()["error"], response.text
         figures = {"kills": kills, "async_jobs": len(job_ids), "downloads_served": served}
+        # A gateway SIGKILLed mid-inference cancels its gRPC calls, which can crash Triton 2.51 itself
+        # (its gRPC cancellation race, docs/reliability.md): recorded, not asserted; the session
+        # fixture restarts a dead server before the next test.
+        figures["triton_survived_the_kills"] = triton_server.is_running()
         figures["job_states"] = {
             s: sum(1 for j in jobs.values() if j.get("status") == s) for s in ("completed", "failed")
         }

@@ -27,6 +27,10 @@ from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
 
 GATEWAY_MODULE = "facecraft.gateway"
 DEFAULT_GATEWAY_PORT = 8080
+# How long a SIGTERMed gateway may take before SIGKILL: uvicorn drains requests for 10 s, then
+# running async jobs get FACECRAFT_SHUTDOWN_GRACE_S (10 s). A SIGKILL cuts gRPC calls, which can
+# crash Triton 2.51 (docs/reliability.md), so it comes only well after both.
+GATEWAY_STOP_TIMEOUT_S = 30.0
 
 
 class ServeError(RuntimeError):
@@ -156,7 +160,7 @@ class GatewayProcess:
         """Poll ``/health``: ``http_probe.OK``, ``EXITED`` or ``TIMED_OUT``."""
         return wait_for_http_ok(f"{self.url}/health", self.process, timeout, interval_s=0.5)
 
-    def stop(self, timeout: float = 20.0) -> int | None:
+    def stop(self, timeout: float = GATEWAY_STOP_TIMEOUT_S) -> int | None:
         process, self.process = self.process, None
         if process is None:
             return None

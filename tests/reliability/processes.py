@@ -20,6 +20,7 @@ import httpx
 
 from facecraft.runtime.http_probe import EXITED, OK, wait_for_http_ok
 from facecraft.runtime.ports import free_port
+from facecraft.runtime.serve import GATEWAY_STOP_TIMEOUT_S
 
 LOG_ARCHIVE = Path(__file__).resolve().parents[2] / ".facecraft" / "reliability" / "logs"
 
@@ -182,7 +183,7 @@ class GatewayProcess:
         if self.alive():
             self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=GATEWAY_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)

@@ -24,7 +24,7 @@ from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id, result_summary
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage
-from facecraft.gateway.tasks import cancel_and_wait, cancel_requested, current_task_is_cancelled
+from facecraft.gateway.tasks import cancel_and_wait, current_task_is_cancelled
 from facecraft.gateway.triton import PortraitRequest, unavailable_error
 
 log = logging.getLogger("facecraft.gateway.jobs")
@@ -156,8 +156,6 @@ class JobQueue:
 
     async def _work(self) -> None:
         while True:
-            if cancel_requested():  # a cancellation swallowed on the way (facecraft.gateway.tasks)
-                raise asyncio.CancelledError
             job_id = await self._queue.get()
             self.metrics.job_queue_depth.set(self._queue.qsize())
             worker = asyncio.current_task()

@@ -3,8 +3,7 @@
 Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that arrives while its inner call is
 finishing (CPython gh-86296, fixed in 3.12): the task goes on as if never cancelled, e.g. a job
 worker back at ``queue.get()``, and whoever awaits it after ``cancel()`` waits forever (seen as a
-gateway shutdown that hung with a Triton call failing at that moment). ``Task.cancelling()`` still
-counts the request, so a loop can notice it (:func:`cancel_requested`), and :func:`cancel_and_wait`
+gateway shutdown that hung with a Triton call failing at that moment). :func:`cancel_and_wait`
 cancels again until the task is really done.
 """
 
@@ -26,14 +25,6 @@ def current_task_is_cancelled() -> bool:
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return cancelling is None or cancelling() > 0
-
-
-def cancel_requested() -> bool:
-    """True when the running task has a cancellation request pending that nothing delivered (it
-    was swallowed, see the module doc); False where Python cannot tell (3.10)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and cancelling() > 0
 
 
 async def cancel_and_wait(tasks: Callable[[], Iterable[asyncio.Task]]) -> None:

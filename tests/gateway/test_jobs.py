@@ -238,6 +238,17 @@ def test_stopping_the_queue_leaves_a_running_job_for_recovery(tmp_path):
     assert record.status == "running", "a shutdown must not fail the job: it is re-queued at the next start"
 
 
+async def _stop_during_inference(queue, storage, settings, started: asyncio.Event, stop_timeout_s: float):
+    """Start the workers, submit one job, stop the queue once its inference has ``started``;
+    returns the job's record and the tasks still alive afterwards (besides this one)."""
+    await queue.start()
+    record = await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(queue.stop(), stop_timeout_s)
+    leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    return storage.require(record.job_id), leftovers
+
+
 class _SwallowsItsCancellation:
     """An inference that, when its task is cancelled, answers ``triton_unavailable`` instead of
     raising CancelledError: what Python 3.11's ``asyncio.wait_for`` does when the cancellation
@@ -262,15 +273,7 @@ def test_stop_finishes_when_a_worker_swallows_its_cancellation(tmp_path):
     infer = _SwallowsItsCancellation()
     queue.service.infer = infer
 
-    async def scenario():
-        await queue.start()
-        record = await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
-        await asyncio.wait_for(infer.started.wait(), 5)
-        await asyncio.wait_for(queue.stop(), 10)
-        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        return storage.require(record.job_id), leftovers
-
-    record, leftovers = asyncio.run(scenario())
+    record, leftovers = asyncio.run(_stop_during_inference(queue, storage, settings, infer.started, 10))
     assert not leftovers, leftovers
     assert record.status in ("queued", "running"), "cut off by the shutdown: re-queued at the next start"
 
@@ -326,14 +329,7 @@ def test_stop_lets_a_running_job_finish_within_the_grace(tmp_path, grace_s, fini
     infer = _SlowInfer(1.0, ProcessOutcome(output, 5.0))
     queue.service.infer = infer
 
-    async def scenario():
-        await queue.start()
-        record = await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
-        await asyncio.wait_for(infer.started.wait(), 5)
-        await asyncio.wait_for(queue.stop(), 15)
-        return storage.require(record.job_id)
-
-    record = asyncio.run(scenario())
+    record, _ = asyncio.run(_stop_during_inference(queue, storage, settings, infer.started, 15))
     assert infer.cancelled is not finishes
     assert record.status == ("completed" if finishes else "running")
 

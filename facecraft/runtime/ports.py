@@ -115,6 +115,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def _listens_on(conn, port: int) -> bool:
+    """Whether a ``psutil`` connection is a TCP socket listening on ``port`` (any address)."""
+    import psutil
+
+    return conn.status == psutil.CONN_LISTEN and bool(conn.laddr) and conn.laddr.port == port
+
+
 def listening_pids(port: int) -> set[int]:
     """PIDs with a TCP socket listening on ``port`` (any address); empty when none is visible
     (other users' processes need root to be seen)."""
@@ -123,7 +130,7 @@ def listening_pids(port: int) -> set[int]:
     pids = set()
     with contextlib.suppress(psutil.AccessDenied):
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            if _listens_on(conn, port) and conn.pid:
                 pids.add(conn.pid)
     return pids
 
@@ -140,9 +147,8 @@ def process_listens_on(pid: int, port: int) -> bool:
         return False
     for process in family:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            for conn in process.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                    return True
+            if any(_listens_on(conn, port) for conn in process.net_connections(kind="tcp")):
+                return True
     return False
 
 

@@ -28,7 +28,6 @@ from facecraft.runtime.ports import (
     BindAddressError,
     PortConflictError,
     PortInUseError,
-    check_distinct,
     check_ports_free,
     free_port,
     process_listens_on,
@@ -207,17 +206,14 @@ class TritonServer:
         return args + self.extra_args
 
     def _choose_ports(self) -> None:
-        """Keep the requested ports (two roles on one is a ``TritonStartError``), fill in 0s."""
+        """Keep the requested ports, fill each 0 with a free port none of the others uses (a port
+        requested twice is left to ``check_ports_free``: ``PortConflictError``)."""
         if self.ports:
             return
-        try:
-            check_distinct({f"Triton {kind}": port for kind, port in self._requested_ports.items()})
-        except PortConflictError as error:
-            raise TritonStartError(f"cannot start Triton: {error}") from None
-        used = set(self._requested_ports.values())
+        used = {port for port in self._requested_ports.values() if port}
         for kind, requested in self._requested_ports.items():
             port = requested
-            while port == 0 or (port != requested and port in used):
+            while not port or (not requested and port in used):
                 port = free_port(self._client_host)
             used.add(port)
             self.ports[kind] = port
@@ -251,7 +247,7 @@ class TritonServer:
                     self.ports = {}
                     continue
                 raise TritonStartError(f"cannot start Triton: {error}") from error
-            except BindAddressError as error:
+            except (BindAddressError, PortConflictError) as error:
                 raise TritonStartError(f"cannot start Triton: {error}") from error
             try:
                 return self._start_once(wait, timeout, on_wait)

@@ -197,9 +197,9 @@ class ServeOptions:
 
 
 def check_ports(options: ServeOptions) -> None:
-    """Raise :class:`ServeError` naming the first port this run must bind that is already taken
-    (Triton's three unless ``gateway_only``, the gateway's unless ``triton_only``), before anything
-    starts or is exported."""
+    """Raise :class:`ServeError`, before anything starts or is exported, naming every port this run
+    must bind (Triton's three unless ``gateway_only``, the gateway's unless ``triton_only``) that is
+    already taken, a port given to two roles, or an unusable bind address."""
     ports: dict[str, int] = {}
     hints: dict[str, str] = {}
     if not options.gateway_only:
@@ -229,6 +229,8 @@ def check_gateway_settings(options: ServeOptions) -> None:
     except ImportError:
         return  # no gateway in this installation: serve says so later
     try:
+        # Without --gateway-only the URL is the embedded Triton's, known only once it runs: a
+        # well-formed stand-in, so that only the operator's own settings are judged here.
         GatewaySettings(host=options.host, port=options.gateway_port, triton_url=options.triton_url or "x:1")
     except ValidationError as error:
         raise ServeError(f"the gateway's settings are invalid: {describe_settings_error(error)}") from None

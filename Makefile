@@ -62,7 +62,7 @@ bench-smoke: setup
 	$(BIN)/facecraft bench --preset tiny --quick
 
 perf-analyzer: setup system-deps
-	$(BIN)/python -m facecraft.client.perf_analyzer install
+	$(BIN)/python -m facecraft.bench.perf_analyzer install
 
 load-test: setup
 	$(BIN)/python -m pytest tests/reliability -m "load" --load-seconds 120

@@ -5,8 +5,8 @@
         result = client.process(open("me.jpg", "rb").read(), width=600, height=600)
         open("me.png", "wb").write(result.png)
 
-The ``facecraft process``, ``facecraft perf-data`` and ``facecraft bench`` commands live in
-``facecraft.client.cli``.
+The ``facecraft process`` command lives in ``facecraft.client.cli``; the benchmark harness is
+``facecraft.bench``.
 """
 
 from facecraft.client.async_portrait_client import AsyncPortraitClient

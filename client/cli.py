@@ -1,4 +1,4 @@
-"""``facecraft process``, ``facecraft perf-data`` and ``facecraft bench`` subcommands."""
+"""``facecraft process`` (the benchmark commands live in ``facecraft.bench.cli``)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
 def register(subparsers) -> None:
     _register_process(subparsers)
-    _register_perf_data(subparsers)
-    _register_bench(subparsers)
 
 
 # --- process -----------------------------------------------------------------------------------
@@ -147,118 +145,3 @@ def _make_async_client(args: argparse.Namespace):
     return AsyncPortraitClient(
         url, args.protocol, timeout_s=args.timeout, use_shared_memory=args.shared_memory
     )
-
-
-# --- perf-data ---------------------------------------------------------------------------------
-
-
-def _register_perf_data(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "perf-data",
-        help="write perf_analyzer --input-data JSON from a folder of photos",
-        description="Write perf_analyzer --input-data JSON (IMAGE as a length-prefixed BYTES tensor, shape [1]).",
-    )
-    parser.add_argument("photos", nargs="+", metavar="PHOTO_DIR", help="folders or image files")
-    parser.add_argument("-o", "--out", required=True, type=Path, metavar="data.json")
-    parser.add_argument("--limit", type=int, default=None, help="use at most N photos")
-    parser.set_defaults(func=run_perf_data)
-
-
-def run_perf_data(args: argparse.Namespace) -> int:
-    from facecraft.cli import CliError
-    from facecraft.client.batch import collect_images
-    from facecraft.client.perf_data import write_perf_input_data
-
-    try:
-        images = collect_images(args.photos)
-    except (FileNotFoundError, ValueError) as error:
-        raise CliError(str(error)) from error
-    if args.limit is not None:
-        images = images[: args.limit]
-    if not images:
-        raise CliError("no image files found in the given paths")
-    count = write_perf_input_data(images, args.out)
-    print(f"wrote {count} IMAGE entries to {args.out}")
-    print(f"use: perf_analyzer -m portrait -i grpc -u 127.0.0.1:8001 --input-data {args.out}")
-    return 0
-
-
-# --- bench -------------------------------------------------------------------------------------
-
-
-def _concurrency_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("concurrency values must be positive integers")
-    return values
-
-
-def _register_bench(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="benchmark: sequential onnxruntime pipeline vs Triton gRPC vs gateway; writes a report",
-        description="Benchmark the in-process sequential pipeline, the Triton ensemble over gRPC and the "
-        "gateway over HTTP side by side, with Triton statistics, peak RSS and a roofline.",
-    )
-    parser.add_argument("--preset", choices=("tiny", "full"), default="full")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="smoke run: few requests, concurrency 1 and 2")
-    parser.add_argument(
-        "--photos", type=Path, help="folder of photos (default: shared faces, else the astronaut)"
-    )
-    parser.add_argument("--concurrency", type=_concurrency_list, default=None, metavar="1,4,16")
-    parser.add_argument(
-        "--requests", type=int, default=None, help="requests per scenario (default 16, quick 3)"
-    )
-    parser.add_argument(
-        "--enhanced-requests",
-        type=int,
-        default=None,
-        help="requests per enhanced scenario (default: --requests)",
-    )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument(
-        "--repo",
-        type=Path,
-        default=None,
-        help="benchmark model repository (default .facecraft/bench-repo-<preset>)",
-    )
-    parser.add_argument("--no-gateway", action="store_true", help="skip the gateway scenario")
-    parser.add_argument(
-        "--scenarios", default="sequential,triton,gateway", help="subset to run (comma-separated)"
-    )
-    from facecraft.runtime.cli import add_instance_plan_arguments
-
-    add_instance_plan_arguments(parser)
-    parser.set_defaults(func=run_bench)
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    from facecraft.client.bench import BenchConfig, run_benchmark
-
-    concurrency = args.concurrency or ([1, 2] if args.quick else [1, 4, 16])
-    requests = args.requests or (3 if args.quick else 16)
-    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if args.no_gateway and "gateway" in scenarios:
-        scenarios.remove("gateway")
-    config = BenchConfig(
-        preset=args.preset,
-        device=args.device,
-        quick=args.quick,
-        photos_dir=args.photos,
-        concurrency=concurrency,
-        requests=requests,
-        enhanced_requests=args.enhanced_requests,
-        out_dir=args.out,
-        repo=args.repo,
-        scenarios=tuple(scenarios),
-        instances=args.instances,
-        onnx_threads=args.onnx_threads,
-        python_instances=args.python_instances,
-    )
-    md_path, json_path = run_benchmark(config)
-    print(f"report: {md_path}\n        {json_path}")
-    return 0

@@ -6,7 +6,8 @@ One import namespace for the whole project:
 - ``facecraft.export``    CodeFormer / U2-Net definitions, weights, ONNX export (``export/``)
 - ``facecraft.runtime``   embedded Triton launcher and model-repository tooling
 - ``facecraft.gateway``   FastAPI gateway with the Facecraft REST contract (``gateway/``)
-- ``facecraft.client``    Python client, ``facecraft process``, benchmarks (``client/``)
+- ``facecraft.client``    Python client, ``facecraft process`` (``client/``)
+- ``facecraft.bench``     benchmark harness: ``facecraft bench``, ``perf-data``, perf_analyzer (``bench/``)
 """
 
 __version__ = "0.1.0"

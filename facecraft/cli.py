@@ -21,7 +21,8 @@ from facecraft import __version__
 SUBCOMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("facecraft.export.cli", ("export",)),
     ("facecraft.runtime.cli", ("serve", "repo")),
-    ("facecraft.client.cli", ("process", "bench", "perf-data")),
+    ("facecraft.client.cli", ("process",)),
+    ("facecraft.bench.cli", ("bench", "perf-data")),
 )
 
 

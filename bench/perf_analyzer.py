@@ -1,6 +1,6 @@
 """Install NVIDIA's ``perf_analyzer`` binary without changing the installed tritonclient.
 
-    python -m facecraft.client.perf_analyzer install     # or: make perf-analyzer
+    python -m facecraft.bench.perf_analyzer install     # or: make perf-analyzer
 
 The PyPI package ``perf-analyzer`` ships no binary; the ``tritonclient==2.51.0`` wheel does
 (``tritonclient-2.51.0.data/data/bin/perf_analyzer``, a wheel data file), and it runs on glibc ≥ 2.36 with Debian's ``libb64-0d`` and the
@@ -134,7 +134,7 @@ def install(bin_dir: Path = DEFAULT_BIN_DIR, cache_dir: Path = DEFAULT_CACHE_DIR
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m facecraft.client.perf_analyzer", description=__doc__.splitlines()[0]
+        prog="python -m facecraft.bench.perf_analyzer", description=__doc__.splitlines()[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     install_parser = sub.add_parser(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from facecraft.client.bench_stats import diff_statistics, parse_statistics
+from facecraft.bench.stats import diff_statistics, parse_statistics
 
 
 def stats(requests, inferences, executions, queue_ns, infer_ns, batch_infer_ns=None):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from tritonclient.utils import serialize_byte_tensor
 
+from facecraft.bench.perf_data import build_perf_input_data, perf_input_entry, serialize_bytes_element
 from facecraft.cli import main
-from facecraft.client.perf_data import build_perf_input_data, perf_input_entry, serialize_bytes_element
 
 
 def test_entry_is_length_prefixed_and_matches_tritonclient_serialisation():

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from facecraft.client.bench_machine import conv_probe, count_onnx_macs, describe_machine, peak_rss_of_tree
+from facecraft.bench.machine import conv_probe, count_onnx_macs, describe_machine, peak_rss_of_tree
 
 
 def test_count_macs_of_conv_and_matmul(tmp_path):

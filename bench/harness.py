@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from facecraft.client.batch import IMAGE_SUFFIXES, write_atomically
-from facecraft.client.bench_load import run_async_load, run_sequential_load
-from facecraft.client.bench_machine import (
+from facecraft.bench.load import run_async_load, run_sequential_load
+from facecraft.bench.machine import (
     REFERENCE_GMAC,
     conv_probe,
     count_onnx_macs,
     describe_machine,
     peak_rss_of_tree,
 )
-from facecraft.client.bench_report import build_report, render_markdown
-from facecraft.client.bench_stats import diff_statistics, snapshot
+from facecraft.bench.report import build_report, render_markdown
+from facecraft.bench.stats import diff_statistics, snapshot
+from facecraft.client.batch import IMAGE_SUFFIXES, write_atomically
 from facecraft.client.errors import FacecraftError, NoFaceDetected
 from facecraft.client.options import PortraitOptions
 from facecraft.runtime.instance_plan import InstancePlan, plan_instances
@@ -291,8 +291,8 @@ async def measure_served_scenario(
 
 def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
     """Run every scenario and write the Markdown + JSON report; returns their paths."""
+    from facecraft.bench.sequential import SequentialPipeline
     from facecraft.client.async_portrait_client import AsyncPortraitClient
-    from facecraft.client.bench_sequential import SequentialPipeline
     from facecraft.client.gateway_client import AsyncGatewayClient
     from facecraft.runtime.server import TritonServer
 

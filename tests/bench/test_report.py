@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from facecraft.client.bench import BenchConfig
-from facecraft.client.bench_machine import ConvProbe
-from facecraft.client.bench_report import build_report, render_markdown
+from facecraft.bench.harness import BenchConfig
+from facecraft.bench.machine import ConvProbe
+from facecraft.bench.report import build_report, render_markdown
 from facecraft.runtime.instance_plan import plan_instances
 
 

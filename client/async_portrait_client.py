@@ -67,6 +67,8 @@ class AsyncPortraitClient:
         fidelity: float | None = None,
         max_jpeg_kb: int | None = None,
         touch_up: bool | None = None,
+        preset: str | None = None,
+        layout: str | None = None,
     ) -> PortraitResult:
         """See ``PortraitClient.process``."""
         options = PortraitOptions(
@@ -79,6 +81,8 @@ class AsyncPortraitClient:
             fidelity=fidelity,
             max_jpeg_kb=max_jpeg_kb,
             touch_up=touch_up,
+            preset=preset,
+            layout=layout,
         )
         return await self.process_with(image_bytes, options)
 

@@ -8,6 +8,7 @@ file. Per-file failures are collected, never raised; the caller turns them into 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -82,6 +83,12 @@ def write_result(result: PortraitResult, out_dir: Path, stem: str) -> tuple[Path
     png_path, jpeg_path = out_dir / f"{stem}.png", out_dir / f"{stem}.jpg"
     write_atomically(png_path, result.png)
     write_atomically(jpeg_path, result.jpeg)
+    if result.compliance is not None:  # an ID-photo preset: its report and print sheet beside them
+        write_atomically(
+            out_dir / f"{stem}.compliance.json", json.dumps(result.compliance, indent=2).encode()
+        )
+    if result.print_sheet is not None:
+        write_atomically(out_dir / f"{stem}.sheet.jpg", result.print_sheet)
     return png_path, jpeg_path
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from facecraft.cli import ENV_PRECEDENCE, env_argument
+from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
@@ -62,6 +63,16 @@ def _register_process(subparsers) -> None:
     parser.add_argument("--max-jpeg-kb", type=int)
     parser.add_argument("--touch-up", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="ID-photo preset (docs/presets.md): exact size, DPI, head geometry; writes <stem>.compliance.json",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUT_NAMES,
+        help="also a print sheet at 300 dpi (<stem>.sheet.jpg); needs --preset",
+    )
+    parser.add_argument(
         "--shared-memory", action="store_true", help="pass images via Triton system shared memory"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
@@ -87,6 +98,8 @@ def run_process(args: argparse.Namespace) -> int:
             fidelity=args.fidelity,
             max_jpeg_kb=args.max_jpeg_kb,
             touch_up=args.touch_up,
+            preset=args.preset,
+            layout=args.layout,
         )
         images = collect_images(args.paths)
     except (FacecraftError, FileNotFoundError, ValueError) as error:

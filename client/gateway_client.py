@@ -36,6 +36,10 @@ def gateway_form_fields(options: PortraitOptions, *, return_base64: bool = True)
         form["max_jpeg_kb"] = str(options.max_jpeg_kb)
     if options.touch_up is not None:
         form["touch_up"] = _flag(options.touch_up)
+    if options.preset is not None:
+        form["preset"] = options.preset
+    if options.layout is not None:
+        form["layout"] = options.layout
     return form
 
 
@@ -97,6 +101,7 @@ class AsyncGatewayClient:
             raise error_from_gateway(response.status_code, body)
         png = await self._payload(body, "png")
         jpeg = await self._payload(body, "jpg")
+        sheet = await self._payload(body, "layout") if body.get("layout_url") else None
         result = body.get("result") or {}
         position = result.get("face_position") or {}
         size = result.get("output_size") or [0, 0]
@@ -109,6 +114,8 @@ class AsyncGatewayClient:
             face_count=int(result.get("face_count", 1)),
             jpeg_cap_met=result.get("jpeg_cap_met") is not False,
             output_size=(int(size[0]), int(size[1])),
+            compliance=result.get("compliance"),
+            print_sheet=sheet,
         )
 
     async def _payload(self, body: dict, kind: str) -> bytes:

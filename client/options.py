@@ -12,10 +12,20 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from facecraft.client.errors import InvalidOption
+from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
 
 ENHANCED_MODEL = "portrait"
 BASIC_MODEL = "portrait_basic"
-OUTPUT_NAMES = ("PNG", "JPEG", "FACE_BOX", "FACE_COUNT", "JPEG_CAP_MET", "OUTPUT_SIZE")
+OUTPUT_NAMES = (
+    "PNG",
+    "JPEG",
+    "FACE_BOX",
+    "FACE_COUNT",
+    "JPEG_CAP_MET",
+    "OUTPUT_SIZE",
+    "COMPLIANCE",
+    "PRINT_SHEET",
+)
 
 
 @dataclass(frozen=True)
@@ -40,8 +50,14 @@ class PortraitOptions:
     fidelity: float | None = None
     max_jpeg_kb: int | None = None
     touch_up: bool | None = None
+    preset: str | None = None
+    layout: str | None = None
 
     def __post_init__(self) -> None:
+        _check_name("preset", self.preset, PRESET_NAMES)
+        _check_name("layout", self.layout, LAYOUT_NAMES)
+        if self.layout is not None and self.preset is None:
+            raise InvalidOption("invalid_option: client: layout needs a preset", step="client")
         _check_int("width", self.width, 64, 4096)
         _check_int("height", self.height, 64, 4096)
         _check_int("max_jpeg_kb", self.max_jpeg_kb, 8, 10240)
@@ -93,6 +109,13 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         )
 
 
+def _check_name(name: str, value: object, names: tuple[str, ...]) -> None:
+    if value is not None and value not in names:
+        raise InvalidOption(
+            f"invalid_option: client: {name} must be one of {', '.join(names)}, got {value!r}", step="client"
+        )
+
+
 def _check_float(name: str, value: object, low: float, high: float) -> None:
     if value is None:
         return
@@ -131,4 +154,8 @@ def encode_inputs(image_bytes: bytes, options: PortraitOptions) -> list[TensorSp
         specs.append(TensorSpec("MAX_JPEG_KB", np.array([[options.max_jpeg_kb]], dtype=np.int32), "INT32"))
     if options.touch_up is not None:
         specs.append(TensorSpec("TOUCH_UP", np.array([[bool(options.touch_up)]], dtype=np.bool_), "BOOL"))
+    if options.preset is not None:
+        specs.append(TensorSpec("PRESET", np.array([[options.preset.encode()]], dtype=np.object_), "BYTES"))
+    if options.layout is not None:
+        specs.append(TensorSpec("LAYOUT", np.array([[options.layout.encode()]], dtype=np.object_), "BYTES"))
     return specs

@@ -75,11 +75,15 @@ class PortraitClient:
         fidelity: float | None = None,
         max_jpeg_kb: int | None = None,
         touch_up: bool | None = None,
+        preset: str | None = None,
+        layout: str | None = None,
     ) -> PortraitResult:
         """Turn one encoded photo (JPEG/PNG/WebP/BMP bytes) into a portrait.
 
         Options left as ``None`` are not sent (the ensemble's defaults apply). ``enhance=False``
-        uses ``portrait_basic`` (no CodeFormer). Raises a ``FacecraftError`` subclass on failure.
+        uses ``portrait_basic`` (no CodeFormer). ``preset`` (an ID-photo preset name, docs/presets.md)
+        fixes size, DPI and head geometry and fills ``compliance``; ``layout`` (4x6, 10x15, a4) adds a
+        ``print_sheet``. Raises a ``FacecraftError`` subclass on failure.
         """
         options = PortraitOptions(
             enhance=enhance,
@@ -91,6 +95,8 @@ class PortraitClient:
             fidelity=fidelity,
             max_jpeg_kb=max_jpeg_kb,
             touch_up=touch_up,
+            preset=preset,
+            layout=layout,
         )
         return self.process_with(image_bytes, options)
 

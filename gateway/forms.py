@@ -10,6 +10,7 @@ from fastapi import Form, Request
 
 from facecraft.gateway.service import resolve_request
 from facecraft.gateway.triton import PortraitRequest
+from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
 
 
 async def portrait_options(
@@ -25,6 +26,12 @@ async def portrait_options(
     enhance_fidelity: float | None = Form(None, description="CodeFormer fidelity w, 0..1"),
     max_jpeg_kb: int | None = Form(None, description="JPEG size cap in KB, 8..10240"),
     touch_up: bool = Form(False, description="exposure, white balance, mild sharpening"),
+    preset: str | None = Form(
+        None, description=f"ID-photo preset ({', '.join(PRESET_NAMES)}; GET /api/v1/presets, docs/presets.md)"
+    ),
+    layout: str | None = Form(
+        None, description=f"print sheet at 300 dpi ({', '.join(LAYOUT_NAMES)}); needs preset"
+    ),
 ) -> PortraitRequest:
     return resolve_request(
         request.app.state.settings,
@@ -37,4 +44,6 @@ async def portrait_options(
         enhance_fidelity=enhance_fidelity,
         max_jpeg_kb=max_jpeg_kb,
         touch_up=touch_up,
+        preset=preset,
+        layout=layout,
     )

@@ -24,7 +24,8 @@ from facecraft.pipeline.decode import SUPPORTED_TYPES
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
-MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
+MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "layout": "image/jpeg"}
+EXTENSIONS = {"png": "png", "jpg": "jpg", "layout": "sheet.jpg"}
 LOOKUP_ERRORS = ("invalid_job_id", "unauthorized", "not_found")
 
 
@@ -94,6 +95,8 @@ async def job_status(request: Request, job_id: str) -> dict:
     if record.status == "completed" and record.files:
         body["png_url"] = download_url(job_id, "png")
         body["jpg_url"] = download_url(job_id, "jpg")
+        if "layout" in record.files:
+            body["layout_url"] = download_url(job_id, "layout")
     return body
 
 
@@ -107,7 +110,7 @@ async def job_status(request: Request, job_id: str) -> dict:
     },
 )
 async def job_result(
-    request: Request, job_id: str, format: str = Query("png", description="png or jpg")
+    request: Request, job_id: str, format: str = Query("png", description="png, jpg or layout")
 ) -> FileResponse:
     validate_format(format)
     record = await _record(request, job_id)
@@ -124,7 +127,7 @@ async def _download(request: Request, record: JobRecord, fmt: str) -> FileRespon
         raise GatewayError(404, "not_found", f"job {record.job_id} has no {fmt} output")
     path = await asyncio.to_thread(request.app.state.storage.existing_file, record.job_id, name)
     weights = await request.app.state.weights.get()
-    return _file_response(path, fmt, f"portrait-{record.job_id}.{fmt}", weights)
+    return _file_response(path, fmt, f"portrait-{record.job_id}.{EXTENSIONS[fmt]}", weights)
 
 
 @router.get(

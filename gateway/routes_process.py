@@ -25,6 +25,7 @@ from facecraft.gateway.service import (
 from facecraft.gateway.storage import JobRecord
 from facecraft.gateway.triton import PortraitRequest
 from facecraft.pipeline.decode import SUPPORTED_TYPES
+from facecraft.pipeline.presets import presets_json
 
 router = APIRouter(prefix="/api/v1", tags=["process"], dependencies=[Depends(require_api_key)])
 
@@ -93,7 +94,21 @@ async def process(
     )
     if return_base64:
         body.update(png_base64=b64(outcome.output.png), jpg_base64=b64(outcome.output.jpeg))
+    if outcome.output.print_sheet is not None:
+        body["layout_url"] = download_url(job_id, "layout")
+        if return_base64:
+            body["layout_base64"] = b64(outcome.output.print_sheet)
     return body
+
+
+@router.get(
+    "/presets",
+    summary="ID-photo presets and print-sheet layouts (sizes, DPI, head/eye ranges, rules, sources)",
+    responses=error_responses("unauthorized"),
+)
+async def presets() -> dict:
+    """The table of ``facecraft.pipeline.presets`` (docs/presets.md); pass a ``name`` as ``preset=``."""
+    return presets_json()
 
 
 @router.post(

@@ -30,6 +30,9 @@ class ProcessResult(BaseModel):
         None, description="false when even the lowest JPEG quality is above max_jpeg_kb"
     )
     model: str | None = Field(None, description="ensemble used: portrait or portrait_basic")
+    compliance: dict[str, Any] | None = Field(
+        None, description="ID-photo compliance report (with a preset; docs/presets.md)"
+    )
 
 
 class ProcessResponse(BaseModel):
@@ -43,6 +46,8 @@ class ProcessResponse(BaseModel):
     jpg_url: str | None = None
     png_base64: str | None = None
     jpg_base64: str | None = None
+    layout_url: str | None = Field(None, description="print sheet JPEG (with preset and layout)")
+    layout_base64: str | None = None
     error: str | None = None
     error_message: str | None = None
     weights: str = Field("unknown", description="trained | untrained | unknown (model weights)")
@@ -92,6 +97,7 @@ class JobStatus(BaseModel):
     processing_time_ms: float | None = None
     png_url: str | None = None
     jpg_url: str | None = None
+    layout_url: str | None = None
 
 
 class DeleteResponse(BaseModel):

@@ -16,7 +16,7 @@ from facecraft.gateway.errors import GatewayError
 from facecraft.pipeline.decode import SUPPORTED_TYPES, open_image, sniff_format
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-DOWNLOAD_FORMATS = ("png", "jpg")
+DOWNLOAD_FORMATS = ("png", "jpg", "layout")  # layout: the print sheet (JPEG) of an ID-photo preset
 READ_CHUNK_BYTES = 1024 * 1024
 
 
@@ -47,9 +47,9 @@ def validate_job_id(job_id: str) -> str:
 
 
 def validate_format(fmt: str) -> str:
-    """Return ``fmt`` if it is ``png`` or ``jpg``, else raise 400 ``invalid_format``."""
+    """Return ``fmt`` if it is ``png``, ``jpg`` or ``layout``, else raise 400 ``invalid_format``."""
     if fmt not in DOWNLOAD_FORMATS:
-        raise GatewayError(400, "invalid_format", "format must be 'png' or 'jpg'")
+        raise GatewayError(400, "invalid_format", "format must be 'png', 'jpg' or 'layout'")
     return fmt
 
 

@@ -22,6 +22,9 @@ from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import JobRecord, JobStorage
 from facecraft.gateway.triton import PortraitRequest, TritonGateway
+from facecraft.pipeline.errors import PipelineError
+from facecraft.pipeline.options import resolve_id_photo
+from facecraft.pipeline.presets import PRESETS
 
 SIDE_RANGE = (64, 4096)
 MARGIN_RANGE = (0.0, 2.0)
@@ -54,9 +57,19 @@ def resolve_request(
     enhance_fidelity: float | None = None,
     max_jpeg_kb: int | None = None,
     touch_up: bool | None = None,
+    preset: str | None = None,
+    layout: str | None = None,
 ) -> PortraitRequest:
-    """Fill unset options from settings and validate every range (400 ``invalid_option``)."""
+    """Fill unset options from settings and validate every range (400 ``invalid_option``).
+
+    With an ID-photo ``preset`` the unset background and JPEG cap come from the preset
+    (``facecraft.pipeline.presets``); the pipeline then fixes size and geometry."""
+    id_photo = resolve_preset(preset, layout)
     defaults_bg = settings.default_background
+    if id_photo.preset is not None and PRESETS[id_photo.preset].geometry != "badge":
+        defaults_bg = PRESETS[id_photo.preset].default_background
+        if max_jpeg_kb is None and PRESETS[id_photo.preset].max_kb is not None:
+            max_jpeg_kb = PRESETS[id_photo.preset].max_kb
     resolved_bg = tuple(
         default if value is None else value for value, default in zip(background, defaults_bg, strict=True)
     )
@@ -70,6 +83,8 @@ def resolve_request(
         fidelity=settings.default_enhance_fidelity if enhance_fidelity is None else enhance_fidelity,
         max_jpeg_kb=settings.default_max_jpeg_kb if max_jpeg_kb is None else max_jpeg_kb,
         touch_up=bool(touch_up),
+        preset=id_photo.preset,
+        layout=id_photo.layout,
     )
     check_range("width", request.width, *SIDE_RANGE)
     check_range("height", request.height, *SIDE_RANGE)
@@ -79,6 +94,14 @@ def resolve_request(
     check_range("enhance_fidelity", request.fidelity, *FIDELITY_RANGE)
     check_range("max_jpeg_kb", request.max_jpeg_kb, *JPEG_KB_RANGE)
     return request
+
+
+def resolve_preset(preset: str | None, layout: str | None):
+    """The pipeline's validation of ``preset`` / ``layout`` as a 400 ``invalid_option``."""
+    try:
+        return resolve_id_photo(preset, layout)
+    except PipelineError as error:
+        raise GatewayError(400, "invalid_option", error.detail) from None
 
 
 @dataclass
@@ -103,6 +126,7 @@ def result_summary(output: PortraitResult, model: str) -> dict:
         "png_size_bytes": len(output.png),
         "jpeg_cap_met": output.jpeg_cap_met,
         "model": model,
+        **({"compliance": output.compliance} if output.compliance is not None else {}),
     }
 
 
@@ -184,6 +208,9 @@ class PortraitService:
         files = {"png": f"{stem}.png", "jpg": f"{stem}.jpg"}
         self.storage.write_file(job_id, files["png"], output.png, create=create)
         self.storage.write_file(job_id, files["jpg"], output.jpeg, create=create)
+        if output.print_sheet is not None:
+            files["layout"] = f"{stem}-sheet.jpg"
+            self.storage.write_file(job_id, files["layout"], output.print_sheet, create=create)
         return files
 
     async def process_and_store(

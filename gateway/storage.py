@@ -42,7 +42,9 @@ from facecraft.gateway.security import validate_job_id
 
 log = logging.getLogger("facecraft.gateway.storage")
 
-FILE_NAME_PATTERN = re.compile(r"^(portrait|file-\d{4})\.(png|jpg)$|^input\.bin$|^job\.json$")
+FILE_NAME_PATTERN = re.compile(
+    r"^(portrait|file-\d{4})\.(png|jpg)$|^portrait-sheet\.jpg$|^input\.bin$|^job\.json$"
+)
 METADATA_NAME = "job.json"
 INPUT_NAME = "input.bin"
 

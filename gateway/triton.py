@@ -68,6 +68,8 @@ class PortraitRequest:
     fidelity: float
     max_jpeg_kb: int
     touch_up: bool = False
+    preset: str | None = None
+    layout: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -85,6 +87,8 @@ class PortraitRequest:
             fidelity=self.fidelity if self.enhance else None,
             max_jpeg_kb=self.max_jpeg_kb,
             touch_up=self.touch_up,
+            preset=self.preset,
+            layout=self.layout,
         )
 
 

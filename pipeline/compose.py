@@ -115,10 +115,14 @@ def resize_with_padding(image: np.ndarray, width: int, height: int) -> np.ndarra
     return canvas
 
 
-def encode_png(rgba: np.ndarray) -> bytes:
-    """HWC uint8 RGBA → PNG bytes."""
+def _dpi_info(dpi: int | None) -> dict:
+    return {} if dpi is None else {"dpi": (dpi, dpi)}
+
+
+def encode_png(rgba: np.ndarray, dpi: int | None = None) -> bytes:
+    """HWC uint8 RGBA → PNG bytes; ``dpi`` (pixels per inch) is written as the pHYs chunk."""
     buffer = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=6)
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=6, **_dpi_info(dpi))
     return buffer.getvalue()
 
 
@@ -129,21 +133,31 @@ def composite_on_background(rgba: np.ndarray, background: tuple[int, int, int]) 
     return np.clip(np.rint(rgba[:, :, :3] * alpha + bg * (1 - alpha)), 0, 255).astype(np.uint8)
 
 
-def encode_jpeg_capped(rgb: np.ndarray, max_kb: int) -> tuple[bytes, bool]:
+def encode_jpeg_capped(rgb: np.ndarray, max_kb: int, dpi: int | None = None) -> tuple[bytes, bool]:
     """JPEG bytes of HWC uint8 RGB at the highest quality in ``JPEG_QUALITIES`` that fits
     ``max_kb`` × 1024 bytes. Returns (jpeg, True), or (the smallest JPEG, False) when even the
-    lowest quality is too big — the cap is never exceeded silently."""
+    lowest quality is too big — the cap is never exceeded silently. ``dpi`` is written as the
+    JFIF density (pixels per inch)."""
     limit = max_kb * 1024
     image = Image.fromarray(rgb, "RGB")
     smallest = b""
     for quality in JPEG_QUALITIES:
         buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
+        image.save(buffer, format="JPEG", quality=quality, **_dpi_info(dpi))
         data = buffer.getvalue()
         if len(data) <= limit:
             return data, True
         smallest = data
     return smallest, False
+
+
+def box_in_original(
+    face_box: np.ndarray, working_size: tuple[int, int], original_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """A face box (x, y, w, h) in working-image pixels → int (x, y, w, h) in the original's pixels."""
+    scale_x, scale_y = original_size[0] / working_size[0], original_size[1] / working_size[1]
+    bx, by, bw, bh = (float(v) for v in face_box)
+    return round(bx * scale_x), round(by * scale_y), round(bw * scale_x), round(bh * scale_y)
 
 
 def compose_portrait(
@@ -153,12 +167,14 @@ def compose_portrait(
     face_box: np.ndarray,
     options: Options,
     original_size: tuple[int, int],
+    dpi: int | None = None,
 ) -> Portrait:
     """The whole compose step.
 
     ``rgb``: HWC uint8 RGB working image (enhanced or decoded); ``seg_map``: U²-Net fused map
     [1, 320, 320] float32; ``landmarks`` [68, 2] and ``face_box`` (x, y, w, h) in ``rgb`` pixels;
-    ``original_size``: (w, h) of the input image, used to report ``face_box`` in its pixels.
+    ``original_size``: (w, h) of the input image, used to report ``face_box`` in its pixels;
+    ``dpi``: written into both files when given.
     """
     h, w = rgb.shape[:2]
     alpha = np.rint(alpha_from_map(seg_map, (w, h)) * 255).astype(np.uint8)
@@ -171,15 +187,12 @@ def compose_portrait(
         crop[:, :, 3] = np.rint(crop[:, :, 3].astype(np.float32) * oval).astype(np.uint8)
     portrait = resize_with_padding(crop, options.width, options.height)
     jpeg, cap_met = encode_jpeg_capped(
-        composite_on_background(portrait, options.background), options.max_jpeg_kb
+        composite_on_background(portrait, options.background), options.max_jpeg_kb, dpi=dpi
     )
-    scale_x, scale_y = original_size[0] / w, original_size[1] / h
-    bx, by, bw, bh = (float(v) for v in face_box)
-    original_box = (round(bx * scale_x), round(by * scale_y), round(bw * scale_x), round(bh * scale_y))
     return Portrait(
-        png=encode_png(portrait),
+        png=encode_png(portrait, dpi=dpi),
         jpeg=jpeg,
-        face_box=original_box,
+        face_box=box_in_original(face_box, (w, h), original_size),
         jpeg_cap_met=cap_met,
         output_size=(options.width, options.height),
     )

@@ -149,6 +149,96 @@ def resolve_options(
     )
 
 
+def _name(option: str, value, names: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).strip().lower()
+    if text == "":
+        return None
+    if text not in names:
+        raise PipelineError(INVALID_OPTION, STEP, f"{option}={text!r} is not one of {', '.join(names)}")
+    return text
+
+
+@dataclass(frozen=True)
+class IdPhotoRequest:
+    """The ID-photo part of a request: a preset name (None: the plain portrait) and an optional
+    print-sheet layout name (needs a preset). See ``facecraft.pipeline.presets``."""
+
+    preset: str | None = None
+    layout: str | None = None
+
+    def to_vector(self) -> np.ndarray:
+        """The INT32[2] ``ID_PHOTO`` tensor: indices into ``PRESET_NAMES`` / ``LAYOUT_NAMES``, -1 = none."""
+        from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
+
+        return np.array(
+            [
+                -1 if self.preset is None else PRESET_NAMES.index(self.preset),
+                -1 if self.layout is None else LAYOUT_NAMES.index(self.layout),
+            ],
+            dtype=np.int32,
+        )
+
+    @classmethod
+    def from_vector(cls, vector: np.ndarray) -> IdPhotoRequest:
+        """Inverse of :meth:`to_vector`; an index out of range is ``invalid_option`` (step compose)."""
+        from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
+
+        values = np.asarray(vector).reshape(-1)
+        if values.size != 2:
+            raise PipelineError(INVALID_OPTION, "compose", f"ID_PHOTO has {values.size} values, expected 2")
+        names = []
+        for value, table, what in ((values[0], PRESET_NAMES, "preset"), (values[1], LAYOUT_NAMES, "layout")):
+            index = int(value)
+            if not -1 <= index < len(table):
+                raise PipelineError(INVALID_OPTION, "compose", f"ID_PHOTO {what} index {index} is unknown")
+            names.append(None if index < 0 else table[index])
+        return resolve_id_photo(*names)
+
+
+def resolve_id_photo(preset=None, layout=None) -> IdPhotoRequest:
+    """Validate ``preset`` (a name of ``PRESET_NAMES``) and ``layout`` (``LAYOUT_NAMES``, only with a
+    preset); empty strings count as absent. Raises ``PipelineError(invalid_option, "decode", ...)``."""
+    from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
+
+    preset_name = _name("preset", preset, PRESET_NAMES)
+    layout_name = _name("layout", layout, LAYOUT_NAMES)
+    if layout_name is not None and preset_name is None:
+        raise PipelineError(INVALID_OPTION, STEP, f"layout={layout_name!r} needs a preset")
+    return IdPhotoRequest(preset_name, layout_name)
+
+
+def apply_preset(
+    options: Options, preset_name: str | None, *, background_set: bool, max_jpeg_kb_set: bool
+) -> Options:
+    """The options a preset fixes: its pixel size, no oval; the background unless the request set
+    one; the JPEG cap = the preset's byte limit (the request's cap when lower or when the preset
+    has none). Without a preset, ``options`` unchanged."""
+    if preset_name is None:
+        return options
+    from facecraft.pipeline.presets import PRESETS
+
+    preset = PRESETS[preset_name]
+    if preset.geometry == "badge":
+        return options
+    width, height = preset.pixel_size
+    cap = options.max_jpeg_kb if max_jpeg_kb_set or preset.max_kb is None else preset.max_kb
+    if preset.max_kb is not None:
+        cap = min(cap, preset.max_kb)
+    return Options(
+        width=width,
+        height=height,
+        background=options.background if background_set else preset.default_background,
+        face_margin=options.face_margin,
+        oval_mask=False,
+        max_jpeg_kb=cap,
+        touch_up=options.touch_up,
+    )
+
+
 def resolve_fidelity(fidelity=None) -> float:
     """CodeFormer fidelity weight ``w`` in 0..1 (default 0.7); 0 = strongest restoration."""
     if fidelity is None:

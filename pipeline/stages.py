@@ -7,6 +7,7 @@ per-request behaviour is testable without Triton.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,7 +17,14 @@ from facecraft.pipeline.compose import compose_portrait
 from facecraft.pipeline.decode import decode_image
 from facecraft.pipeline.detect import detect_face
 from facecraft.pipeline.errors import INVALID_IMAGE, INVALID_OPTION, NO_FACE_DETECTED, PipelineError
-from facecraft.pipeline.options import Options, resolve_fidelity, resolve_options
+from facecraft.pipeline.options import (
+    IdPhotoRequest,
+    Options,
+    apply_preset,
+    resolve_fidelity,
+    resolve_id_photo,
+    resolve_options,
+)
 from facecraft.pipeline.segment import prepare_segmentation
 
 Tensors = Mapping[str, "np.ndarray | None"]
@@ -31,7 +39,9 @@ OPTION_INPUTS = {
     "MAX_JPEG_KB": "max_jpeg_kb",
     "TOUCH_UP": "touch_up",
 }
-DECODE_INPUTS = ("IMAGE", *OPTION_INPUTS, "FIDELITY")
+# Text options (BYTES [1]): an ID-photo preset and a print-sheet layout (docs/presets.md).
+TEXT_INPUTS = {"PRESET": "preset", "LAYOUT": "layout"}
+DECODE_INPUTS = ("IMAGE", *OPTION_INPUTS, "FIDELITY", *TEXT_INPUTS)
 
 
 def _option_value(input_name: str, array: np.ndarray | None):
@@ -50,6 +60,19 @@ def _option_value(input_name: str, array: np.ndarray | None):
     return values[0].item()
 
 
+def _text_value(input_name: str, array: np.ndarray | None) -> str | None:
+    """A text option (BYTES tensor of one element) as str; None when absent."""
+    if array is None:
+        return None
+    values = np.asarray(array).reshape(-1)
+    if values.size != 1:
+        raise PipelineError(
+            INVALID_OPTION, "decode", f"{TEXT_INPUTS[input_name]} must have 1 value, got {values.size}"
+        )
+    value = values[0]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _require(inputs: Tensors, name: str, step: str) -> np.ndarray:
     value = inputs.get(name)
     if value is None:
@@ -60,11 +83,22 @@ def _require(inputs: Tensors, name: str, step: str) -> np.ndarray:
 
 
 def decode_stage(inputs: Tensors) -> dict[str, np.ndarray]:
-    """IMAGE BYTES + optional options → RGB, ORIGINAL_SIZE, OPTIONS, FIDELITY_W."""
+    """IMAGE BYTES + optional options → RGB, ORIGINAL_SIZE, OPTIONS, FIDELITY_W, ID_PHOTO [2].
+
+    With a PRESET the preset fixes the size and drops the oval; its background and byte limit
+    apply unless the request sets BACKGROUND / a lower MAX_JPEG_KB (``apply_preset``).
+    """
     from facecraft.pipeline.triton_adapter import first_bytes
 
-    options = resolve_options(
-        **{kw: _option_value(name, inputs.get(name)) for name, kw in OPTION_INPUTS.items()}
+    values = {kw: _option_value(name, inputs.get(name)) for name, kw in OPTION_INPUTS.items()}
+    id_photo = resolve_id_photo(
+        **{kw: _text_value(name, inputs.get(name)) for name, kw in TEXT_INPUTS.items()}
+    )
+    options = apply_preset(
+        resolve_options(**values),
+        id_photo.preset,
+        background_set=values["background"] is not None,
+        max_jpeg_kb_set=values["max_jpeg_kb"] is not None,
     )
     fidelity = resolve_fidelity(_option_value("FIDELITY", inputs.get("FIDELITY")))
     image = _require(inputs, "IMAGE", "decode")
@@ -78,6 +112,7 @@ def decode_stage(inputs: Tensors) -> dict[str, np.ndarray]:
         "ORIGINAL_SIZE": np.array(decoded.original_size, dtype=np.int32),
         "OPTIONS": options.to_vector(),
         "FIDELITY_W": np.array([fidelity], dtype=np.float32),
+        "ID_PHOTO": id_photo.to_vector(),
     }
 
 
@@ -122,26 +157,45 @@ def segment_pre_stage(inputs: Tensors) -> dict[str, np.ndarray]:
     return {"SEG_INPUT": prepare_segmentation(_require(inputs, "RGB", "segment_pre"))}
 
 
-def compose_stage(inputs: Tensors) -> dict[str, np.ndarray]:
-    """RGB, SEG_MAP, LANDMARKS, FACE_BOX_WORK, OPTIONS, ORIGINAL_SIZE → PNG, JPEG, FACE_BOX,
-    JPEG_CAP_MET, OUTPUT_SIZE."""
+def compose_stage(inputs: Tensors, *, mask_trusted: bool = False) -> dict[str, np.ndarray]:
+    """RGB, SEG_MAP, LANDMARKS, FACE_BOX_WORK, OPTIONS, ORIGINAL_SIZE, FACE_COUNT, ID_PHOTO → PNG,
+    JPEG, FACE_BOX, JPEG_CAP_MET, OUTPUT_SIZE, COMPLIANCE (JSON bytes, empty without a preset),
+    PRINT_SHEET (JPEG bytes, empty without a layout).
+
+    ``mask_trusted``: the segmentation weights are trained, so the crown and the background
+    uniformity may come from the mask (the compose model reads u2net's ``export.json``).
+    """
+    from facecraft.pipeline.idphoto import compose_preset
     from facecraft.pipeline.triton_adapter import bytes_tensor
 
     original = _require(inputs, "ORIGINAL_SIZE", "compose").reshape(-1)
-    portrait = compose_portrait(
-        rgb=np.ascontiguousarray(_require(inputs, "RGB", "compose"), dtype=np.uint8),
-        seg_map=_require(inputs, "SEG_MAP", "compose"),
-        landmarks=_require(inputs, "LANDMARKS", "compose"),
-        face_box=_require(inputs, "FACE_BOX_WORK", "compose"),
-        options=Options.from_vector(_require(inputs, "OPTIONS", "compose")),
-        original_size=(int(original[0]), int(original[1])),
-    )
+    arguments = {
+        "rgb": np.ascontiguousarray(_require(inputs, "RGB", "compose"), dtype=np.uint8),
+        "seg_map": _require(inputs, "SEG_MAP", "compose"),
+        "landmarks": _require(inputs, "LANDMARKS", "compose"),
+        "face_box": _require(inputs, "FACE_BOX_WORK", "compose"),
+        "options": Options.from_vector(_require(inputs, "OPTIONS", "compose")),
+        "original_size": (int(original[0]), int(original[1])),
+    }
+    id_vector = inputs.get("ID_PHOTO")  # absent (a caller of the stage alone): no preset
+    id_photo = IdPhotoRequest() if id_vector is None else IdPhotoRequest.from_vector(id_vector)
+    compliance, sheet = b"", b""
+    if id_photo.preset is None:
+        portrait = compose_portrait(**arguments)
+    else:
+        face_count = int(np.asarray(_require(inputs, "FACE_COUNT", "compose")).reshape(-1)[0])
+        portrait, report, sheet = compose_preset(
+            **arguments, request=id_photo, face_count=face_count, mask_trusted=mask_trusted
+        )
+        compliance = json.dumps(report, separators=(",", ":")).encode()
     return {
         "PNG": bytes_tensor(portrait.png),
         "JPEG": bytes_tensor(portrait.jpeg),
         "FACE_BOX": np.array(portrait.face_box, dtype=np.int32),
         "JPEG_CAP_MET": np.array([portrait.jpeg_cap_met], dtype=np.bool_),
         "OUTPUT_SIZE": np.array(portrait.output_size, dtype=np.int32),
+        "COMPLIANCE": bytes_tensor(compliance),
+        "PRINT_SHEET": bytes_tensor(sheet),
     }
 
 
@@ -151,7 +205,16 @@ STAGE_INPUTS = {
     "enhance_pre": ("RGB", "LANDMARKS"),
     "enhance_post": ("RGB", "RESTORED", "AFFINE"),
     "segment_pre": ("RGB", "FACE_COUNT"),
-    "compose": ("RGB", "SEG_MAP", "LANDMARKS", "FACE_BOX_WORK", "OPTIONS", "ORIGINAL_SIZE"),
+    "compose": (
+        "RGB",
+        "SEG_MAP",
+        "LANDMARKS",
+        "FACE_BOX_WORK",
+        "OPTIONS",
+        "ORIGINAL_SIZE",
+        "FACE_COUNT",
+        "ID_PHOTO",
+    ),
 }
 STAGES = {
     "decode": decode_stage,

@@ -107,6 +107,7 @@ class StageModel:
         from facecraft.pipeline.stages import STAGE_INPUTS, STAGES
 
         self.logger = python_logger()
+        self.args = args
         self.stage = STAGES[self.STEP]
         self.input_names = STAGE_INPUTS[self.STEP]
         self.warm_up()

@@ -109,3 +109,14 @@ def test_normalise_url_drops_scheme_and_rejects_unknown_protocol():
     assert normalise_url("127.0.0.1:8001", "grpc") == "127.0.0.1:8001"
     with pytest.raises(ValueError):
         normalise_url("127.0.0.1:8001", "tcp")
+
+
+def test_preset_and_layout_are_sent_as_bytes_and_checked():
+    specs = {s.name: s for s in encode_inputs(b"img", PortraitOptions(preset="uk_passport", layout="10x15"))}
+    assert specs["PRESET"].datatype == "BYTES" and specs["PRESET"].value.tolist() == [[b"uk_passport"]]
+    assert specs["LAYOUT"].value.tolist() == [[b"10x15"]]
+    assert "PRESET" not in {s.name for s in encode_inputs(b"img", PortraitOptions())}
+    with pytest.raises(InvalidOption, match="preset must be one of"):
+        PortraitOptions(preset="mars")
+    with pytest.raises(InvalidOption, match="layout needs a preset"):
+        PortraitOptions(layout="a4")

@@ -83,3 +83,56 @@ def test_from_vector_rejects_non_finite_values(position):
     vector[position] = np.nan
     with pytest.raises(PipelineError, match="invalid_option: compose: OPTIONS holds non-finite"):
         Options.from_vector(vector)
+
+
+# --- ID-photo presets -------------------------------------------------------------------------
+
+
+def test_id_photo_request_round_trips_through_its_vector():
+    from facecraft.pipeline.options import IdPhotoRequest, resolve_id_photo
+
+    request = resolve_id_photo("Schengen", b"4x6")
+    assert request == IdPhotoRequest("schengen", "4x6")
+    assert IdPhotoRequest.from_vector(request.to_vector()) == request
+    assert IdPhotoRequest.from_vector(IdPhotoRequest().to_vector()) == IdPhotoRequest()
+    assert resolve_id_photo("", "") == IdPhotoRequest()
+
+
+@pytest.mark.parametrize(
+    ("preset", "layout", "message"),
+    [
+        ("mars", None, "preset='mars' is not one of"),
+        (None, "a4", "needs a preset"),
+        ("schengen", "a3", "layout='a3'"),
+    ],
+)
+def test_bad_id_photo_options_are_invalid_option(preset, layout, message):
+    from facecraft.pipeline.options import resolve_id_photo
+
+    with pytest.raises(PipelineError, match=message) as caught:
+        resolve_id_photo(preset, layout)
+    assert caught.value.code == "invalid_option"
+
+
+def test_apply_preset_fixes_size_background_and_cap():
+    from facecraft.pipeline.options import apply_preset
+
+    options = apply_preset(resolve_options(), "us_passport", background_set=False, max_jpeg_kb_set=False)
+    assert (options.width, options.height, options.oval_mask) == (600, 600, False)
+    assert options.background == (255, 255, 255) and options.max_jpeg_kb == 240
+    lower = apply_preset(
+        resolve_options(max_jpeg_kb=100), "us_passport", background_set=False, max_jpeg_kb_set=True
+    )
+    assert lower.max_jpeg_kb == 100
+    higher = apply_preset(
+        resolve_options(max_jpeg_kb=900), "us_passport", background_set=False, max_jpeg_kb_set=True
+    )
+    assert higher.max_jpeg_kb == 240  # never above the authority's limit
+    own = apply_preset(
+        resolve_options(background=(1, 2, 3)), "schengen", background_set=True, max_jpeg_kb_set=False
+    )
+    assert own.background == (1, 2, 3) and own.max_jpeg_kb == 200
+    assert (
+        apply_preset(resolve_options(), None, background_set=False, max_jpeg_kb_set=False)
+        == resolve_options()
+    )

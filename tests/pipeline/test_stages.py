@@ -93,3 +93,20 @@ def test_segmentation_refuses_to_run_without_a_detected_face():
     with pytest.raises(PipelineError) as error:
         stages.segment_pre_stage({"RGB": rgb, "FACE_COUNT": np.array([0], np.int32)})
     assert error.value.code == "no_face_detected" and error.value.step == "segment_pre"
+
+
+def test_decode_stage_resolves_a_preset_into_options_and_id_photo(astronaut_jpeg):
+    from facecraft.pipeline.options import IdPhotoRequest
+
+    out = stages.decode_stage(
+        {
+            "IMAGE": np.array([astronaut_jpeg], dtype=np.object_),
+            "WIDTH": np.array([648], dtype=np.int32),
+            "PRESET": np.array([b"canada_passport"], dtype=np.object_),
+            "LAYOUT": np.array([b"a4"], dtype=np.object_),
+        }
+    )
+    assert out["OPTIONS"][:2].tolist() == [591, 827]  # the preset's size wins over WIDTH
+    assert IdPhotoRequest.from_vector(out["ID_PHOTO"]) == IdPhotoRequest("canada_passport", "a4")
+    plain = stages.decode_stage({"IMAGE": np.array([astronaut_jpeg], dtype=np.object_)})
+    assert plain["ID_PHOTO"].tolist() == [-1, -1]

@@ -10,6 +10,8 @@ Python-backend models through ``triton_adapter.StageModel`` and tested without T
 - ``segment``: U²-Net pre/post-processing into an alpha matte;
 - ``compose``: paste the restored face back, oval mask, resize with padding, PNG and size-capped
   JPEG encoding;
+- ``presets``, ``idphoto``, ``layout``: ID-photo presets (one table), head geometry from the
+  landmarks and the mask, the compliance report, print sheets (docs/presets.md);
 - ``errors``: ``PipelineError`` and its codes (``<code>: <step>: <detail>`` at Triton).
 
 docs/pipeline.md describes each stage with its numbers.

@@ -461,7 +461,12 @@ def make_id_photo(
     framed = warp_rgba(rgba, placement)
     photo = composite_on_background(framed, background)
     jpeg, cap_met = encode_jpeg_capped(photo, max_jpeg_kb, dpi=preset.dpi)
-    report = compliance_report(
+    report = _report(preset, placement, rgb, alpha, jpeg, background, face_count, mask_trusted)
+    return IdPhoto(encode_png(framed, dpi=preset.dpi), jpeg, cap_met, report, photo)
+
+
+def _report(preset, placement, rgb, alpha, jpeg, background, face_count, mask_trusted) -> dict:
+    return compliance_report(
         preset,
         placement,
         face_count=face_count,
@@ -470,7 +475,6 @@ def make_id_photo(
         mask_trusted=mask_trusted,
         background_std_value=background_std(rgb, alpha) if mask_trusted else None,
     )
-    return IdPhoto(encode_png(framed, dpi=preset.dpi), jpeg, cap_met, report, photo)
 
 
 def compose_preset(
@@ -494,14 +498,8 @@ def compose_preset(
     if preset.geometry == "badge":
         portrait = compose_portrait(rgb, seg_map, landmarks, face_box, options, original_size, dpi=preset.dpi)
         placement = badge_placement(landmarks, face_box, options.face_margin, (w, h), portrait.output_size)
-        report = compliance_report(
-            preset,
-            placement,
-            face_count=face_count,
-            jpeg_bytes=len(portrait.jpeg),
-            background=options.background,
-            mask_trusted=mask_trusted,
-            background_std_value=background_std(rgb, alpha) if mask_trusted else None,
+        report = _report(
+            preset, placement, rgb, alpha, portrait.jpeg, options.background, face_count, mask_trusted
         )
         photo_rgb = np.asarray(Image.open(io.BytesIO(portrait.jpeg)).convert("RGB"))
     else:

@@ -46,17 +46,18 @@ class Preset:
     authority: str
     width_mm: float
     height_mm: float
-    dpi: int
     head_mm: tuple[float, float] | None
     head_measure: str
-    eye_mm: tuple[float, float] | None
-    top_margin_mm: tuple[float, float] | None
     backgrounds: tuple[tuple[str, tuple[int, int, int]], ...]
-    max_kb: int | None
     edited_background_accepted: bool | None
     edited_background_rule: str
     source: str
-    rule_sources: dict[str, str] = field(default_factory=dict)
+    dpi: int = 300
+    eye_mm: tuple[float, float] | None = None
+    top_margin_mm: tuple[float, float] | None = None
+    max_kb: int | None = None
+    # which numbers are facecraft's own choice (the rest are the authority's)
+    rule_sources: dict[str, str] = field(default_factory=lambda: {"max_roll_deg": "facecraft"})
     max_roll_deg: float = 20.0
     geometry: str = "head"
 
@@ -145,13 +146,11 @@ PRESETS: dict[str, Preset] = {
             head_mm=(inch(1), inch(1.375)),  # 1 to 1 3/8 in = 50–69 % of the height
             head_measure=TOP_OF_HAIR,
             eye_mm=(inch(1.125), inch(1.375)),  # 1 1/8 to 1 3/8 in = 56–69 %
-            top_margin_mm=None,
             backgrounds=(("white", WHITE), ("off_white", OFF_WHITE)),
             max_kb=240,  # online (DS-160) digital image ≤ 240 kB
             edited_background_accepted=False,
             edited_background_rule=_NO_RETOUCH,
             source="https://travel.state.gov/content/travel/en/us-visas/visa-information-resources/photos.html",
-            rule_sources={"max_roll_deg": "facecraft"},
         ),
         Preset(
             name="schengen",
@@ -159,17 +158,12 @@ PRESETS: dict[str, Preset] = {
             authority="EU Visa Code (Regulation (EC) 810/2009) photo standard, ICAO Doc 9303",
             width_mm=35,
             height_mm=45,
-            dpi=300,
             head_mm=(32, 36),  # 70–80 % of the height
             head_measure=SKULL,
-            eye_mm=None,
-            top_margin_mm=None,
             backgrounds=(("white", WHITE), ("light_grey", LIGHT_GREY)),
-            max_kb=None,
             edited_background_accepted=None,
             edited_background_rule="member states differ; several consulates refuse edited photos",
             source="https://www.icao.int/publications/Documents/9303_p3_cons_en.pdf",
-            rule_sources={"max_roll_deg": "facecraft"},
         ),
         Preset(
             name="uk_passport",
@@ -177,17 +171,12 @@ PRESETS: dict[str, Preset] = {
             authority="HM Passport Office",
             width_mm=35,
             height_mm=45,
-            dpi=300,
             head_mm=(29, 34),
             head_measure=SKULL,
-            eye_mm=None,
-            top_margin_mm=None,
             backgrounds=(("light_grey", LIGHT_GREY), ("cream", CREAM)),
-            max_kb=None,
             edited_background_accepted=False,
             edited_background_rule="not accepted: photos must be unaltered by computer software",
             source="https://www.gov.uk/photos-for-passports",
-            rule_sources={"max_roll_deg": "facecraft"},
         ),
         Preset(
             name="canada_passport",
@@ -195,17 +184,12 @@ PRESETS: dict[str, Preset] = {
             authority="IRCC / Passport Program",
             width_mm=50,
             height_mm=70,
-            dpi=300,
             head_mm=(31, 36),  # chin to crown (natural top of head)
             head_measure=SKULL,
-            eye_mm=None,
-            top_margin_mm=None,
             backgrounds=(("white", WHITE), ("light_grey", LIGHT_GREY)),
-            max_kb=None,
             edited_background_accepted=False,
             edited_background_rule="not accepted: original photos not altered in any way",
             source="https://www.canada.ca/en/immigration-refugees-citizenship/services/canadian-passports/photos.html",
-            rule_sources={"max_roll_deg": "facecraft"},
         ),
         Preset(
             name="japan_passport",
@@ -213,17 +197,13 @@ PRESETS: dict[str, Preset] = {
             authority="Ministry of Foreign Affairs of Japan",
             width_mm=35,
             height_mm=45,
-            dpi=300,
             head_mm=(32, 36),  # chin to the top of the head, hair included
             head_measure=TOP_OF_HAIR,
-            eye_mm=None,
             top_margin_mm=(2, 6),  # top of the head to the top edge
             backgrounds=(("white", WHITE), ("off_white", OFF_WHITE)),
-            max_kb=None,
             edited_background_accepted=None,
             edited_background_rule="no published rule found on edited backgrounds; ask the issuing office",
-            source="https://www.mofa.go.jp/mofaj/toko/passport/ic_photo.html",
-            rule_sources={"max_roll_deg": "facecraft"},
+            source="https://www.la.us.emb-japan.go.jp/e_web/e_m02_07_02.htm",
         ),
         Preset(
             name="australia_passport",
@@ -231,17 +211,12 @@ PRESETS: dict[str, Preset] = {
             authority="Australian Passport Office",
             width_mm=35,
             height_mm=45,
-            dpi=300,
             head_mm=(32, 36),
             head_measure=SKULL,
-            eye_mm=None,
-            top_margin_mm=None,
             backgrounds=(("white", WHITE), ("light_grey", LIGHT_GREY)),
-            max_kb=None,
             edited_background_accepted=False,
             edited_background_rule="not accepted: no retouching or digital alteration",
             source="https://www.passports.gov.au/getting-passport-how-it-works/photo-guidelines",
-            rule_sources={"max_roll_deg": "facecraft"},
         ),
         Preset(
             name="china_visa",
@@ -249,17 +224,13 @@ PRESETS: dict[str, Preset] = {
             authority="Consular Department, Ministry of Foreign Affairs of the PRC",
             width_mm=33,
             height_mm=48,
-            dpi=300,
             head_mm=(28, 33),
             head_measure=TOP_OF_HAIR,
-            eye_mm=None,
-            top_margin_mm=None,
             backgrounds=(("white", WHITE),),
-            max_kb=None,
             edited_background_accepted=None,
             edited_background_rule="no published rule found on edited backgrounds; the background must be white",
             source="http://www.fmcoprc.gov.hk/eng/fwxx/wgrqz/t1418248.htm",
-            max_roll_deg=20.0,
+            rule_sources={},  # 20° is the Chinese visa rule itself
         ),
         Preset(
             name="cn_1inch",
@@ -267,13 +238,9 @@ PRESETS: dict[str, Preset] = {
             authority="trade size (GA 461-2004 style: head about 2/3 of the photo height)",
             width_mm=25,
             height_mm=35,
-            dpi=300,
             head_mm=(21, 25),  # ≈ 2/3 of 35 mm (23.3 mm) ± 2 mm
             head_measure=TOP_OF_HAIR,
-            eye_mm=None,
-            top_margin_mm=None,
             backgrounds=(("white", WHITE), ("blue", CHINESE_BLUE), ("red", CHINESE_RED)),
-            max_kb=None,
             edited_background_accepted=None,
             edited_background_rule="depends on the receiving organisation",
             source="docs/presets.md (trade size; no single issuing authority)",
@@ -285,13 +252,9 @@ PRESETS: dict[str, Preset] = {
             authority="trade size (small 2-inch, 小二寸)",
             width_mm=35,
             height_mm=49,
-            dpi=300,
             head_mm=(30, 35),  # ≈ 2/3 of 49 mm (32.7 mm) ± 2.5 mm
             head_measure=TOP_OF_HAIR,
-            eye_mm=None,
-            top_margin_mm=None,
             backgrounds=(("white", WHITE), ("blue", CHINESE_BLUE), ("red", CHINESE_RED)),
-            max_kb=None,
             edited_background_accepted=None,
             edited_background_rule="depends on the receiving organisation",
             source="docs/presets.md (trade size; no single issuing authority)",
@@ -303,17 +266,13 @@ PRESETS: dict[str, Preset] = {
             authority="Facecraft",
             width_mm=648 / 300 * MM_PER_INCH,
             height_mm=648 / 300 * MM_PER_INCH,
-            dpi=300,
             head_mm=None,
             head_measure=SKULL,
-            eye_mm=None,
-            top_margin_mm=None,
             backgrounds=(("facecraft_grey", FACECRAFT_GREY),),
             max_kb=200,
             edited_background_accepted=True,
             edited_background_rule="a Facecraft badge: the background is always replaced",
             source="Facecraft defaults (648×648, margin 0.3, oval mask)",
-            rule_sources={"max_roll_deg": "facecraft"},
             geometry="badge",
         ),
     )

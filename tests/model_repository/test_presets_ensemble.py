@@ -96,3 +96,21 @@ def test_an_unknown_preset_is_an_invalid_option_from_the_server(triton_server, f
     preset.set_data_from_numpy(np.array([[b"mars_passport"]], dtype=np.object_))
     with pytest.raises(Exception, match="invalid_option: decode: preset='mars_passport'"):
         client.infer("portrait_basic", [image, preset])
+
+
+def test_cli_writes_the_compliance_report_and_the_sheet(triton_server, faces_dir, tmp_path):
+    import json
+
+    from facecraft.cli import main
+
+    out = tmp_path / "out"
+    code = main(
+        ["process", str(faces_dir / OBAMA), "-o", str(out), "--url", triton_server.grpc_url,
+         "--no-enhance", "--preset", "japan_passport", "--layout", "10x15"]
+    )  # fmt: skip
+    assert code == 0
+    stem = OBAMA.rsplit(".", 1)[0]
+    assert Image.open(out / f"{stem}.jpg").size == (413, 531)
+    report = json.loads((out / f"{stem}.compliance.json").read_text())
+    assert report["preset"] == "japan_passport" and report["checks"]["top_margin"]["passed"] is True
+    assert Image.open(out / f"{stem}.sheet.jpg").size == (1772, 1181)

@@ -39,3 +39,18 @@ def test_stage_model_initialises_without_triton():
     assert model.stage is STAGES["segment_pre"]
     assert model.input_names == STAGE_INPUTS["segment_pre"]
     assert model.logger is None
+
+
+@pytest.mark.parametrize(
+    ("record", "trusted"), [(None, False), ('{"trained": false}', False), ('{"trained": true}', True)]
+)
+def test_compose_trusts_the_mask_only_when_u2net_is_trained(tmp_path, record, trusted):
+    """ID-photo presets take the crown from the mask only with trained U²-Net weights."""
+    (tmp_path / "compose").mkdir()
+    (tmp_path / "u2net" / "1").mkdir(parents=True)
+    if record is not None:
+        (tmp_path / "u2net" / "1" / "export.json").write_text(record)
+    model = load_model_class("compose")()
+    model.initialize({"model_repository": str(tmp_path / "compose")})
+    assert model.mask_trusted is trusted
+    assert model.stage.keywords == {"mask_trusted": trusted}

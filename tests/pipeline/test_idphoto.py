@@ -187,3 +187,51 @@ def test_degenerate_landmarks_are_an_invalid_image():
     landmarks[8] = landmarks[36:48].mean(axis=0)
     with pytest.raises(PipelineError, match="chin at or above the eyes"):
         place_head(landmarks, (1000, 1200), US)
+
+
+def _compose_inputs(id_photo):
+    from facecraft.pipeline.options import resolve_options
+
+    rgb = np.full((1200, 1000, 3), 200, np.uint8)
+    rgb[330:, 380:620] = 90  # the "person": head and shoulders from row 330 down
+    seg_map = np.zeros((1, 320, 320), np.float32)
+    seg_map[0, round(330 * 320 / 1200) :, round(380 * 320 / 1000) : round(620 * 320 / 1000)] = 1.0
+    return {
+        "RGB": rgb,
+        "SEG_MAP": seg_map,
+        "LANDMARKS": face_landmarks().astype(np.float32),
+        "FACE_BOX_WORK": np.array([400, 400, 200, 240], np.float32),
+        "OPTIONS": resolve_options(width=600, height=600, background=(255, 255, 255)).to_vector(),
+        "ORIGINAL_SIZE": np.array([1000, 1200], np.int32),
+        "FACE_COUNT": np.array([1], np.int32),
+        "ID_PHOTO": id_photo.to_vector(),
+    }
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_compose_stage_takes_the_crown_from_the_mask_only_when_trusted(trusted):
+    import json
+
+    from facecraft.pipeline.options import IdPhotoRequest
+    from facecraft.pipeline.stages import compose_stage
+
+    out = compose_stage(_compose_inputs(IdPhotoRequest("us_passport", "4x6")), mask_trusted=trusted)
+    report = json.loads(out["COMPLIANCE"][0])
+    checks = report["checks"]
+    assert checks["crown_source"]["value"] == ("mask" if trusted else "estimate")
+    if trusted:  # the uniform grey background is measured
+        assert checks["background_uniformity"]["passed"] is True
+    else:
+        assert checks["background_uniformity"]["passed"] is None
+    assert report["geometry_passed"] is True
+    assert Image.open(io.BytesIO(out["PRINT_SHEET"][0])).size == (1200, 1800)
+    assert out["OUTPUT_SIZE"].tolist() == [600, 600]
+
+
+def test_compose_stage_without_a_preset_has_empty_report_and_sheet():
+    from facecraft.pipeline.options import IdPhotoRequest
+    from facecraft.pipeline.stages import compose_stage
+
+    out = compose_stage(_compose_inputs(IdPhotoRequest()))
+    assert out["COMPLIANCE"][0] == b"" and out["PRINT_SHEET"][0] == b""
+    assert "dpi" not in Image.open(io.BytesIO(out["JPEG"][0])).info

@@ -17,5 +17,7 @@ class TritonPythonModel(StageModel):
     STEP = "compose"
 
     def warm_up(self) -> None:
-        record = weights_status(Path(self.args["model_repository"]).parent, "u2net") or {}
-        self.stage = functools.partial(compose_stage, mask_trusted=record.get("trained") is True)
+        model_dir = self.args.get("model_repository")  # <repository>/compose, set by Triton
+        record = weights_status(Path(model_dir).parent, "u2net") if model_dir else None
+        self.mask_trusted = bool(record and record.get("trained") is True)
+        self.stage = functools.partial(compose_stage, mask_trusted=self.mask_trusted)

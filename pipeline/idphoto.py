@@ -34,7 +34,15 @@ from facecraft.pipeline.compose import (
 from facecraft.pipeline.errors import INVALID_IMAGE, PipelineError
 from facecraft.pipeline.layout import print_sheet
 from facecraft.pipeline.options import IdPhotoRequest, Options
-from facecraft.pipeline.presets import DEFAULT_EYE_FRACTION, LAYOUTS, MM_PER_INCH, PRESETS, Preset
+from facecraft.pipeline.presets import (
+    DEFAULT_EYE_FRACTION,
+    LAYOUTS,
+    MM_PER_INCH,
+    PRESETS,
+    SKULL,
+    TOP_OF_HAIR,
+    Preset,
+)
 from facecraft.pipeline.segment import alpha_from_map
 
 CHIN = 8
@@ -298,11 +306,11 @@ def compliance_report(
     top_mm = placement.crown_y * mm_per_px
     rules = preset.rule_sources
     checks: dict[str, dict] = {}
-    head_note = f"crown from the {placement.crown_source}" + (
-        " (hair volume not included)"
-        if placement.crown_source == "estimate" and preset.head_measure == "top_of_hair"
-        else ""
-    )
+    head_note = f"crown from the {placement.crown_source}"
+    if placement.crown_source == "estimate" and preset.head_measure == TOP_OF_HAIR:
+        head_note += " (hair volume not included; the rule measures to the top of the hair)"
+    if placement.crown_source == "mask" and preset.head_measure == SKULL:
+        head_note += " (the mask includes hair; the rule measures to the skull, which is lower)"
     head_passed = _within(head_mm, preset.head_mm)
     if placement.crown_clipped:
         head_passed = None

@@ -8,8 +8,9 @@ import warnings
 from pathlib import Path
 
 from facecraft.cli import CliError
+from facecraft.export.catalog import DEFAULT_EXPORTS, MODEL_NAMES
 
-TARGETS = ("codeformer", "u2net", "all")
+TARGETS = (*MODEL_NAMES, "all")
 
 
 def register(subparsers) -> None:
@@ -17,14 +18,16 @@ def register(subparsers) -> None:
         "export",
         help="export CodeFormer / U2-Net to ONNX in the Triton model repository",
         description="Export CodeFormer and/or U2-Net to <repo>/<model>/1/model.onnx with a "
-        "PyTorch-vs-onnxruntime parity check and an export.json record.",
+        "PyTorch-vs-onnxruntime parity check and an export.json record. `all` is "
+        f"{' + '.join(DEFAULT_EXPORTS)}; u2net_general (U2NET, u2net.pth) and u2netp (U2NETP, "
+        "u2netp.pth) are exported by name and get a config.pbtxt derived from u2net's.",
     )
     parser.add_argument("model", choices=TARGETS, help="which model to export")
     parser.add_argument(
         "--variant",
         choices=("u2net_human_seg", "u2net", "u2netp"),
         default=None,
-        help="U2-Net variant (default u2net_human_seg); ignored for codeformer",
+        help="weights of the `u2net` model (default u2net_human_seg); ignored for the other models",
     )
     parser.add_argument(
         "--preset", choices=("full", "tiny"), default="full", help="full (official) or tiny (tests)"
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from facecraft.export.parity import ParityError
     from facecraft.export.weights import WeightsError
 
-    names = ("codeformer", "u2net") if args.model == "all" else (args.model,)
+    names = DEFAULT_EXPORTS if args.model == "all" else (args.model,)
     if args.weights not in ("auto", "official", "random") and not Path(args.weights).expanduser().is_file():
         raise CliError(f"weights file not found: {args.weights}")
     if args.weights not in ("auto", "official", "random") and len(names) > 1:

@@ -21,10 +21,12 @@ from torch import nn
 
 from facecraft import __version__
 from facecraft.export import weights as weights_mod
+from facecraft.export.catalog import CONFIG_TEMPLATES
 from facecraft.export.metadata import MODEL_VERSION, metadata_path, write_json_atomic
 from facecraft.export.models import (
     MODEL_NAMES,
     ModelSpec,
+    UnknownModelError,
     build_model,
     parameter_count,
     random_model,
@@ -53,6 +55,8 @@ class WeightsChoice:
     path: str | None = None
     seed: int | None = None
     note: str = ""
+    url: str | None = None  # where official weights were downloaded from
+    sha256: str | None = None  # of the checkpoint file (None for random weights)
 
 
 @dataclass
@@ -86,41 +90,78 @@ def _random(spec: ModelSpec, seed: int, reason: str, progress: bool) -> tuple[nn
 
 
 def load_weights(
-    spec: ModelSpec, weights: str, seed: int, *, progress: bool = True
+    spec: ModelSpec,
+    weights: str,
+    seed: int,
+    *,
+    progress: bool = True,
+    on_progress: weights_mod.ProgressCallback | None = None,
 ) -> tuple[nn.Module, WeightsChoice]:
     """Build the network for ``spec`` with ``weights`` = ``auto`` | ``official`` | ``random`` | PATH.
 
     ``auto`` tries the official checkpoint (cache, then download) and falls back to seeded random
-    weights with an ``UntrainedWeightsWarning`` only when the download host cannot be reached.
-    Raises ``WeightsError`` subclasses for a missing/corrupt file or a wrong architecture.
+    weights with an ``UntrainedWeightsWarning`` only when the download host cannot be reached (or,
+    for a preset other than ``full``, when no mirror serves it: ``weights.weights_location``).
+    ``on_progress(bytes, total)`` follows a download. Raises ``WeightsError`` subclasses for a
+    missing/corrupt file or a wrong architecture.
     """
     if weights == "random":
         return _random(spec, seed, "Chosen with --weights random.", progress)
+    url = None
     if weights in ("auto", "official"):
-        if spec.preset != "full":
+        if spec.preset != "full" and weights_mod.mirror_url() is None:
             if weights == "official":
-                raise weights_mod.WeightsError(
-                    f"there are no official weights for the {spec.preset!r} preset; use --preset full"
-                )
+                weights_mod.weights_location(spec.variant, spec.preset)  # raises, naming the mirror
             return _random(spec, seed, f"The {spec.preset!r} preset has no official weights.", progress)
         entry = weights_mod.OFFICIAL_WEIGHTS[spec.variant]
         try:
             _say(progress, f"official weights {entry.filename} ({entry.source})")
-            path = weights_mod.fetch_official(spec.variant, progress=progress)
+            fetched = weights_mod.fetch_official(
+                spec.variant, preset=spec.preset, progress=progress, on_progress=on_progress
+            )
         except weights_mod.DownloadError as error:
             if weights == "auto" and error.offline:
                 return _random(spec, seed, f"Official weights unavailable ({error}).", progress)
             raise
+        path, url, sha256 = fetched.path, fetched.url, fetched.sha256
         source, label = "official", entry.filename
     else:
         path = Path(weights).expanduser()
         source, label = "path", str(path)
+        sha256 = weights_mod.sha256_of(path) if path.is_file() else None
     torch.manual_seed(seed)
     model = build_model(spec)
     checkpoint_key = "params_ema" if spec.name == "codeformer" else None
     state = weights_mod.read_state_dict(path, checkpoint_key)
     weights_mod.load_strict(model, state, label=label)
-    return model.eval(), WeightsChoice(source, trained=True, path=str(path))
+    return model.eval(), WeightsChoice(source, trained=True, path=str(path), url=url, sha256=sha256)
+
+
+def write_derived_config(repo: Path, name: str) -> Path | None:
+    """Write ``<repo>/<name>/config.pbtxt`` for a model whose config is derived
+    (``catalog.CONFIG_TEMPLATES``): the template model's config in ``repo`` with the name changed,
+    so the tensors and the instance placement are the template's. An existing config is kept.
+    Returns the path written, or None. Raises ``UnknownModelError`` when the template is missing.
+    """
+    template = CONFIG_TEMPLATES.get(name)
+    target = Path(repo) / name / "config.pbtxt"
+    if template is None or target.is_file():
+        return None
+    from facecraft.runtime.model_config import format_config, load_config
+
+    source = Path(repo) / template / "config.pbtxt"
+    if not source.is_file():
+        raise UnknownModelError(f"{name}: its config is derived from {source}, which does not exist")
+    config = load_config(source)
+    config.name = name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name("config.pbtxt.tmp")
+    temporary.write_text(
+        f"# Written by `facecraft export {name}` from {template}/config.pbtxt (same tensors).\n"
+        + format_config(config)
+    )
+    temporary.replace(target)
+    return target
 
 
 def export_model(
@@ -134,16 +175,27 @@ def export_model(
     repo: Path = Path("model_repository"),
     opset: int | None = None,
     progress: bool = True,
+    on_progress: weights_mod.ProgressCallback | None = None,
 ) -> ExportResult:
-    """Export one model (``codeformer`` or ``u2net``) into the Triton repository ``repo``.
+    """Export one model (``catalog.MODEL_NAMES``) into the Triton repository ``repo``.
 
-    Raises ``UnknownModelError`` (bad name/variant/preset), ``WeightsError`` subclasses, or
-    ``ParityError``; nothing partial is left in ``repo`` in those cases.
+    ``u2net_general`` / ``u2netp`` also get a ``config.pbtxt`` derived from ``u2net``'s
+    (:func:`write_derived_config`) once their ONNX file is in place. ``on_progress`` follows a
+    weights download. Raises ``UnknownModelError`` (bad name/variant/preset), ``WeightsError``
+    subclasses, or ``ParityError``; nothing partial is left in ``repo`` in those cases.
     """
     spec = resolve(name, variant, preset)
     opset = opset or DEFAULT_OPSET
     started = time.perf_counter()
-    model, choice = load_weights(spec, weights, seed, progress=progress)
+    if (
+        spec.name in CONFIG_TEMPLATES
+        and not (Path(repo) / CONFIG_TEMPLATES[spec.name] / "config.pbtxt").is_file()
+    ):
+        raise UnknownModelError(
+            f"{spec.name}: its config is derived from {CONFIG_TEMPLATES[spec.name]}/config.pbtxt, "
+            f"which {repo} does not have"
+        )
+    model, choice = load_weights(spec, weights, seed, progress=progress, on_progress=on_progress)
     params = parameter_count(model)
 
     version_dir = Path(repo) / spec.name / MODEL_VERSION
@@ -196,6 +248,8 @@ def export_model(
         "preset": spec.preset,
         "weights_source": choice.source,
         "weights_path": choice.path,
+        "weights_url": choice.url,
+        "weights_sha256": choice.sha256,
         "trained": choice.trained,
         "untrained_reason": None if choice.trained else choice.note,
         "seed": choice.seed,
@@ -215,4 +269,5 @@ def export_model(
         "onnx_version": onnx.__version__,
     }
     write_json_atomic(metadata_path(Path(repo) / spec.name), record)
+    write_derived_config(Path(repo), spec.name)
     return ExportResult(onnx_path=final, metadata=record)

@@ -2,6 +2,7 @@
 
 The ONNX tensor names and non-batch shapes here are the contract with ``docs/triton.md`` and the
 ``codeformer`` / ``u2net`` ``config.pbtxt`` files: both presets keep exactly the same I/O.
+``u2net_general`` and ``u2netp`` (facecraft.export.catalog) have ``u2net``'s tensors.
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from facecraft.export.catalog import DEFAULT_VARIANTS, MODEL_NAMES, VARIANTS
 from facecraft.export.codeformer_arch import CODEFORMER_PRESETS, CodeFormer
 from facecraft.export.u2net_arch import U2NET_TINY, U2NET_VARIANTS, U2Net
 
-MODEL_NAMES = ("codeformer", "u2net")
 PRESETS = ("full", "tiny")
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "codeformer": ("codeformer",),
-    "u2net": ("u2net_human_seg", "u2net", "u2netp"),
-}
-DEFAULT_VARIANTS = {name: variants[0] for name, variants in VARIANTS.items()}
 
 
 class UnknownModelError(ValueError):
@@ -44,6 +40,11 @@ class ModelSpec:
     inputs: tuple[TensorSpec, ...]
     output: TensorSpec
     description: str
+
+    @property
+    def architecture(self) -> str:
+        """``codeformer`` or ``u2net`` (every segmentation model is a U²-Net)."""
+        return "codeformer" if self.name == "codeformer" else "u2net"
 
 
 def resolve(name: str, variant: str | None = None, preset: str = "full") -> ModelSpec:

@@ -251,9 +251,9 @@ def check_parity(
     Inputs are ``example_inputs(spec, batch, seed=seed + batch)`` for each of ``batch_sizes``.
     """
     started = time.perf_counter()
-    tolerance = TOLERANCES[(spec.name, fp16)]
+    tolerance = TOLERANCES[(spec.architecture, fp16)]
     batch_tolerance = tolerance if fp16 else BATCH_TOLERANCE
-    logits_tolerance = LOGITS_TOLERANCES.get((spec.name, fp16))
+    logits_tolerance = LOGITS_TOLERANCES.get((spec.architecture, fp16))
     discrete = logits_tolerance is not None
     if discrete:  # the copy differs from the file only by its two extra graph outputs
         copy, logits_name, codes_name = with_code_outputs(onnx_path)

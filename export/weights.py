@@ -11,7 +11,7 @@ import pickle
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,10 +117,73 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
 }
 
 
+MIRROR_ENV = "FACECRAFT_WEIGHTS_MIRROR"
+# (bytes received, bytes expected or None) after each block of a download.
+ProgressCallback = Callable[[int, "int | None"], None]
+
+
 def cache_dir() -> Path:
     """``$FACECRAFT_CACHE_DIR`` or ``~/.cache/facecraft``; official checkpoints go in ``weights/``."""
     root = os.environ.get("FACECRAFT_CACHE_DIR") or Path.home() / ".cache" / "facecraft"
     return Path(root) / "weights"
+
+
+def mirror_url() -> str | None:
+    """``$FACECRAFT_WEIGHTS_MIRROR`` without a trailing slash, or None when unset.
+
+    A mirror is an HTTP(S) folder an operator fills with the official files (air-gapped hosts):
+    ``<mirror>/<filename>`` for the ``full`` preset, ``<mirror>/<preset>/<filename>`` for others,
+    each optionally beside ``<file>.sha256`` (``sha256sum`` format) which must then match.
+    """
+    value = (os.environ.get(MIRROR_ENV) or "").strip()
+    return value.rstrip("/") or None
+
+
+@dataclass(frozen=True)
+class FetchedWeights:
+    """A verified checkpoint on disk: where it came from and its sha256 (hex)."""
+
+    path: Path
+    url: str
+    sha256: str
+
+
+def weights_location(variant: str, preset: str = "full") -> tuple[str, Path]:
+    """(URL, cache path) of ``variant``'s checkpoint for ``preset``.
+
+    The registry's URL for ``full``; with a mirror (:func:`mirror_url`) the mirror's file. Presets
+    other than ``full`` have no published weights: only a mirror can serve them
+    (``WeightsError`` otherwise).
+    """
+    entry = OFFICIAL_WEIGHTS[variant]
+    mirror = mirror_url()
+    folder = "" if preset == "full" else f"{preset}/"
+    if mirror is None and preset != "full":
+        raise WeightsError(
+            f"there are no official weights for the {preset!r} preset; use --preset full "
+            f"(or serve them from a mirror, ${MIRROR_ENV})"
+        )
+    url = entry.url if mirror is None else f"{mirror}/{folder}{entry.filename}"
+    return url, cache_dir() / folder / entry.filename
+
+
+def _mirror_checksum(url: str, timeout: float) -> str | None:
+    """The sha256 published beside a mirror file (``<url>.sha256``), None when there is none."""
+    try:
+        with urllib.request.urlopen(f"{url}.sha256", timeout=timeout) as response:
+            text = response.read(4096).decode("ascii", errors="replace")
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise DownloadError(f"reading {url}.sha256 failed: HTTP {error.code} {error.reason}") from error
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as error:
+        raise DownloadError(
+            f"cannot reach {url}.sha256: {getattr(error, 'reason', error)}", offline=True
+        ) from error
+    digest = text.split()[0].lower() if text.split() else ""
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        raise DownloadError(f"{url}.sha256 does not hold a sha256 digest")
+    return digest
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -156,10 +219,13 @@ def download(
     size_tolerance: float = 0.0,
     progress: bool = True,
     timeout: float = 30.0,
+    on_progress: ProgressCallback | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` via a temp file in the same folder, verify, then rename.
 
-    Nothing is left at ``dest`` (or as a temp file) when anything fails.
+    ``on_progress(received_bytes, total_bytes_or_None)`` is called after every block (the
+    gateway's download operations report it). Nothing is left at ``dest`` (or as a temp file)
+    when anything fails.
     """
     from tqdm import tqdm
 
@@ -193,10 +259,14 @@ def download(
                     file=sys.stderr,
                 ) as bar,
             ):
+                received = 0
                 try:
                     while block := response.read(1 << 20):
                         handle.write(block)
                         bar.update(len(block))
+                        received += len(block)
+                        if on_progress is not None:
+                            on_progress(received, total)
                 except (TimeoutError, ConnectionError, OSError) as error:
                     raise DownloadError(f"downloading {url} was interrupted: {error}") from error
         if total is not None and tmp.stat().st_size != total:
@@ -208,30 +278,45 @@ def download(
     return dest
 
 
-def fetch_official(variant: str, *, progress: bool = True, timeout: float = 30.0) -> Path:
-    """Path of the verified official checkpoint for ``variant``: from the cache, else downloaded."""
+def fetch_official(
+    variant: str,
+    *,
+    preset: str = "full",
+    progress: bool = True,
+    timeout: float = 30.0,
+    on_progress: ProgressCallback | None = None,
+) -> FetchedWeights:
+    """The verified official checkpoint for ``variant`` (and ``preset``): from the cache, else
+    downloaded (:func:`weights_location`; a mirror's ``.sha256`` is checked besides the registry's).
+
+    Raises ``DownloadError`` (``offline`` when the host cannot be reached), ``ChecksumMismatchError``,
+    or ``WeightsError`` for a preset without official weights and no mirror.
+    """
     entry = OFFICIAL_WEIGHTS[variant]
-    path = cache_dir() / entry.filename
+    url, path = weights_location(variant, preset)
+    expected = entry.sha256
+    if mirror_url() is not None:
+        published = _mirror_checksum(url, timeout)
+        if expected and published and published != expected.lower():
+            raise ChecksumMismatchError(
+                f"{url}.sha256 says {published}, the registry says {expected} for {entry.filename}"
+            )
+        expected = expected or published
+    if preset != "full" and expected is None:
+        raise WeightsError(f"{url}: a {preset!r} checkpoint needs its sha256 beside it ({url}.sha256)")
+    checks = {
+        "sha256": expected,
+        "approx_bytes": None if expected else entry.approx_bytes,
+        "size_tolerance": entry.size_tolerance,
+    }
     if path.is_file():
         try:
-            verify_file(
-                path,
-                sha256=entry.sha256,
-                approx_bytes=entry.approx_bytes,
-                size_tolerance=entry.size_tolerance,
-            )
-            return path
+            verify_file(path, **checks)
+            return FetchedWeights(path, url, expected or sha256_of(path))
         except ChecksumMismatchError:
             path.unlink()  # a bad cached copy: fetch it again
-    return download(
-        entry.url,
-        path,
-        sha256=entry.sha256,
-        approx_bytes=entry.approx_bytes,
-        size_tolerance=entry.size_tolerance,
-        progress=progress,
-        timeout=timeout,
-    )
+    download(url, path, progress=progress, timeout=timeout, on_progress=on_progress, **checks)
+    return FetchedWeights(path, url, expected or sha256_of(path))
 
 
 def read_state_dict(path: Path, checkpoint_key: str | None = None) -> dict[str, torch.Tensor]:

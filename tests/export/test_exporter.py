@@ -1,3 +1,4 @@
+import hashlib
 import json
 import warnings
 
@@ -12,7 +13,9 @@ from facecraft.export.exporter import MODEL_NAMES, UntrainedWeightsWarning, expo
 from facecraft.export.metadata import read_export_metadata
 from facecraft.export.models import build_model, example_inputs, random_model, resolve
 from facecraft.export.parity import ParityError
+from facecraft.export.u2net_arch import U2NET_FULL, U2NETP, U2Net
 from facecraft.runtime.ports import free_port
+from tests.fixtures.triton import copy_model_repository
 
 from .conftest import export_tiny
 
@@ -22,7 +25,7 @@ def _session(path):
 
 
 def test_model_names():
-    assert MODEL_NAMES == ("codeformer", "u2net")
+    assert MODEL_NAMES == ("codeformer", "u2net", "u2net_general", "u2netp")
 
 
 @pytest.mark.parametrize(
@@ -177,3 +180,49 @@ def test_unknown_names_are_rejected(tmp_path):
             export_model(**kwargs, weights="random", repo=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
     assert json.dumps(MODEL_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("name", "variant", "architecture"),
+    [("u2net_general", "u2net", U2NET_FULL), ("u2netp", "u2netp", U2NETP)],
+)
+def test_the_segmentation_models_use_their_official_architecture(name, variant, architecture):
+    spec = resolve(name)
+    assert spec.variant == variant and spec.inputs == resolve("u2net").inputs
+    assert spec.output == resolve("u2net").output
+    full = build_model(spec)
+    assert full.state_dict().keys() == U2Net(architecture).state_dict().keys()
+    assert {k: v.shape for k, v in full.state_dict().items()} == {
+        k: v.shape for k, v in U2Net(architecture).state_dict().items()
+    }
+
+
+def test_u2netp_exports_beside_u2net_with_a_derived_config_and_the_checkpoint_sha256(tmp_path):
+    from facecraft.runtime.model_config import load_config
+
+    repo = copy_model_repository(tmp_path / "repo")
+    spec = resolve("u2netp", preset="tiny")
+    torch.manual_seed(4)
+    checkpoint = tmp_path / "u2netp.pth"
+    torch.save(build_model(spec).state_dict(), checkpoint)
+    result = export_model("u2netp", preset="tiny", weights=str(checkpoint), repo=repo, progress=False)
+    record = json.loads((repo / "u2netp" / "1" / "export.json").read_text())
+    assert record["variant"] == "u2netp" and record["weights_source"] == "path" and record["trained"]
+    assert record["weights_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert result.onnx_path == repo / "u2netp" / "1" / "model.onnx"
+    derived, template = (
+        load_config(repo / "u2netp" / "config.pbtxt"),
+        load_config(repo / "u2net" / "config.pbtxt"),
+    )
+    assert derived.name == "u2netp"
+    assert derived.input == template.input and derived.output == template.output
+    assert derived.instance_group == template.instance_group
+    assert not (repo / "u2net" / "1" / "model.onnx").exists()  # u2net itself is untouched
+
+
+def test_a_derived_model_needs_its_template_config(tmp_path):
+    from facecraft.export.models import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match=r"u2net/config\.pbtxt"):
+        export_model("u2net_general", preset="tiny", weights="random", repo=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -76,10 +76,48 @@ def test_fetch_official_uses_cache_dir_and_then_the_cached_copy(file_server, tmp
         "test",
     )
     monkeypatch.setitem(weights.OFFICIAL_WEIGHTS, "u2netp", entry)
-    path = weights.fetch_official("u2netp", progress=False)
-    assert path == tmp_path / "cache" / "weights" / "u2netp.pth"
+    fetched = weights.fetch_official("u2netp", progress=False)
+    assert fetched.path == tmp_path / "cache" / "weights" / "u2netp.pth"
+    assert fetched.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
     (root / "u2netp.pth").unlink()  # second call must not need the server
-    assert weights.fetch_official("u2netp", progress=False) == path
+    assert weights.fetch_official("u2netp", progress=False).path == fetched.path
+
+
+def test_a_mirror_serves_a_preset_with_its_published_sha256_and_reports_progress(
+    file_server, tmp_path, monkeypatch
+):
+    root, base = file_server
+    (root / "tiny").mkdir()
+    (root / "tiny" / "u2netp.pth").write_bytes(PAYLOAD)
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    (root / "tiny" / "u2netp.pth.sha256").write_text(f"{digest}  u2netp.pth\n")
+    monkeypatch.setenv("FACECRAFT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(weights.MIRROR_ENV, base + "/")
+    seen = []
+    fetched = weights.fetch_official(
+        "u2netp", preset="tiny", progress=False, on_progress=lambda done, total: seen.append((done, total))
+    )
+    assert fetched.url == f"{base}/tiny/u2netp.pth" and fetched.sha256 == digest
+    assert fetched.path == tmp_path / "cache" / "weights" / "tiny" / "u2netp.pth"
+    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+
+
+def test_a_mirror_file_that_differs_from_its_sha256_is_refused(file_server, tmp_path, monkeypatch):
+    root, base = file_server
+    (root / "tiny").mkdir()
+    (root / "tiny" / "u2netp.pth").write_bytes(PAYLOAD)
+    (root / "tiny" / "u2netp.pth.sha256").write_text("0" * 64)
+    monkeypatch.setenv("FACECRAFT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(weights.MIRROR_ENV, base)
+    with pytest.raises(weights.ChecksumMismatchError):
+        weights.fetch_official("u2netp", preset="tiny", progress=False)
+    assert not list((tmp_path / "cache" / "weights" / "tiny").iterdir())
+
+
+def test_a_preset_without_official_weights_needs_a_mirror(monkeypatch):
+    monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
+    with pytest.raises(weights.WeightsError, match="no official weights for the 'tiny' preset"):
+        weights.fetch_official("u2netp", preset="tiny", progress=False)
 
 
 def test_registry_covers_all_official_variants():

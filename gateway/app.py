@@ -18,11 +18,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facecraft import __version__
-from facecraft.gateway import routes_jobs, routes_ops, routes_process
+from facecraft.gateway import routes_jobs, routes_models, routes_ops, routes_process
 from facecraft.gateway.errors import ErrorResponse, GatewayError
 from facecraft.gateway.health import ReadinessProbe, WeightsLabel
 from facecraft.gateway.jobs import JobQueue
 from facecraft.gateway.metrics import GatewayMetrics, MetricsMiddleware
+from facecraft.gateway.models import ModelManager
 from facecraft.gateway.service import PortraitService
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import JobStorage
@@ -139,7 +140,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     metrics = GatewayMetrics()
     storage = JobStorage(settings.output_dir)
-    triton = TritonGateway(settings.triton_url, settings.triton_timeout_s, settings.retry_after_s)
+    served_repository = settings.triton_repository or settings.model_repository
+    triton = TritonGateway(
+        settings.triton_url, settings.triton_timeout_s, settings.retry_after_s, repository=served_repository
+    )
+    model_manager = ModelManager(triton, settings.model_repository, settings.triton_repository)
     service = PortraitService(settings, triton, storage, metrics)
 
     @asynccontextmanager
@@ -153,6 +158,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             await cancel_and_wait(lambda: [cleanup])
+            await model_manager.stop()
             await app.state.jobs.stop()
             await triton.close()
 
@@ -167,12 +173,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.storage = storage
     app.state.triton = triton
     app.state.service = service
+    app.state.models = model_manager
     app.state.readiness = ReadinessProbe(triton, settings.ready_cache_s)
     app.state.weights = WeightsLabel(triton, settings.model_repository)
     _install_error_handlers(app)
     app.include_router(routes_process.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_ops.router)
+    app.include_router(routes_models.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -29,7 +29,7 @@ from facecraft.gateway.triton import PortraitRequest, unavailable_error
 
 log = logging.getLogger("facecraft.gateway.jobs")
 
-RETRYABLE_ERRORS = ("triton_unavailable", "server_busy", "triton_timeout")
+RETRYABLE_ERRORS = ("triton_unavailable", "model_unavailable", "server_busy", "triton_timeout")
 
 
 class JobQueue:

@@ -25,6 +25,14 @@ class GatewaySettings(BaseSettings):
     model_repository: Path | None = Field(
         None, description="the Triton model repository, to read export.json (trained/untrained)"
     )
+    triton_repository: Path | None = Field(
+        None,
+        description="the folder Triton serves when it is a runtime copy of model_repository "
+        "(facecraft serve); downloaded models are linked into it (default: model_repository)",
+    )
+    admin_routes: bool = Field(
+        True, description="model download/load/unload routes; false answers 403 admin_disabled"
+    )
 
     # Processing defaults (the Facecraft contract).
     default_width: int = Field(648, ge=64, le=4096)

@@ -9,6 +9,9 @@ every Triton failure to a :class:`GatewayError`:
 - unreachable server, model not ready or unloaded, a dead Python-backend stub ("Stub process …
   is not healthy"), a stream reset by a dying server, or a call cancelled by the transport
   → 503 ``triton_unavailable`` with ``Retry-After`` (transient: retry later),
+- an inference on an ensemble that is (or one of whose steps is) unloaded while the server itself
+  is ready → 503 ``model_unavailable`` with ``Retry-After``, naming the models that are not READY
+  (:meth:`TritonGateway.explain_unavailable`; load them with ``POST /api/v1/models/{name}/load``),
 - deadline exceeded → 504 ``triton_timeout``,
 - anything else → 500 ``internal_error``.
 
@@ -24,6 +27,7 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -51,6 +55,9 @@ _TRANSIENT_MESSAGE = re.compile(
     r"|shutting down|server is stopping|rst_stream|goaway|socket closed|connection reset|broken pipe",
     re.I | re.S,
 )
+
+# Triton's answer for an inference on a model that is not loaded (or not ready).
+_MODEL_NOT_LOADED = re.compile(r"unknown model: '([^']+)'|model '([^']+)' is not (?:ready|found)", re.I)
 
 log = logging.getLogger("facecraft.gateway.triton")
 
@@ -126,6 +133,46 @@ def unavailable_error(reason: str, retry_after_s: int) -> GatewayError:
     )
 
 
+def model_unavailable_error(model: str, message: str, retry_after_s: int) -> GatewayError:
+    """503 ``model_unavailable`` with ``Retry-After`` for a model that is not loaded."""
+    return GatewayError(503, "model_unavailable", message, headers={"Retry-After": str(retry_after_s)})
+
+
+def ensemble_steps(repository: Path, model: str) -> list[str]:
+    """The composing models of ensemble ``model`` in ``repository`` (nested ensembles expanded,
+    each name once, in step order; the ensembles themselves excluded); [] for a model that is not
+    an ensemble or whose config cannot be read."""
+    from facecraft.runtime.model_config import ConfigEditError, load_config
+
+    found: list[str] = []
+
+    def walk(name: str, seen: set[str]) -> None:
+        try:
+            config = load_config(Path(repository) / name / "config.pbtxt")
+        except (OSError, ConfigEditError):
+            return
+        for step in config.ensemble_scheduling.step:
+            if step.model_name in seen:
+                continue
+            seen.add(step.model_name)
+            before = len(found)
+            walk(step.model_name, seen)
+            if len(found) == before and not _is_ensemble(repository, step.model_name):
+                found.append(step.model_name)
+
+    walk(model, {model})
+    return found
+
+
+def _is_ensemble(repository: Path, name: str) -> bool:
+    from facecraft.runtime.model_config import ConfigEditError, load_config
+
+    try:
+        return load_config(Path(repository) / name / "config.pbtxt").platform == "ensemble"
+    except (OSError, ConfigEditError):
+        return False
+
+
 class _Channel:
     """One gRPC client (channel) and the number of calls running on it."""
 
@@ -143,8 +190,10 @@ class TritonGateway:
     ends — never under a call that is still using it.
     """
 
-    def __init__(self, url: str, timeout_s: float, retry_after_s: int = 5):
+    def __init__(self, url: str, timeout_s: float, retry_after_s: int = 5, repository: Path | None = None):
         self.url = url
+        # The folder Triton serves, to name an unloaded ensemble's step models (None: not known).
+        self.repository = Path(repository) if repository else None
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
         self._current: _Channel | None = None
@@ -228,11 +277,78 @@ class TritonGateway:
         finally:
             self._release(channel)
 
+    async def infer(self, model: str, inputs, outputs=None):
+        """``infer`` on ``model``; an unloaded model (or step) answers 503 ``model_unavailable``."""
+        try:
+            return await self._call("infer", model, inputs, outputs=outputs)
+        except GatewayError as error:
+            if error.error != "triton_unavailable" or not _MODEL_NOT_LOADED.search(error.message):
+                raise
+            explained = await self.explain_unavailable(model)
+            if explained is None:
+                raise
+            raise explained from None
+
+    async def explain_unavailable(self, model: str) -> GatewayError | None:
+        """503 ``model_unavailable`` naming the models of the repository that are not READY, when
+        Triton itself is ready (a model was unloaded, or failed to load); None while the server is
+        not ready (a restart: that stays ``triton_unavailable``) or cannot be asked."""
+        try:
+            if not await self._call("is_server_ready", timeout_s=3.0):
+                return None
+            index = await self.repository_index()
+        except GatewayError:
+            return None
+        states = {entry.get("name"): entry for entry in index}
+        down = {name for name, entry in states.items() if entry.get("state") != "READY"}
+        if model in states and model not in down:
+            return None  # READY again: a transient answer, retry
+        steps = ensemble_steps(self.repository, model) if self.repository else []
+        if steps:
+            causes = [name for name in steps if name in down or name not in states]
+        else:
+            causes = sorted(down - {model})
+        details = ", ".join(
+            f"{name} ({states.get(name, {}).get('state') or 'not in the repository'}"
+            f"{': ' + states[name]['reason'] if states.get(name, {}).get('reason') else ''})"
+            for name in causes
+        )
+        if causes:
+            verb = "is" if len(causes) == 1 else "are"
+            advice = f" because {details} {verb} not loaded; load {causes[0] if len(causes) == 1 else 'them'}"
+            paths = ", ".join(f"POST /api/v1/models/{name}/load" for name in causes)
+        else:
+            advice, paths = "; load it", f"POST /api/v1/models/{model}/load"
+        return model_unavailable_error(
+            model,
+            f"model {model!r} is unavailable{advice} with {paths}",
+            self.retry_after_s,
+        )
+
     async def infer_portrait(self, image: bytes, request: PortraitRequest) -> PortraitResult:
         """Run one image through ``portrait`` (enhance) or ``portrait_basic``."""
         outputs = transport.build_outputs("grpc")
-        result = await self._call("infer", request.model_name, build_inputs(image, request), outputs=outputs)
+        result = await self.infer(request.model_name, build_inputs(image, request), outputs=outputs)
         return result_from_outputs(result.as_numpy)
+
+    async def server_ready(self, timeout_s: float = 3.0) -> bool:
+        return bool(await self._call("is_server_ready", timeout_s=timeout_s))
+
+    async def load_model(self, name: str, timeout_s: float = 600.0) -> None:
+        """Triton's repository API ``load`` (a loaded model is reloaded; it serves until the new
+        one is ready). A model that fails to load → 409 ``model_load_failed`` with Triton's reason."""
+        try:
+            await self._call("load_model", name, timeout_s=timeout_s)
+        except GatewayError as error:
+            if error.error in ("internal_error", "invalid_option"):
+                raise GatewayError(
+                    409, "model_load_failed", f"Triton could not load {name!r}: {error.message}"
+                ) from None
+            raise
+
+    async def unload_model(self, name: str, timeout_s: float = 120.0) -> None:
+        """Triton's repository API ``unload`` (ensembles using the model become unavailable)."""
+        await self._call("unload_model", name, timeout_s=timeout_s)
 
     async def server_metadata(self, timeout_s: float = 3.0) -> dict:
         return await self._call("get_server_metadata", as_json=True, timeout_s=timeout_s)

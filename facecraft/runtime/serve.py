@@ -137,6 +137,8 @@ class GatewayProcess:
     log_path: Path | None = None
     # Lets the gateway read each ONNX model's export.json, so /status labels untrained weights.
     model_repository: Path | None = None
+    # The runtime copy Triton serves: models downloaded through the gateway are linked into it.
+    triton_repository: Path | None = None
     process: subprocess.Popen | None = field(default=None, init=False)
 
     def start(self) -> GatewayProcess:
@@ -146,6 +148,8 @@ class GatewayProcess:
         )
         if self.model_repository is not None:
             env["FACECRAFT_MODEL_REPOSITORY"] = str(self.model_repository)
+        if self.triton_repository is not None:
+            env["FACECRAFT_TRITON_REPOSITORY"] = str(self.triton_repository)
         self.process = subprocess.Popen(
             [sys.executable, "-m", GATEWAY_MODULE], env=env, stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -315,6 +319,7 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
                     host=options.host,
                     port=options.gateway_port,
                     model_repository=None if options.gateway_only else repo,
+                    triton_repository=None if options.gateway_only else served_repo,
                 )
                 gateway.start()
                 health = gateway.wait_healthy()

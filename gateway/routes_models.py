@@ -43,7 +43,7 @@ class DownloadRequest(BaseModel):
     "/models",
     dependencies=protected,
     summary="Every model: state, versions, platform, instance kinds, weights provenance, size, licence",
-    responses=error_responses("unauthorized", "triton_unavailable"),
+    responses=error_responses("unauthorized", "triton_unavailable", "triton_timeout"),
 )
 async def models(request: Request) -> dict:
     state = request.app.state
@@ -85,7 +85,14 @@ async def download_status(request: Request, operation_id: str) -> dict:
     "/models/{name}/load",
     dependencies=admin,
     summary="Load (or reload) a model of the repository into Triton",
-    responses=error_responses("unauthorized", "admin_disabled", "model_not_found", "model_load_failed"),
+    responses=error_responses(
+        "unauthorized",
+        "admin_disabled",
+        "model_not_found",
+        "model_load_failed",
+        "triton_unavailable",
+        "triton_timeout",
+    ),
 )
 async def load(request: Request, name: str) -> dict:
     await request.app.state.models.load(name)
@@ -96,14 +103,21 @@ async def load(request: Request, name: str) -> dict:
     "/models/{name}/unload",
     dependencies=admin,
     summary="Unload a model from Triton (ensembles using it become unavailable: 503 model_unavailable)",
-    responses=error_responses("unauthorized", "admin_disabled", "model_not_found"),
+    responses=error_responses(
+        "unauthorized", "admin_disabled", "model_not_found", "triton_unavailable", "triton_timeout"
+    ),
 )
 async def unload(request: Request, name: str) -> dict:
     await request.app.state.models.unload(name)
     return {"name": name, "state": "UNLOADED"}
 
 
-@router.get("/system", dependencies=protected, summary="Host, GPUs, disk, Triton version, instance plan")
+@router.get(
+    "/system",
+    dependencies=protected,
+    summary="Host, GPUs, disk, Triton version, instance plan",
+    responses=error_responses("unauthorized"),
+)
 async def system(request: Request) -> dict:
     state = request.app.state
     triton: dict = {"url": state.settings.triton_url}

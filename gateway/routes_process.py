@@ -41,7 +41,7 @@ UPLOAD_ERRORS = (
     "server_busy",
 )
 # ... and what a synchronous inference adds.
-INFERENCE_ERRORS = ("triton_unavailable", "triton_timeout", "internal_error")
+INFERENCE_ERRORS = ("triton_unavailable", "model_unavailable", "triton_timeout", "internal_error")
 
 
 def download_url(job_id: str, fmt: str) -> str:

@@ -69,3 +69,17 @@ def test_tiny_export_prints_progress_and_untrained_summary(tmp_path, capsys):
     assert "exported u2net (u2netp, tiny" in out
     assert "UNTRAINED (random weights, seed 4)" in out and "parity max|diff| b1=" in out
     assert _files(repo) == ["u2net/1/export.json", "u2net/1/model.onnx"]
+
+
+def test_u2netp_is_exported_by_name_with_its_config(tmp_path, capsys):
+    from facecraft.runtime.model_config import load_config
+    from tests.fixtures.triton import copy_model_repository
+
+    repo = copy_model_repository(tmp_path / "repo")
+    code = main(["export", "u2netp", "--preset", "tiny", "--weights", "random", "--repo", str(repo)])
+    assert code == 0
+    assert "exported u2netp (u2netp, tiny" in capsys.readouterr().out
+    assert load_config(repo / "u2netp" / "config.pbtxt").name == "u2netp"
+    assert (repo / "u2netp" / "1" / "model.onnx").is_file() and not (
+        repo / "u2net" / "1" / "model.onnx"
+    ).exists()

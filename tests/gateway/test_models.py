@@ -269,3 +269,30 @@ def test_download_from_a_mirror_exports_loads_and_serves_u2netp(
                 time.sleep(0.2)
             shutil.rmtree(repo / "u2netp")
         triton_server.wait_ready(300)
+
+
+@pytest.mark.integration
+def test_an_async_job_waits_out_an_unloaded_model_and_completes_after_the_load(
+    gateway_settings, triton_server, astronaut_jpeg
+):
+    settings = gateway_settings.model_copy(update={"job_max_attempts": 1000, "retry_after_s": 1})
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/api/v1/models/u2net/unload").status_code == 200
+            files = {"file": ("a.jpg", astronaut_jpeg, "image/jpeg")}
+            job = client.post("/api/v1/jobs", data={"enhance_face": "false"}, files=files).json()
+            deadline = time.monotonic() + OPERATION_TIMEOUT_S
+            record = client.get(f"/api/v1/jobs/{job['job_id']}").json()
+            while "model_unavailable" not in (record.get("note") or "") and time.monotonic() < deadline:
+                time.sleep(0.1)
+                record = client.get(f"/api/v1/jobs/{job['job_id']}").json()
+            assert record["status"] == "queued" and "retrying after model_unavailable" in record["note"], (
+                record
+            )
+            assert client.post("/api/v1/models/u2net/load").status_code == 200
+            while record["status"] not in ("completed", "failed") and time.monotonic() < deadline:
+                time.sleep(0.1)
+                record = client.get(f"/api/v1/jobs/{job['job_id']}").json()
+            assert record["status"] == "completed", record
+    finally:
+        restore_loaded(triton_server, "u2net")

@@ -24,7 +24,7 @@ from schemathesis.checks import (
 
 from tests.reliability.processes import GatewayProcess, free_port
 
-DOCUMENTED_5XX = {503: ("triton_unavailable", "server_busy"), 504: ("triton_timeout",)}
+DOCUMENTED_5XX = {503: ("triton_unavailable", "model_unavailable", "server_busy"), 504: ("triton_timeout",)}
 EXAMPLES_PER_OPERATION = 25
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 

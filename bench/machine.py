@@ -11,20 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from facecraft.runtime.host import cpu_model, usable_cores
+
 # DESIGN §9 reference figures for the full preset (MACs per image).
 REFERENCE_GMAC = {"codeformer": 405.0, "u2net": 58.6}
 
 
 def describe_machine() -> dict:
     """CPU model, cores, memory, GPU (nvidia-smi if present) and library versions."""
-    cpu_model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     memory_gib = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -45,9 +39,9 @@ def describe_machine() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model() or "",
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "memory_gib": memory_gib,
         "gpu": gpu,
         "os": platform.platform(),

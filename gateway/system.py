@@ -8,22 +8,15 @@ the served repository's configs; NVML through ``pynvml`` (the ``nvidia-ml-py`` p
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from pathlib import Path
+
+from facecraft.runtime.host import cpu_model, usable_cores
 
 
 def cpu_info() -> dict:
     """``model`` (``/proc/cpuinfo`` "model name", else ``platform.processor()``), ``logical_cores``,
     ``physical_cores`` (psutil, None when unknown) and ``usable_cores`` (this process's affinity)."""
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     physical = None
     try:
         import psutil
@@ -31,12 +24,11 @@ def cpu_info() -> dict:
         physical = psutil.cpu_count(logical=False)
     except ImportError:
         pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "model": model or platform.processor() or None,
+        "model": cpu_model(),
         "logical_cores": os.cpu_count(),
         "physical_cores": physical,
-        "usable_cores": usable,
+        "usable_cores": usable_cores(),
     }
 
 

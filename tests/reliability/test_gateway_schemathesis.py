@@ -31,7 +31,8 @@ CHECKS = [status_code_conformance, content_type_conformance, response_schema_con
 
 def check_response(case, response) -> None:
     status = response.status_code
-    is_json = "json" in response.headers.get("content-type", "")
+    # schemathesis keeps headers in wire form: lower-case name -> list of values
+    is_json = any("json" in value for value in response.headers.get("content-type", []))
     where = f"{case.method} {case.formatted_path}"
     if case.path == "/ready" and status == 503:  # documented: ReadyResponse with the reason
         body = response.json()

@@ -36,7 +36,7 @@ MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 DESCRIPTION = """Facecraft portrait service (CodeFormer + U²-Net + dlib) served by Triton.
 
 Every error response has the shape `{"success": false, "error": "<code>", "error_message": "..."}`.
-When `FACECRAFT_API_KEY` is set, `/api/v1/*` requires the `X-API-Key` header.
+When `FACECRAFT_API_KEY` is set, `/api/v1/*` (except `/api/v1/health`) requires the `X-API-Key` header.
 Results made with seeded random weights are labelled `weights: "untrained"`.
 """
 

@@ -62,6 +62,31 @@ def test_ensemble_steps_of_the_committed_portrait_ensembles():
     assert ensemble_steps(MODEL_REPOSITORY, "u2net") == []
 
 
+def test_a_model_exported_into_the_source_is_linked_into_the_runtime_copy_with_its_plan(tmp_path):
+    from facecraft.gateway.models import ModelManager
+    from facecraft.runtime.instance_groups import configure_repository
+    from facecraft.runtime.instance_plan import InstancePlan
+    from facecraft.runtime.model_config import ModelInstanceGroup, load_config
+    from tests.fixtures.triton import copy_model_repository
+
+    source = copy_model_repository(tmp_path / "source")
+    plan = InstancePlan(
+        "cpu", onnx_instances=3, onnx_threads=1, python_instances=None, one_image_per_run=True, cores=3
+    )
+    configure_repository(source, plan, output=tmp_path / "served")
+    (source / "u2netp" / "1").mkdir(parents=True)  # what an export leaves in the source repository
+    (source / "u2netp" / "1" / "model.onnx").write_bytes(b"onnx")
+    ModelManager(None, source, tmp_path / "served")._link("u2netp")
+    served = tmp_path / "served" / "u2netp"
+    assert (served / "1").resolve() == (source / "u2netp" / "1").resolve()
+    config = load_config(served / "config.pbtxt")
+    assert config.name == "u2netp" and config.max_batch_size == 1
+    assert [(group.count, ModelInstanceGroup.Kind.Name(group.kind)) for group in config.instance_group] == [
+        (3, "KIND_CPU")
+    ]
+    assert config.parameters["intra_op_thread_count"].string_value == "1"
+
+
 def test_system_facts_of_this_host(tmp_path):
     cpu = cpu_info()
     assert cpu["logical_cores"] >= 1 and cpu["usable_cores"] >= 1

@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import contextlib
 
+from facecraft import processors as registry
 from facecraft.client.errors import FacecraftError, ServerUnavailable, error_from_exception
 from facecraft.client.options import PortraitOptions, encode_inputs
+from facecraft.client.processors import (
+    ProcessorResult,
+    encode_processor_inputs,
+    resolve_processor_options,
+    result_from_processor_outputs,
+)
 from facecraft.client.result import PortraitResult, result_from_outputs
 from facecraft.client.shared_memory import create_image_region
 from facecraft.client.transport import build_inputs, build_outputs, normalise_url, protocol_module
@@ -120,3 +127,36 @@ class AsyncPortraitClient:
         except Exception as error:
             raise error_from_exception(error) from error
         return result_from_outputs(response.as_numpy)
+
+    # -- processors (facecraft.processors; docs/processors.md) ----------------------------------
+
+    async def run_processor(self, name: str, image_bytes: bytes, **options) -> ProcessorResult:
+        """Run processor ``name``'s ensemble on one encoded image; ``options`` by registry name
+        (unset ones get the registry default). Raises ``InvalidOption``, ``NoFaceDetected``,
+        ``ModelUnavailable``... (``FacecraftError`` subclasses)."""
+        resolved = resolve_processor_options(name, options)
+        processor = registry.get(name)
+        inputs = build_inputs(self.protocol, encode_processor_inputs(name, image_bytes, resolved))
+        outputs = build_outputs(self.protocol, processor.outputs)
+        try:
+            if self.protocol == "grpc":
+                response = await self._client.infer(
+                    processor.ensembles[0], inputs, outputs=outputs, client_timeout=self.timeout_s
+                )
+            else:
+                response = await self._client.infer(processor.ensembles[0], inputs, outputs=outputs)
+        except Exception as error:
+            raise error_from_exception(error) from error
+        return result_from_processor_outputs(name, response.as_numpy, resolved)
+
+    async def enhance_faces(self, image_bytes: bytes, **options) -> ProcessorResult:
+        """``face_enhancer``: every face restored by CodeFormer, the whole image back (PNG/JPEG)."""
+        return await self.run_processor("face_enhancer", image_bytes, **options)
+
+    async def remove_background(self, image_bytes: bytes, **options) -> ProcessorResult:
+        """``background_remover``: U²-Net alpha at full resolution (RGBA PNG, background, mask)."""
+        return await self.run_processor("background_remover", image_bytes, **options)
+
+    async def analyse_faces(self, image_bytes: bytes, **options) -> ProcessorResult:
+        """``face_analyser``: every face's box, score, 68 landmarks and roll (``result.report``)."""
+        return await self.run_processor("face_analyser", image_bytes, **options)

@@ -57,6 +57,12 @@ class InternalServerError(FacecraftError):
     code = "internal_error"
 
 
+class ModelUnavailable(ServerUnavailable):
+    """A model the request needs is not loaded in Triton (e.g. a segmentation variant not exported)."""
+
+    code = "model_unavailable"
+
+
 ERROR_CLASSES: dict[str, type[FacecraftError]] = {
     cls.code: cls
     for cls in (
@@ -65,6 +71,7 @@ ERROR_CLASSES: dict[str, type[FacecraftError]] = {
         InvalidOption,
         NoFaceDetected,
         ServerUnavailable,
+        ModelUnavailable,
         InternalServerError,
     )
 }

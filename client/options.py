@@ -11,21 +11,13 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from facecraft import processors
 from facecraft.client.errors import InvalidOption
 from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
 
 ENHANCED_MODEL = "portrait"
 BASIC_MODEL = "portrait_basic"
-OUTPUT_NAMES = (
-    "PNG",
-    "JPEG",
-    "FACE_BOX",
-    "FACE_COUNT",
-    "JPEG_CAP_MET",
-    "OUTPUT_SIZE",
-    "COMPLIANCE",
-    "PRINT_SHEET",
-)
+OUTPUT_NAMES = processors.get("portrait").outputs
 
 
 @dataclass(frozen=True)

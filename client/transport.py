@@ -49,8 +49,9 @@ def build_inputs(protocol: str, specs: list[TensorSpec], *, skip: tuple[str, ...
     return inputs
 
 
-def build_outputs(protocol: str) -> list:
+def build_outputs(protocol: str, names: tuple[str, ...] = OUTPUT_NAMES) -> list:
+    """Requested outputs (the portrait's by default; a processor's from the registry)."""
     module = base_module(protocol)
     if protocol == "http":
-        return [module.InferRequestedOutput(name, binary_data=True) for name in OUTPUT_NAMES]
-    return [module.InferRequestedOutput(name) for name in OUTPUT_NAMES]
+        return [module.InferRequestedOutput(name, binary_data=True) for name in names]
+    return [module.InferRequestedOutput(name) for name in names]

@@ -84,15 +84,16 @@ def min_face_size(width: int, height: int) -> float:
     return SMALLEST_FACE_IN_COPY / detection_scale(width, height)
 
 
-def find_faces(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """Every frontal face in an HWC uint8 RGB image as (x, y, w, h) in its pixels, in a deterministic
-    order: largest box first, equal sizes left to right (then top to bottom).
+def find_scored_faces(rgb: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+    """Every frontal face in an HWC uint8 RGB image as ((x, y, w, h) in its pixels, HOG score), in a
+    deterministic order: largest box first, equal sizes left to right (then top to bottom).
 
     One HOG pass with one upsampling step on a copy of ≤ ``DETECTION_MAX_PIXELS`` (the image itself
     when it is smaller; ``INTER_AREA`` otherwise): it finds faces from :func:`min_face_size` up to
     the whole image. Detections scoring below ``CONFIDENT_SCORE`` (HOG false positives on hands,
     badges, fabric...) are dropped when a confident one exists, so such a false positive can neither
-    beat the real face nor add to the count; a lone weak detection is kept.
+    beat the real face nor add to the count; a lone weak detection is kept. The score is dlib's SVM
+    margin (0 = its threshold; real frontal faces here score ~0.5-2.5).
 
     Raises ``ValueError`` for anything but a non-empty HWC uint8 RGB array.
     """
@@ -109,8 +110,16 @@ def find_faces(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
     found = list(zip(rects, scores, strict=True))
     if any(score >= CONFIDENT_SCORE for _, score in found):
         found = [(rect, score) for rect, score in found if score >= CONFIDENT_SCORE]
-    boxes = [(r.left() / scale, r.top() / scale, r.width() / scale, r.height() / scale) for r, _ in found]
-    return sorted(boxes, key=lambda b: (-b[2] * b[3], b[0], b[1]))
+    scored = [
+        ((r.left() / scale, r.top() / scale, r.width() / scale, r.height() / scale), float(score))
+        for r, score in found
+    ]
+    return sorted(scored, key=lambda item: (-item[0][2] * item[0][3], item[0][0], item[0][1]))
+
+
+def find_faces(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """The boxes of :func:`find_scored_faces` (same order, same errors)."""
+    return [box for box, _ in find_scored_faces(rgb)]
 
 
 def landmarks_for_box(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:

@@ -7,7 +7,9 @@ INVALID_IMAGE = "invalid_image"
 IMAGE_TOO_LARGE = "image_too_large"
 INVALID_OPTION = "invalid_option"
 NO_FACE_DETECTED = "no_face_detected"
-ERROR_CODES = (INVALID_IMAGE, IMAGE_TOO_LARGE, INVALID_OPTION, NO_FACE_DETECTED)
+# A model a step calls (BLS) is not loaded in Triton (not exported, unloaded): the message names it.
+MODEL_UNAVAILABLE = "model_unavailable"
+ERROR_CODES = (INVALID_IMAGE, IMAGE_TOO_LARGE, INVALID_OPTION, NO_FACE_DETECTED, MODEL_UNAVAILABLE)
 
 
 class PipelineError(ValueError):

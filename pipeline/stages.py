@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from facecraft.pipeline import processor_stages
 from facecraft.pipeline.align import prepare_face, restore_face
 from facecraft.pipeline.compose import compose_portrait
 from facecraft.pipeline.decode import decode_image
@@ -215,6 +216,11 @@ STAGE_INPUTS = {
         "FACE_COUNT",
         "ID_PHOTO",
     ),
+    # processor ensembles (facecraft.pipeline.processor_stages, docs/processors.md)
+    "faces": processor_stages.FACES_INPUTS,
+    "face_enhance": processor_stages.FACE_ENHANCE_INPUTS,
+    "face_analyse": processor_stages.FACE_ANALYSE_INPUTS,
+    "background_remove": processor_stages.BACKGROUND_REMOVE_INPUTS,
 }
 STAGES = {
     "decode": decode_stage,
@@ -223,4 +229,9 @@ STAGES = {
     "enhance_post": enhance_post_stage,
     "segment_pre": segment_pre_stage,
     "compose": compose_stage,
+    "faces": processor_stages.faces_stage,
+    # these two call another model (BLS): their model.py binds `infer` (StageModel.bind_stage)
+    "face_enhance": processor_stages.face_enhance_stage,
+    "face_analyse": processor_stages.face_analyse_stage,
+    "background_remove": processor_stages.background_remove_stage,
 }

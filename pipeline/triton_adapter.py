@@ -108,9 +108,14 @@ class StageModel:
 
         self.logger = python_logger()
         self.args = args
-        self.stage = STAGES[self.STEP]
+        self.stage = self.bind_stage(STAGES[self.STEP], args)
         self.input_names = STAGE_INPUTS[self.STEP]
         self.warm_up()
+
+    def bind_stage(self, stage, args) -> Handler:
+        """The handler for ``execute``: the stage itself, or (steps that call other models) the
+        stage with its Triton calls bound, e.g. ``functools.partial(stage, infer=bls_infer)``."""
+        return stage
 
     def warm_up(self) -> None:
         """Load what the step needs once per model instance (nothing by default)."""
@@ -128,3 +133,48 @@ def python_logger():
         return _pb_utils().Logger
     except (ImportError, AttributeError):
         return None
+
+
+# Triton's messages for a model it does not serve (never loaded, unloaded, still loading).
+_UNAVAILABLE_MODEL_MESSAGES = ("unknown model", "not found", "not ready", "is not loaded", "unavailable")
+
+
+def bls_infer(
+    model: str, inputs: Mapping[str, np.ndarray], outputs: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """One synchronous BLS call from inside a Python model: ``inputs`` (name → array WITH its batch
+    dimension) to ``model``; returns the requested ``outputs`` as numpy arrays.
+
+    A model Triton does not serve raises ``PipelineError(model_unavailable, ...)``; any other error
+    of the call raises ``RuntimeError`` (an ``internal_error`` of the calling step)."""
+    pb_utils = _pb_utils()
+    request = pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in inputs.items()],
+        requested_output_names=list(outputs),
+    )
+    response = request.exec()
+    if response.has_error():
+        message = response.error().message()
+        if any(text in message.lower() for text in _UNAVAILABLE_MODEL_MESSAGES):
+            raise PipelineError("model_unavailable", "bls", f"{model}: {message}")
+        raise RuntimeError(f"{model}: {message}")
+    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
+
+
+def served_max_batch_size(model_dir: str | None, model: str, default: int = 1) -> int:
+    """``max_batch_size`` of a sibling model as Triton serves it: its ``config.pbtxt`` beside this
+    model's folder (``args["model_repository"]``) in the repository Triton was started on — the
+    runtime copy, so a CPU instance plan's ``max_batch_size: 1`` is seen. ``default`` when the
+    file cannot be read."""
+    from pathlib import Path
+
+    if not model_dir:
+        return default
+    path = Path(model_dir).parent / model / "config.pbtxt"
+    try:
+        from facecraft.runtime.model_config import load_config
+
+        return max(1, int(load_config(path).max_batch_size) or default)
+    except Exception:  # noqa: BLE001 - a missing/odd config must not stop the model from loading
+        return default

@@ -12,7 +12,20 @@ from facecraft.runtime import model_config
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 ENSEMBLES = ("portrait", "portrait_basic")
 ONNX_MODELS = ("codeformer", "u2net")
-PYTHON_MODELS = ("decode", "detect", "enhance_pre", "enhance_post", "segment_pre", "compose")
+PYTHON_MODELS = (
+    "decode",
+    "detect",
+    "enhance_pre",
+    "enhance_post",
+    "segment_pre",
+    "compose",
+    # steps of the processor ensembles (facecraft.pipeline.processor_stages)
+    "faces",
+    "face_enhance",
+    "face_analyse",
+    "background_remove",
+)
+PROCESSOR_ENSEMBLES = ("face_enhancer", "face_analyser", "background_remover")
 
 
 def load_config(name: str) -> model_config_pb2.ModelConfig:
@@ -30,10 +43,10 @@ def tensor_specs(tensors) -> dict[str, tuple[int, tuple[int, ...]]]:
 
 
 def test_repository_holds_every_model():
-    assert set(all_configs()) == {*ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS}
+    assert set(all_configs()) == {*ENSEMBLES, *PROCESSOR_ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS}
 
 
-@pytest.mark.parametrize("name", [*ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS])
+@pytest.mark.parametrize("name", [*ENSEMBLES, *PROCESSOR_ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS])
 def test_config_name_matches_folder_and_has_a_version_folder(name):
     config = load_config(name)
     assert config.name == name
@@ -114,7 +127,7 @@ def check_ensemble_wiring(ensemble: model_config_pb2.ModelConfig, configs: dict)
     assert not unused, f"{name}: tensors produced but never used: {unused}"
 
 
-@pytest.mark.parametrize("name", ENSEMBLES)
+@pytest.mark.parametrize("name", [*ENSEMBLES, *PROCESSOR_ENSEMBLES])
 def test_ensemble_wiring_matches_the_composing_models(name):
     configs = all_configs()
     ensemble = configs[name]
@@ -196,3 +209,23 @@ def test_segmentation_waits_for_detection_and_runs_beside_enhancement(name):
             assert not set(steps[model].input_map.values()) & seg_side
         for model in ("segment_pre", "u2net"):
             assert not set(steps[model].input_map.values()) & enhance_side
+
+
+@pytest.mark.parametrize("name", PROCESSOR_ENSEMBLES)
+def test_processor_ensemble_contract_is_the_registry(name):
+    """IMAGE plus one optional input per registry option (its tensor and datatype), the registry's
+    outputs, and every model the registry names is in the repository."""
+    from facecraft import processors
+
+    processor = processors.get(name)
+    ensemble = load_config(name)
+    datatype = {"BYTES": "TYPE_STRING", "INT32": "TYPE_INT32", "FP32": "TYPE_FP32", "BOOL": "TYPE_BOOL",
+                "UINT8": "TYPE_UINT8"}  # fmt: skip
+    inputs = {t.name: (t.optional, model_config_pb2.DataType.Name(t.data_type)) for t in ensemble.input}
+    expected = {o.tensor: (True, datatype[o.datatype]) for o in processor.options if o.tensor}
+    assert inputs == {"IMAGE": (False, "TYPE_STRING"), **expected}
+    assert tuple(t.name for t in ensemble.output) == processor.outputs
+    assert processor.ensembles == (name,)
+    steps = {s.model_name for s in ensemble.ensemble_scheduling.step}
+    assert steps <= set(processor.models)
+    assert all((REPOSITORY / model / "config.pbtxt").is_file() for model in processor.models)

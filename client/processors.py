@@ -1,0 +1,111 @@
+"""The tensor contract of the processor ensembles (docs/processors.md), from the registry.
+
+:func:`encode_processor_inputs` turns an image and options (validated by ``facecraft.processors``)
+into the ensemble's input tensors; :func:`result_from_processor_outputs` reads its outputs into a
+:class:`ProcessorResult`. The sync and asyncio clients and the gateway all use these two.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facecraft import processors as registry
+from facecraft.client.errors import InvalidOption
+from facecraft.client.options import TensorSpec
+
+_NUMPY_TYPES = {"INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_, "UINT8": np.uint8}
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class ProcessorResult:
+    """One processor result. Image processors: ``data`` (PNG or JPEG bytes, ``media_type``) and
+    ``output_size`` (w, h). ``face_analyser``: ``report`` (the JSON as a dict) and ``annotated``
+    (PNG bytes, empty unless requested). ``face_count``: faces found (face processors; else None)."""
+
+    processor: str
+    data: bytes = b""
+    media_type: str = "application/octet-stream"
+    output_size: tuple[int, int] | None = None
+    face_count: int | None = None
+    report: dict | None = None
+    annotated: bytes = b""
+    options: dict = field(default_factory=dict)
+
+    def report_with_image(self) -> dict:
+        """``report`` plus ``annotated_png_base64`` when an annotated image came back."""
+        report = dict(self.report or {})
+        if self.annotated:
+            report["annotated_png_base64"] = base64.b64encode(self.annotated).decode("ascii")
+        return report
+
+
+def resolve_processor_options(name: str, options: dict[str, object]) -> dict[str, object]:
+    """Every option of processor ``name`` (registry defaults filled in); ``InvalidOption`` for an
+    unknown processor, an unknown option or a bad value (``KeyError`` names the valid processors)."""
+    processor = registry.get(name)
+    try:
+        return processor.resolve(options)
+    except registry.OptionError as error:
+        raise InvalidOption(f"invalid_option: client: {error}", step="client", detail=str(error)) from None
+
+
+def encode_processor_inputs(name: str, image_bytes: bytes, options: dict[str, object]) -> list[TensorSpec]:
+    """Input tensors (batch dimension 1) of processor ``name``'s ensemble: ``IMAGE`` BYTES [1, 1]
+    plus one tensor per option whose value is set (an option left unset — e.g. no background
+    colour — is not sent; the ensemble applies the registry default)."""
+    if not isinstance(image_bytes, (bytes, bytearray, memoryview)):
+        raise TypeError(f"image_bytes must be bytes, got {type(image_bytes).__name__}")
+    resolved = resolve_processor_options(name, options)
+    specs = [TensorSpec("IMAGE", np.array([[bytes(image_bytes)]], dtype=np.object_), "BYTES")]
+    for option in registry.get(name).options:
+        value = resolved[option.name]
+        if option.tensor is None or value is None:
+            continue
+        if option.datatype == "BYTES":
+            array = np.array([[str(value).encode("utf-8")]], dtype=np.object_)
+        elif option.kind == "color":
+            array = np.array([value], dtype=np.uint8)
+        else:
+            array = np.array([[value]], dtype=_NUMPY_TYPES[option.datatype])
+        specs.append(TensorSpec(option.tensor, array, option.datatype))
+    return specs
+
+
+def result_from_processor_outputs(
+    name: str, as_numpy: Callable[[str], np.ndarray | None], options: dict[str, object]
+) -> ProcessorResult:
+    """A :class:`ProcessorResult` from the ensemble outputs (``as_numpy(name)`` → batch-1 array)."""
+
+    def first(output: str):
+        array = as_numpy(output)
+        return None if array is None else np.asarray(array).reshape(-1)
+
+    count = first("FACE_COUNT") if "FACE_COUNT" in registry.get(name).outputs else None
+    face_count = None if count is None else int(count[0])
+    if name == "face_analyser":
+        report = json.loads(bytes(first("JSON")[0]).decode("utf-8"))
+        annotated = first("ANNOTATED")
+        return ProcessorResult(
+            name,
+            media_type="application/json",
+            face_count=face_count,
+            report=report,
+            annotated=b"" if annotated is None else bytes(annotated[0]),
+            options=options,
+        )
+    size = first("OUTPUT_SIZE")
+    fmt = str(options.get("format", "png"))
+    return ProcessorResult(
+        name,
+        data=bytes(first("OUTPUT")[0]),
+        media_type=MEDIA_TYPES.get(fmt, "image/png"),
+        output_size=None if size is None else (int(size[0]), int(size[1])),
+        face_count=face_count,
+        options=options,
+    )

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facecraft.client.errors import FacecraftError, NoFaceDetected
+from facecraft.client.processors import ProcessorResult
 from facecraft.client.result import PortraitResult
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif", ".avif")
 
 # (image bytes, file name) -> result; raises FacecraftError on a per-image failure.
-Processor = Callable[[bytes, str], Awaitable[PortraitResult]]
+Processor = Callable[[bytes, str], Awaitable[PortraitResult | ProcessorResult]]
 
 STATUS_OK = "ok"
 STATUS_NO_FACE = "no face"
@@ -79,17 +80,21 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def write_result(result: PortraitResult, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    png_path, jpeg_path = out_dir / f"{stem}.png", out_dir / f"{stem}.jpg"
-    write_atomically(png_path, result.png)
-    write_atomically(jpeg_path, result.jpeg)
-    if result.compliance is not None:  # an ID-photo preset: its report and print sheet beside them
-        write_atomically(
-            out_dir / f"{stem}.compliance.json", json.dumps(result.compliance, indent=2).encode()
-        )
-    if result.print_sheet is not None:
-        write_atomically(out_dir / f"{stem}.sheet.jpg", result.print_sheet)
-    return png_path, jpeg_path
+def write_result(result: PortraitResult | ProcessorResult, out_dir: Path, stem: str) -> tuple[Path, ...]:
+    """A portrait's ``<stem>.png`` and ``<stem>.jpg`` (with an ID-photo preset also
+    ``<stem>.compliance.json`` and ``<stem>.sheet.jpg``), or a processor's files
+    (``ProcessorResult.files``); returns the paths written."""
+    if isinstance(result, ProcessorResult):
+        files = result.files(stem)
+    else:
+        files = [(f"{stem}.png", result.png), (f"{stem}.jpg", result.jpeg)]
+        if result.compliance is not None:  # an ID-photo preset: its report and print sheet beside them
+            files.append((f"{stem}.compliance.json", json.dumps(result.compliance, indent=2).encode()))
+        if result.print_sheet is not None:
+            files.append((f"{stem}.sheet.jpg", result.print_sheet))
+    for name, data in files:
+        write_atomically(out_dir / name, data)
+    return tuple(out_dir / name for name, _ in files)
 
 
 async def process_files(

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from facecraft import processors
 from facecraft.cli import ENV_PRECEDENCE, env_argument
 from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
 
@@ -53,6 +54,20 @@ def _register_process(subparsers) -> None:
     )
     env_argument(parser, "--api-key", env="FACECRAFT_API_KEY", default=None, help="gateway API key")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    parser.add_argument(
+        "--processor",
+        choices=processors.names(),
+        default="portrait",
+        help="what to run on each photo (default portrait; docs/processors.md); the flags below "
+        "are the portrait's, other processors take --option",
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of --processor (repeatable), e.g. --option fidelity=0.5 --option format=jpeg",
+    )
     parser.add_argument("--no-enhance", action="store_true", help="skip CodeFormer (portrait_basic ensemble)")
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
@@ -101,6 +116,7 @@ def run_process(args: argparse.Namespace) -> int:
             preset=args.preset,
             layout=args.layout,
         )
+        processor_options = _processor_options(args)
         images = collect_images(args.paths)
     except (FacecraftError, FileNotFoundError, ValueError) as error:
         raise CliError(str(error)) from error
@@ -115,11 +131,16 @@ def run_process(args: argparse.Namespace) -> int:
         try:
 
             async def processor(data: bytes, name: str):
+                if processor_options is not None:
+                    if args.via_gateway:
+                        return await client.run_processor(args.processor, data, name, **processor_options)
+                    return await client.run_processor(args.processor, data, **processor_options)
                 if args.via_gateway:
                     return await client.process_with(data, options, filename=name)
                 return await client.process_with(data, options)
 
-            with tqdm(total=len(images), unit="img", desc="portraits", file=sys.stderr) as bar:
+            desc = "portraits" if processor_options is None else args.processor
+            with tqdm(total=len(images), unit="img", desc=desc, file=sys.stderr) as bar:
 
                 def on_done(outcome) -> None:
                     bar.update(1)
@@ -137,6 +158,25 @@ def run_process(args: argparse.Namespace) -> int:
     outcomes, elapsed = asyncio.run(run())
     print(format_summary(outcomes, elapsed))
     return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
+
+
+def _processor_options(args: argparse.Namespace) -> dict[str, str] | None:
+    """``--option NAME=VALUE`` pairs of a non-portrait ``--processor``, validated by the registry
+    (``InvalidOption`` names the option); None for the portrait (its own flags apply)."""
+    from facecraft.client.processors import resolve_processor_options
+
+    if args.processor == "portrait":
+        if args.option:
+            raise ValueError("--option is for the other processors; the portrait has its own flags")
+        return None
+    pairs = {}
+    for text in args.option:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--option must be NAME=VALUE, got {text!r}")
+        pairs[name.strip()] = value.strip()
+    resolve_processor_options(args.processor, pairs)
+    return pairs
 
 
 def triton_url_default(protocol: str, environ=None) -> str:

@@ -12,6 +12,7 @@ import httpx
 
 from facecraft.client.errors import ERROR_CLASSES, FacecraftError, ServerUnavailable
 from facecraft.client.options import PortraitOptions
+from facecraft.client.processors import ProcessorResult, resolve_processor_options
 from facecraft.client.result import PortraitResult
 
 
@@ -129,3 +130,55 @@ class AsyncGatewayClient:
         if response.status_code != 200:
             raise error_from_gateway(response.status_code, response.text)
         return response.content
+
+    async def run_processor(
+        self, name: str, image_bytes: bytes, filename: str = "image", **options
+    ) -> ProcessorResult:
+        """``POST /api/v1/processors/{name}`` with ``options`` as form fields (validated here by the
+        registry first); the image result, or ``report`` for ``face_analyser``."""
+        resolved = resolve_processor_options(name, options)
+        fields = {key: _form_value(value) for key, value in options.items() if value is not None}
+        try:
+            response = await self._http.post(
+                f"/api/v1/processors/{name}",
+                files={"file": (filename, image_bytes, "application/octet-stream")},
+                data=fields,
+            )
+        except httpx.HTTPError as error:
+            raise ServerUnavailable(f"gateway {self.base_url} unreachable: {error}") from error
+        if response.status_code != 200:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+            raise error_from_gateway(response.status_code, body)
+        count = response.headers.get("x-face-count")
+        if response.headers.get("content-type", "").startswith("application/json"):
+            report = response.json()
+            annotated = report.pop("annotated_png_base64", None)
+            return ProcessorResult(
+                name,
+                media_type="application/json",
+                face_count=report.get("face_count"),
+                report={"faces": report.get("faces", []), "face_count": report.get("face_count")},
+                annotated=base64.b64decode(annotated) if annotated else b"",
+                options=resolved,
+            )
+        size = response.headers.get("x-output-size")
+        return ProcessorResult(
+            name,
+            data=response.content,
+            media_type=response.headers.get("content-type", "image/png"),
+            output_size=tuple(int(v) for v in size.split("x")) if size else None,
+            face_count=int(count) if count else None,
+            options=resolved,
+        )
+
+
+def _form_value(value: object) -> str:
+    """A registry option value as a form field (booleans lower-case, colours r,g,b)."""
+    if isinstance(value, bool):
+        return _flag(value)
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(int(v)) for v in value)
+    return str(value)

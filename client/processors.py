@@ -37,6 +37,16 @@ class ProcessorResult:
     annotated: bytes = b""
     options: dict = field(default_factory=dict)
 
+    def files(self, stem: str) -> list[tuple[str, bytes]]:
+        """(file name, bytes) to write for this result: ``<stem>.png``/``.jpg``, or ``<stem>.json``
+        (the report) plus ``<stem>.annotated.png`` when an annotated image came back."""
+        if self.report is None:
+            return [(f"{stem}.{'jpg' if self.media_type == MEDIA_TYPES['jpeg'] else 'png'}", self.data)]
+        written = [(f"{stem}.json", json.dumps(self.report, indent=1).encode("utf-8"))]
+        if self.annotated:
+            written.append((f"{stem}.annotated.png", self.annotated))
+        return written
+
     def report_with_image(self) -> dict:
         """``report`` plus ``annotated_png_base64`` when an annotated image came back."""
         report = dict(self.report or {})

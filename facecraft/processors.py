@@ -280,6 +280,8 @@ PORTRAIT_OPTIONS = (
            choices=PRESET_NAMES, tensor="PRESET", datatype="BYTES"),
     Option("layout", "choice", None, "print-sheet layout (needs a preset)",
            choices=LAYOUT_NAMES, tensor="LAYOUT", datatype="BYTES"),
+    Option("format", "choice", "png", "which output the REST route returns: the RGBA PNG or the "
+           "size-capped JPEG (the ensemble returns both)", choices=OUTPUT_FORMATS),
 )  # fmt: skip
 
 PROCESSORS: dict[str, Processor] = {
@@ -303,8 +305,16 @@ PROCESSORS: dict[str, Processor] = {
                 "u2net",
                 "compose",
             ),
-            outputs=("PNG", "JPEG", "FACE_BOX", "FACE_COUNT", "JPEG_CAP_MET", "OUTPUT_SIZE", "COMPLIANCE",
-                     "PRINT_SHEET"),
+            outputs=(
+                "PNG",
+                "JPEG",
+                "FACE_BOX",
+                "FACE_COUNT",
+                "JPEG_CAP_MET",
+                "OUTPUT_SIZE",
+                "COMPLIANCE",
+                "PRINT_SHEET",
+            ),
         ),  # fmt: skip
         Processor(
             name="face_enhancer",

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facecraft import __version__
-from facecraft.gateway import routes_jobs, routes_models, routes_ops, routes_process
+from facecraft.gateway import routes_jobs, routes_models, routes_ops, routes_process, routes_processors
 from facecraft.gateway.errors import ErrorResponse, GatewayError
 from facecraft.gateway.health import ReadinessProbe, WeightsLabel
 from facecraft.gateway.jobs import JobQueue
@@ -179,6 +179,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(routes_process.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_processors.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_models.router)
     if settings.cors_origins:

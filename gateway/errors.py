@@ -43,7 +43,7 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "no_face_detected": (
         200,
         "no frontal face found (HTTP 200 with success=false on /process, for compatibility; "
-        "400 on /process/quick)",
+        "400 on /process/quick and /processors/{name})",
     ),
     "unsupported_media_type": (415, f"the upload is not {SUPPORTED_TYPES} (sniffed by content)"),
     "file_too_large": (413, "the upload (or request body) is above FACECRAFT_MAX_UPLOAD_MB"),
@@ -51,7 +51,11 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "invalid_job_id": (400, "a job id is not 32 lowercase hex characters"),
     "invalid_format": (400, "a download format is not png or jpg"),
     "unauthorized": (401, "FACECRAFT_API_KEY is set and X-API-Key is missing or wrong"),
-    "not_found": (404, "no such route, job or file (expired jobs are deleted by cleanup)"),
+    "not_found": (
+        404,
+        "no such route, job, file or processor (the message lists the valid processors; expired "
+        "jobs are deleted by cleanup)",
+    ),
     "method_not_allowed": (405, "the route exists but not with this HTTP method"),
     "job_not_finished": (409, "the async job is still queued or running"),
     "job_failed": (409, "the async job failed; its error is in GET /api/v1/jobs/{id}"),
@@ -59,7 +63,8 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "triton_unavailable": (503, "Triton cannot be reached or a model is not ready; retry later"),
     "model_unavailable": (
         503,
-        "the model (or a step of its ensemble) is not loaded in Triton; the message names it (Retry-After set)",
+        "the model (or a step of its ensemble, or a background_remover model variant) is not loaded in "
+        "Triton; the message names it (and, for a variant, the loaded ones; Retry-After set)",
     ),
     "model_not_found": (404, "no model of that name; the message lists the valid ones"),
     "model_load_failed": (409, "Triton could not load the model (its files are missing or broken)"),

@@ -20,6 +20,7 @@ from dataclasses import asdict
 
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.metrics import GatewayMetrics
+from facecraft.gateway.processors_service import execute_chain_job
 from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id, result_summary
 from facecraft.gateway.settings import GatewaySettings
@@ -113,8 +114,16 @@ class JobQueue:
         self._workers = []
         self._retry_tasks.clear()
 
-    async def submit(self, image: bytes, request: PortraitRequest, filename: str | None) -> JobRecord:
-        """Validate and persist an upload as a queued job; returns its record.
+    async def submit(
+        self,
+        image: bytes,
+        request: PortraitRequest | None,
+        filename: str | None,
+        processors: tuple[str, ...] | None = None,
+        processor_options: dict | None = None,
+    ) -> JobRecord:
+        """Validate and persist an upload as a queued job; returns its record. With ``processors``
+        (and their resolved ``processor_options``) the job runs that chain instead of the portrait.
 
         A full queue (``FACECRAFT_MAX_QUEUED_JOBS``) refuses the job with 503 ``server_busy`` rather
         than letting the backlog, and the stored inputs behind it, grow without bound.
@@ -136,8 +145,9 @@ class JobQueue:
             status="queued",
             created_at=now,
             updated_at=now,
-            options=asdict(request),
+            options=asdict(request) if processors is None else processor_options,
             filename=filename,
+            processors=None if processors is None else list(processors),
         )
 
         def persist() -> None:
@@ -221,6 +231,10 @@ class JobQueue:
             return
         try:
             image = await asyncio.to_thread(self.storage.read_file, job_id, INPUT_NAME)
+            if record.processors:  # a processors chain (facecraft.gateway.processors_service)
+                if await execute_chain_job(self.service, record, image):
+                    await asyncio.to_thread(self._finish, record, "completed")
+                return
             request = PortraitRequest(**{**record.options, "background": tuple(record.options["background"])})
             outcome = await self.service.infer(image, request, wait_s=self.settings.triton_timeout_s)
             record.processing_time_ms = outcome.processing_time_ms

@@ -57,6 +57,20 @@ class GatewayMetrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.processor_requests = Counter(
+            "facecraft_gateway_processor_requests_total",
+            "processor runs (POST /api/v1/processors/{name}, chain jobs) by processor and outcome "
+            "(ok or an error code)",
+            ["processor", "outcome"],
+            registry=r,
+        )
+        self.processor_latency = Histogram(
+            "facecraft_gateway_processor_duration_seconds",
+            "processor run latency (Triton inference of its ensemble) by processor",
+            ["processor"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.job_queue_depth = Gauge(
             "facecraft_gateway_job_queue_depth", "async jobs queued, not yet running", registry=r
         )

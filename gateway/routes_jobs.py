@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
+from facecraft.gateway import processors_service
 from facecraft.gateway.errors import GatewayError, error_responses
 from facecraft.gateway.forms import portrait_options
 from facecraft.gateway.routes_process import UPLOAD_ERRORS, download_url
@@ -47,19 +48,42 @@ async def _record(request: Request, job_id: str) -> JobRecord:
     "/jobs",
     status_code=202,
     response_model=JobSubmitted,
-    summary="Queue one photo for asynchronous processing",
-    responses=error_responses(*UPLOAD_ERRORS, "storage_error"),
+    summary="Queue one photo for asynchronous processing (the portrait, or a processors chain)",
+    responses=error_responses(*UPLOAD_ERRORS, "storage_error", "not_found"),
 )
 async def submit_job(
     request: Request,
     file: UploadFile = File(..., description=f"{SUPPORTED_TYPES} photo"),
     options: PortraitRequest = Depends(portrait_options),
+    processors: str | None = Form(
+        None,
+        description="ordered, comma-separated processors run as a chain instead of the portrait, "
+        "e.g. `face_enhancer,background_remover` (GET /api/v1/processors)",
+    ),
+    processor_options: str | None = Form(
+        None,
+        description='with `processors`: JSON `{"<processor>": {"<option>": value}}`; `format` '
+        "applies to the last one (intermediate results are PNG)",
+    ),
 ) -> dict:
-    """Same options as ``/api/v1/process``. Poll ``GET /api/v1/jobs/{id}``; the job survives a
-    gateway restart (re-queued from its stored input)."""
+    """Same options as ``/api/v1/process``, or a ``processors`` chain. Poll ``GET
+    /api/v1/jobs/{id}``; the job survives a gateway restart (re-queued from its stored input)."""
     settings = request.app.state.settings
+    chain = chain_options = None
+    if processors is not None:
+        chain = processors_service.parse_chain(processors)
+        chain_options = processors_service.resolve_chain_options(chain, processor_options)
     image = await read_upload_capped(file, settings.max_upload_bytes)
-    record = await request.app.state.jobs.submit(image, options, sanitize_filename(file.filename))
+    record = await request.app.state.jobs.submit(
+        image, options, sanitize_filename(file.filename), processors=chain, processor_options=chain_options
+    )
+    if chain is not None:
+        return {
+            "job_id": record.job_id,
+            "status": record.status,
+            "status_url": f"/api/v1/jobs/{record.job_id}",
+            "result_url": f"/api/v1/jobs/{record.job_id}/result",
+        }
     return {
         "job_id": record.job_id,
         "status": record.status,
@@ -90,9 +114,10 @@ async def job_status(request: Request, job_id: str) -> dict:
             "note",
             "result",
             "processing_time_ms",
+            "processors",
         }
     )
-    if record.status == "completed" and record.files:
+    if record.status == "completed" and record.files and not record.processors:
         body["png_url"] = download_url(job_id, "png")
         body["jpg_url"] = download_url(job_id, "jpg")
         if "layout" in record.files:
@@ -105,12 +130,17 @@ async def job_status(request: Request, job_id: str) -> dict:
     response_class=FileResponse,
     summary="The output of a completed async job",
     responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "the portrait"},
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}, "application/json": {}},
+            "description": "the portrait, or the last processor's result (JSON for face_analyser)",
+        },
         **error_responses(*LOOKUP_ERRORS, "invalid_format", "job_not_finished", "job_failed"),
     },
 )
 async def job_result(
-    request: Request, job_id: str, format: str = Query("png", description="png, jpg or layout")
+    request: Request,
+    job_id: str,
+    format: str = Query("png", description="png, jpg or layout (portrait jobs; a chain has one result)"),
 ) -> FileResponse:
     validate_format(format)
     record = await _record(request, job_id)
@@ -118,6 +148,18 @@ async def job_result(
         raise GatewayError(409, "job_not_finished", f"job {job_id} is {record.status}")
     if record.status == "failed":
         raise GatewayError(409, "job_failed", f"job {job_id} failed: {record.error}: {record.error_message}")
+    if record.processors:
+        name = record.files["result"]
+        path = await asyncio.to_thread(request.app.state.storage.existing_file, job_id, name)
+        return FileResponse(
+            path,
+            media_type=processors_service.media_type_of(name),
+            filename=f"{record.processors[-1]}-{job_id}.{name.rsplit('.', 1)[-1]}",
+            headers={
+                "X-Facecraft-Weights": await request.app.state.weights.get(),
+                "Cache-Control": "no-store",
+            },
+        )
     return await _download(request, record, format)
 
 

@@ -83,6 +83,24 @@ class JobSubmitted(BaseModel):
     result_url: str
 
 
+class ProcessorJobResult(BaseModel):
+    """``result`` of a processors-chain job (``GET /api/v1/jobs/{id}``)."""
+
+    processor: str = Field(..., description="the last processor of the chain")
+    processors: list[str] = Field(..., description="the chain, in order")
+    media_type: str = Field(..., description="of GET /api/v1/jobs/{id}/result")
+    face_count: int | None = Field(None, description="faces found by the last processor (face processors)")
+    output_size: OutputSize | None = None
+
+
+class ProcessorList(BaseModel):
+    """``GET /api/v1/processors``: the registry (facecraft.processors)."""
+
+    processors: list[dict] = Field(
+        ..., description="name, description, input, output, output_formats, options, ensembles, models"
+    )
+
+
 class JobStatus(BaseModel):
     job_id: str
     kind: str = Field(..., description="process | batch | async")
@@ -93,11 +111,12 @@ class JobStatus(BaseModel):
     error: str | None = None
     error_message: str | None = None
     note: str | None = None
-    result: ProcessResult | None = None
+    result: ProcessResult | ProcessorJobResult | None = None
     processing_time_ms: float | None = None
     png_url: str | None = None
     jpg_url: str | None = None
     layout_url: str | None = None
+    processors: list[str] | None = Field(None, description="the processors chain of the job, when it has one")
 
 
 class DeleteResponse(BaseModel):

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
+from facecraft import processors
 from facecraft.client.result import PortraitResult
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.metrics import GatewayMetrics
@@ -26,10 +27,17 @@ from facecraft.pipeline.errors import PipelineError
 from facecraft.pipeline.options import resolve_id_photo
 from facecraft.pipeline.presets import PRESETS
 
-SIDE_RANGE = (64, 4096)
-MARGIN_RANGE = (0.0, 2.0)
-FIDELITY_RANGE = (0.0, 1.0)
-JPEG_KB_RANGE = (8, 10240)
+
+def _portrait_range(option: str) -> tuple[float, float]:
+    """(low, high) of a portrait option: the registry's, which reads them from pipeline/options.py."""
+    spec = processors.get("portrait").option(option)
+    return spec.low, spec.high
+
+
+SIDE_RANGE = _portrait_range("width")
+MARGIN_RANGE = _portrait_range("face_margin")
+FIDELITY_RANGE = _portrait_range("fidelity")
+JPEG_KB_RANGE = _portrait_range("max_jpeg_kb")
 
 
 def new_job_id() -> str:
@@ -160,6 +168,26 @@ class PortraitService:
             headers={"Retry-After": str(self.settings.retry_after_s)},
         )
 
+    @contextlib.asynccontextmanager
+    async def inference_slot(self, wait_s: float | None = None):
+        """Hold one of the ``FACECRAFT_MAX_CONCURRENT_JOBS`` inference slots for the block; waits
+        ≤ ``wait_s`` (default QUEUE_WAIT_S), else 503 ``server_busy``. Shared by the portrait and
+        the processors (facecraft.gateway.processors_service)."""
+        wait_s = self.settings.queue_wait_s if wait_s is None else wait_s
+        self.metrics.inferences_waiting.inc()
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=max(wait_s, 0.001))
+        except asyncio.TimeoutError:
+            raise self.busy_error() from None
+        finally:
+            self.metrics.inferences_waiting.dec()
+        self.metrics.inferences_in_flight.inc()
+        try:
+            yield
+        finally:
+            self.metrics.inferences_in_flight.dec()
+            self._slots.release()
+
     async def infer(
         self, image: bytes, request: PortraitRequest, wait_s: float | None = None
     ) -> ProcessOutcome:
@@ -169,33 +197,23 @@ class PortraitService:
         Every other failure raises :class:`GatewayError`.
         """
         validate_image_bytes(image, self.settings.max_image_pixels)
-        wait_s = self.settings.queue_wait_s if wait_s is None else wait_s
         started = time.perf_counter()
-        self.metrics.inferences_waiting.inc()
-        try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=max(wait_s, 0.001))
-        except asyncio.TimeoutError:
-            raise self.busy_error() from None
-        finally:
-            self.metrics.inferences_waiting.dec()
         model = request.model_name
-        self.metrics.inferences_in_flight.inc()
-        inference_started = time.perf_counter()
-        try:
-            output = await self.triton.infer_portrait(image, request)
-        except GatewayError as error:
-            self.metrics.inference_outcomes.labels(model, error.error).inc()
-            if error.error == "no_face_detected":
-                self.statistics["no_face"] += 1
-                return ProcessOutcome(
-                    None, (time.perf_counter() - started) * 1000.0, error.error, error.message
-                )
-            self.statistics["failed"] += 1
-            raise
-        finally:
-            self.metrics.inferences_in_flight.dec()
-            self._slots.release()
-            self.metrics.inference_latency.labels(model).observe(time.perf_counter() - inference_started)
+        async with self.inference_slot(wait_s):
+            inference_started = time.perf_counter()
+            try:
+                output = await self.triton.infer_portrait(image, request)
+            except GatewayError as error:
+                self.metrics.inference_outcomes.labels(model, error.error).inc()
+                if error.error == "no_face_detected":
+                    self.statistics["no_face"] += 1
+                    return ProcessOutcome(
+                        None, (time.perf_counter() - started) * 1000.0, error.error, error.message
+                    )
+                self.statistics["failed"] += 1
+                raise
+            finally:
+                self.metrics.inference_latency.labels(model).observe(time.perf_counter() - inference_started)
         self.metrics.inference_outcomes.labels(model, "ok").inc()
         self.statistics["processed"] += 1
         return ProcessOutcome(output, (time.perf_counter() - started) * 1000.0)

@@ -42,8 +42,10 @@ from facecraft.gateway.security import validate_job_id
 
 log = logging.getLogger("facecraft.gateway.storage")
 
+# portrait / batch outputs, a portrait's print sheet, a processors-chain result
+# (facecraft.gateway.processors_service), input, metadata
 FILE_NAME_PATTERN = re.compile(
-    r"^(portrait|file-\d{4})\.(png|jpg)$|^portrait-sheet\.jpg$|^input\.bin$|^job\.json$"
+    r"^(portrait|file-\d{4})\.(png|jpg)$|^portrait-sheet\.jpg$|^result\.(png|jpg|json)$|^input\.bin$|^job\.json$"
 )
 METADATA_NAME = "job.json"
 INPUT_NAME = "input.bin"
@@ -67,6 +69,9 @@ class JobRecord(BaseModel):
     items: list[dict[str, Any]] = Field(default_factory=list, description="batch: one entry per file")
     processing_time_ms: float | None = None
     note: str | None = None
+    processors: list[str] | None = Field(
+        None, description="async: the processors chain run instead of the portrait (options by processor)"
+    )
 
 
 class StorageError(GatewayError):

@@ -32,17 +32,31 @@ from pathlib import Path
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from facecraft import processors
 from facecraft.client import transport
 from facecraft.client.options import BASIC_MODEL, ENHANCED_MODEL, PortraitOptions, encode_inputs
+from facecraft.client.processors import (
+    ProcessorResult,
+    encode_processor_inputs,
+    result_from_processor_outputs,
+)
 from facecraft.client.result import PortraitResult, result_from_outputs
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.tasks import current_task_is_cancelled
 
 ENSEMBLE_ENHANCED = ENHANCED_MODEL
 ENSEMBLE_BASIC = BASIC_MODEL
-PIPELINE_ERROR_CODES = ("invalid_image", "image_too_large", "invalid_option", "no_face_detected")
+PIPELINE_ERROR_CODES = (
+    "invalid_image",
+    "image_too_large",
+    "invalid_option",
+    "no_face_detected",
+    "model_unavailable",
+)
 _PIPELINE_ERROR = re.compile(
-    r"\b(invalid_image|image_too_large|invalid_option|no_face_detected|internal_error):\s*(.*)", re.S
+    r"\b(invalid_image|image_too_large|invalid_option|no_face_detected|model_unavailable|internal_error)"
+    r":\s*(.*)",
+    re.S,
 )
 _UNAVAILABLE_STATUSES = ("UNAVAILABLE", "CANCELLED", "UNKNOWN")
 # Messages of transient server-side failures, whatever their gRPC status (a dead stub answers
@@ -113,6 +127,8 @@ def map_triton_error(error: InferenceServerException, retry_after_s: int) -> Gat
         code, detail = match.group(1), match.group(2).strip()
         if code == "internal_error":
             return GatewayError(500, "internal_error", f"inference failed: {detail}")
+        if code == "model_unavailable":  # a step's model (BLS) is not loaded: facecraft.processors
+            return model_unavailable_error("", detail, retry_after_s)
         return GatewayError(400, code, detail)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
         return GatewayError(504, "triton_timeout", "the inference did not finish in time")
@@ -349,6 +365,14 @@ class TritonGateway:
     async def unload_model(self, name: str, timeout_s: float = 120.0) -> None:
         """Triton's repository API ``unload`` (ensembles using the model become unavailable)."""
         await self._call("unload_model", name, timeout_s=timeout_s)
+
+    async def infer_processor(self, name: str, image: bytes, options: dict) -> ProcessorResult:
+        """Run one image through processor ``name``'s ensemble (registry; ``options`` resolved)."""
+        processor = processors.get(name)
+        inputs = transport.build_inputs("grpc", encode_processor_inputs(name, image, options))
+        outputs = transport.build_outputs("grpc", processor.outputs)
+        result = await self.infer(processor.ensembles[0], inputs, outputs=outputs)
+        return result_from_processor_outputs(name, result.as_numpy, options)
 
     async def server_metadata(self, timeout_s: float = 3.0) -> dict:
         return await self._call("get_server_metadata", as_json=True, timeout_s=timeout_s)

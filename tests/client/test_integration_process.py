@@ -88,3 +88,41 @@ def test_process_via_gateway(gateway_server, astronaut_jpeg, no_face_jpeg, tmp_p
     assert Image.open(out / "astronaut.png").size == (120, 140)
     printed = capsys.readouterr().out
     assert "gradient.jpg" in printed and "no face" in printed
+
+
+def test_process_folder_with_a_processor_writes_its_results_and_a_summary(
+    triton_server, no_face_jpeg, tmp_path, capsys
+):
+    from pathlib import Path
+
+    faces = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
+    group = faces / "fr__two_people.jpg"
+    if not group.is_file():
+        pytest.skip(f"{group} is not available")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "group.jpg").write_bytes(group.read_bytes())
+    (photos / "gradient.jpg").write_bytes(no_face_jpeg)
+    out = tmp_path / "out"
+    code = main(
+        ["process", str(photos), "-o", str(out), "--url", triton_server.grpc_url,
+         "--processor", "face_analyser", "--option", "annotate=true"]
+    )  # fmt: skip
+    assert code == 1  # the no-face photo counts
+    assert sorted(p.name for p in out.iterdir()) == ["group.annotated.png", "group.json"]
+    import json
+
+    assert json.loads((out / "group.json").read_text())["face_count"] == 2
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[-1].split()[:4] == ["1", "1", "0", "2"]
+    assert "face_analyser" in printed.err  # the progress bar names the processor
+
+
+def test_process_refuses_a_bad_processor_option(triton_server, astronaut_jpeg, tmp_path, capsys):
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    code = main(
+        ["process", str(photo), "-o", str(tmp_path / "out"), "--url", triton_server.grpc_url,
+         "--processor", "face_enhancer", "--option", "fidelity=3"]
+    )  # fmt: skip
+    assert code == 2 and "fidelity=3 is outside 0.0..1.0" in capsys.readouterr().err

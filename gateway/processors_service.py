@@ -1,0 +1,221 @@
+"""Running processors (``facecraft.processors``): one image, a chain, a chain as an async job.
+
+The routes (``routes_processors``) and the job queue (``jobs``) call these functions; the queue
+mechanics stay in ``jobs.py`` — a processors-chain job is executed by :func:`execute_chain_job`
+alone. Inference shares the portrait's slots (``PortraitService.inference_slot``) and is counted
+per processor in ``facecraft_gateway_processor_*`` metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import replace
+
+from facecraft import processors as registry
+from facecraft.client.processors import MEDIA_TYPES, ProcessorResult
+from facecraft.gateway.errors import GatewayError
+from facecraft.gateway.security import validate_image_bytes
+from facecraft.gateway.service import PortraitService, resolve_request
+from facecraft.gateway.storage import JobGone, JobRecord
+
+RESULT_STEM = "result"
+FILE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "application/json": "json"}
+
+
+def unknown_processor(name: str) -> GatewayError:
+    """404 ``not_found`` listing the valid processor names."""
+    return GatewayError(404, "not_found", f"unknown processor {name!r}; valid: {', '.join(registry.names())}")
+
+
+def resolve_options(name: str, values: dict[str, object]) -> dict[str, object]:
+    """Every option of processor ``name`` (registry defaults filled in): 404 for an unknown
+    processor, 400 ``invalid_option`` naming the option for an unknown option or a bad value."""
+    if name not in registry.PROCESSORS:
+        raise unknown_processor(name)
+    try:
+        return registry.get(name).resolve(values)
+    except registry.OptionError as error:
+        raise GatewayError(400, "invalid_option", f"{name}: {error}") from None
+
+
+async def check_segmentation_model(service: PortraitService, model: str) -> None:
+    """503 ``model_unavailable`` unless the Triton model behind background_remover's ``model``
+    is ready; the message lists the variants that are."""
+    triton_model = registry.SEGMENTATION_MODELS[model]
+    if await _ready(service, triton_model):
+        return
+    ready = [name for name, served in registry.SEGMENTATION_MODELS.items() if await _ready(service, served)]
+    raise GatewayError(
+        503,
+        "model_unavailable",
+        f"background_remover model={model} needs the Triton model {triton_model}, which is not loaded; "
+        f"available: {', '.join(ready) or 'none'} (export the others with `facecraft export`)",
+        headers={"Retry-After": str(service.settings.retry_after_s)},
+    )
+
+
+async def _ready(service: PortraitService, model: str) -> bool:
+    try:
+        return await service.triton.model_ready(model)
+    except GatewayError as error:
+        if error.error == "triton_unavailable":
+            raise
+        return False
+
+
+async def run_processor(
+    service: PortraitService, name: str, image: bytes, options: dict[str, object], wait_s: float | None = None
+) -> ProcessorResult:
+    """One image through processor ``name`` (``options`` resolved by :func:`resolve_options`).
+
+    Raises :class:`GatewayError`: the upload checks (415, 400), ``no_face_detected`` (400),
+    ``invalid_option``, ``model_unavailable`` (503), ``server_busy`` and the Triton errors.
+    """
+    validate_image_bytes(image, service.settings.max_image_pixels)
+    metrics = service.metrics
+    started = time.perf_counter()
+    try:
+        if name == "portrait":
+            return await _run_portrait(service, image, options, wait_s)
+        if name == "background_remover":
+            await check_segmentation_model(service, str(options["model"]))
+        async with service.inference_slot(wait_s):
+            result = await service.triton.infer_processor(name, image, options)
+    except GatewayError as error:
+        metrics.processor_requests.labels(name, error.error).inc()
+        raise
+    finally:
+        metrics.processor_latency.labels(name).observe(time.perf_counter() - started)
+    metrics.processor_requests.labels(name, "ok").inc()
+    return result
+
+
+async def _run_portrait(
+    service: PortraitService, image: bytes, options: dict[str, object], wait_s: float | None
+) -> ProcessorResult:
+    """``portrait`` through the Facecraft service; the PNG or the JPEG by ``format`` (an ID-photo
+    preset's compliance report and print sheet are on ``POST /api/v1/process``)."""
+    request = resolve_request(
+        service.settings,
+        width=options["width"],
+        height=options["height"],
+        background=tuple(options["background"]),
+        face_margin=options["face_margin"],
+        use_oval_mask=options["oval_mask"],
+        enhance_face=options["enhance"],
+        enhance_fidelity=options["fidelity"],
+        max_jpeg_kb=options["max_jpeg_kb"],
+        touch_up=options["touch_up"],
+        preset=options.get("preset"),
+        layout=options.get("layout"),
+    )
+    outcome = await service.infer(image, request, wait_s=wait_s)
+    if outcome.output is None:
+        raise GatewayError(400, "no_face_detected", outcome.error_message or "no face found")
+    jpeg = options.get("format") == "jpeg"
+    return ProcessorResult(
+        "portrait",
+        data=outcome.output.jpeg if jpeg else outcome.output.png,
+        media_type=MEDIA_TYPES["jpeg" if jpeg else "png"],
+        output_size=outcome.output.output_size,
+        face_count=outcome.output.face_count,
+        options=options,
+    )
+
+
+def parse_chain(text: str) -> tuple[str, ...]:
+    """The ``processors`` form field → ordered names: 404 for an unknown one, 400 otherwise."""
+    try:
+        return registry.parse_chain(text)
+    except KeyError:
+        unknown = next(
+            p.strip() for p in text.split(",") if p.strip() and p.strip() not in registry.PROCESSORS
+        )
+        raise unknown_processor(unknown) from None
+    except ValueError as error:
+        raise GatewayError(400, "invalid_option", f"processors: {error}") from None
+
+
+def resolve_chain_options(chain: tuple[str, ...], text: str | None) -> dict[str, dict[str, object]]:
+    """``processor_options`` (JSON ``{"<processor>": {"<option>": value}}``, optional) → every
+    option of every processor of the chain. Intermediate results travel as PNG, so ``format``
+    applies to the last processor only."""
+    try:
+        given = json.loads(text) if text else {}
+    except json.JSONDecodeError as error:
+        raise GatewayError(400, "invalid_option", f"processor_options is not JSON: {error}") from None
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise GatewayError(
+            400, "invalid_option", 'processor_options must be {"<processor>": {"<option>": value}}'
+        )
+    stray = set(given) - set(chain)
+    if stray:
+        raise GatewayError(
+            400, "invalid_option", f"processor_options names processors not in the chain: {sorted(stray)}"
+        )
+    resolved = {name: resolve_options(name, given.get(name, {})) for name in chain}
+    for name in chain[:-1]:
+        if "format" in resolved[name]:
+            resolved[name]["format"] = "png"
+    return resolved
+
+
+async def run_chain(
+    service: PortraitService,
+    chain: tuple[str, ...],
+    image: bytes,
+    options: dict[str, dict[str, object]],
+    wait_s: float | None = None,
+) -> ProcessorResult:
+    """``image`` through each processor of ``chain`` in order, each one's output the next one's
+    input; the last result (with ``options`` naming the whole chain)."""
+    result: ProcessorResult | None = None
+    for name in chain:
+        result = await run_processor(service, name, image, options[name], wait_s=wait_s)
+        image = result.data
+    return replace(result, options={"processors": list(chain), **options})
+
+
+def result_summary(result: ProcessorResult) -> dict:
+    """The ``result`` of a job record / route body for a processor result."""
+    summary: dict = {"processor": result.processor, "media_type": result.media_type}
+    if result.face_count is not None:
+        summary["face_count"] = result.face_count
+    if result.output_size is not None:
+        summary["output_size"] = {"width": result.output_size[0], "height": result.output_size[1]}
+    if result.report is not None:
+        summary["face_count"] = result.report["face_count"]
+    return summary
+
+
+def media_type_of(file_name: str) -> str:
+    """The media type of a stored result file (by the extension :func:`result_file` gave it)."""
+    extension = file_name.rsplit(".", 1)[-1]
+    return next(media for media, ext in FILE_EXTENSIONS.items() if ext == extension)
+
+
+def result_file(result: ProcessorResult) -> tuple[str, bytes]:
+    """(file name, bytes) to store for a result: the image, or the JSON report."""
+    if result.report is not None:
+        return f"{RESULT_STEM}.json", json.dumps(result.report_with_image()).encode("utf-8")
+    return f"{RESULT_STEM}.{FILE_EXTENSIONS[result.media_type]}", result.data
+
+
+async def execute_chain_job(service: PortraitService, record: JobRecord, image: bytes) -> bool:
+    """The work of an async job with ``processors``: run the chain, store its result file
+    (``record.files["result"]``), fill ``record.result``. False when the job was deleted
+    meanwhile. Raises :class:`GatewayError` (the queue retries or fails the job with it)."""
+    started = time.perf_counter()
+    chain = tuple(record.processors or ())
+    result = await run_chain(service, chain, image, record.options, wait_s=service.settings.triton_timeout_s)
+    name, data = result_file(result)
+    try:
+        await asyncio.to_thread(service.storage.write_file, record.job_id, name, data, create=False)
+    except JobGone:
+        return False
+    record.files = {"result": name}
+    record.result = {**result_summary(result), "processors": list(chain)}
+    record.processing_time_ms = (time.perf_counter() - started) * 1000.0
+    return True

@@ -1,0 +1,147 @@
+"""``GET /api/v1/processors`` and ``POST /api/v1/processors/{name}``: validate, delegate.
+
+One route per registry entry (``facecraft.processors``), its multipart form (``file`` + the
+processor's options) documented in OpenAPI from the registry; any other name gets 404 with the
+valid ones. The work is ``facecraft.gateway.processors_service.run_processor``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from facecraft import processors as registry
+from facecraft.gateway.errors import GatewayError, error_responses
+from facecraft.gateway.health import UNTRAINED_WARNING
+from facecraft.gateway.processors_service import resolve_options, run_processor, unknown_processor
+from facecraft.gateway.routes_process import INFERENCE_ERRORS, UPLOAD_ERRORS
+from facecraft.gateway.schemas import ProcessorList
+from facecraft.gateway.security import read_upload_capped, require_api_key
+from facecraft.pipeline.decode import SUPPORTED_TYPES
+
+router = APIRouter(prefix="/api/v1", tags=["processors"], dependencies=[Depends(require_api_key)])
+
+PROCESSOR_ERRORS = (*UPLOAD_ERRORS, *INFERENCE_ERRORS, "no_face_detected", "model_unavailable", "not_found")
+_JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "choice": "string", "color": "string"}
+
+
+def option_schema(option: registry.Option) -> dict:
+    """The OpenAPI schema of one option as a form field."""
+    schema: dict = {"type": _JSON_TYPES[option.kind], "description": f"{option.doc} ({option.range_text})"}
+    if option.default is not None:
+        default = option.default
+        schema["default"] = "#{:02x}{:02x}{:02x}".format(*default) if option.kind == "color" else default
+    if option.kind in ("int", "float"):
+        schema.update(minimum=option.low, maximum=option.high)
+    if option.kind == "choice":
+        schema["enum"] = list(option.choices)
+    return schema
+
+
+def request_body(processor: registry.Processor) -> dict:
+    """``openapi_extra`` of a processor route: its multipart form from the registry."""
+    properties = {"file": {"type": "string", "format": "binary", "description": f"{SUPPORTED_TYPES} image"}}
+    properties.update({option.name: option_schema(option) for option in processor.options})
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": ["file"], "properties": properties}
+                }
+            },
+        }
+    }
+
+
+def success_content(processor: registry.Processor) -> dict:
+    if processor.output_kind == "json":
+        return {"application/json": {}}
+    return {("image/png" if fmt == "png" else "image/jpeg"): {} for fmt in processor.output_formats}
+
+
+async def read_form(request: Request, name: str) -> tuple[bytes, dict[str, object]]:
+    """(upload bytes, resolved options) from the multipart form; 422 ``invalid_request`` without
+    a ``file``, 400 ``invalid_option`` for an unknown option or a bad value."""
+    try:
+        form = await request.form()
+    except Exception as error:  # noqa: BLE001 - a body that is not a multipart form
+        raise GatewayError(
+            422, "invalid_request", f"expected a multipart form with a file: {error}"
+        ) from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise GatewayError(422, "invalid_request", "the multipart field `file` (the image) is required")
+    values: dict[str, object] = {}
+    for key, value in form.multi_items():
+        if key == "file":
+            continue
+        if not isinstance(value, str):
+            raise GatewayError(400, "invalid_option", f"{name}: option {key} must be a plain form value")
+        values[key] = value
+    options = resolve_options(name, values)
+    image = await read_upload_capped(upload, request.app.state.settings.max_upload_bytes)
+    return image, options
+
+
+def processor_route(name: str):
+    async def handler(request: Request) -> Response:
+        image, options = await read_form(request, name)
+        result = await run_processor(request.app.state.service, name, image, options)
+        weights = await request.app.state.weights.get()
+        if result.report is not None:
+            body = {"success": True, "processor": name, **result.report_with_image(), "weights": weights}
+            if weights == "untrained":
+                body["warning"] = UNTRAINED_WARNING
+            return JSONResponse(body)
+        headers = {"X-Facecraft-Weights": weights}
+        if result.face_count is not None:
+            headers["X-Face-Count"] = str(result.face_count)
+        if result.output_size is not None:
+            headers["X-Output-Size"] = f"{result.output_size[0]}x{result.output_size[1]}"
+        return Response(result.data, media_type=result.media_type, headers=headers)
+
+    handler.__name__ = f"process_{name}"
+    return handler
+
+
+@router.get(
+    "/processors",
+    response_model=ProcessorList,
+    summary="Every processor: options (type, range, default), output, ensembles, models",
+    responses=error_responses("unauthorized"),
+)
+async def list_processors() -> dict:
+    return {"processors": [processor.as_dict() for processor in registry.PROCESSORS.values()]}
+
+
+for _processor in registry.PROCESSORS.values():
+    router.add_api_route(
+        f"/processors/{_processor.name}",
+        processor_route(_processor.name),
+        methods=["POST"],
+        response_class=Response,
+        summary=f"{_processor.name}: {_processor.description}",
+        description="Multipart `file` + the options below (form fields). "
+        + (f"Note: {_processor.notes}. " if _processor.notes else "")
+        + "No face (face processors) → 400 `no_face_detected`.",
+        openapi_extra=request_body(_processor),
+        responses={
+            200: {
+                "content": success_content(_processor),
+                "description": f"the {_processor.output_kind} result",
+            },
+            **error_responses(*PROCESSOR_ERRORS),
+        },
+    )
+
+
+@router.post(
+    "/processors/{name}",
+    summary="Any other name: 404 listing the valid processors",
+    responses=error_responses("not_found", "unauthorized"),
+    include_in_schema=False,
+)
+async def unknown(name: str) -> Response:
+    raise unknown_processor(name)

@@ -1,0 +1,198 @@
+"""``/api/v1/processors*`` and processors-chain jobs against the REAL embedded Triton (tiny,
+untrained models) with real photos (docs/processors.md, docs/api.md)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from facecraft import processors
+from tests.gateway.test_integration import upload, wait_for_job
+
+pytestmark = pytest.mark.integration
+
+FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
+
+
+def photo(name: str) -> bytes:
+    path = FACES / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not available")
+    return path.read_bytes()
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
+
+
+def test_list_is_the_registry(gateway_client):
+    response = gateway_client.get("/api/v1/processors")
+    assert response.status_code == 200
+    listed = response.json()["processors"]
+    assert [p["name"] for p in listed] == list(processors.names())
+    enhancer = next(p for p in listed if p["name"] == "face_enhancer")
+    fidelity = next(o for o in enhancer["options"] if o["name"] == "fidelity")
+    assert (fidelity["minimum"], fidelity["maximum"], fidelity["default"]) == (0.0, 1.0, 0.7)
+    assert "codeformer" in enhancer["models"] and enhancer["ensembles"] == ["face_enhancer"]
+
+
+def test_openapi_documents_each_processor_form_from_the_registry(gateway_client):
+    paths = gateway_client.get("/openapi.json").json()["paths"]
+    form = paths["/api/v1/processors/background_remover"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]
+    properties = form["schema"]["properties"]
+    assert set(properties) == {"file", "model", "background", "mask_only", "format"}
+    assert properties["model"]["enum"] == ["u2net_human_seg", "u2net", "u2netp"]
+
+
+def test_face_analyser_counts_the_faces_of_a_group_photo(gateway_client):
+    response = gateway_client.post(
+        "/api/v1/processors/face_analyser",
+        files=upload("g.jpg", photo("fr__two_people.jpg")),
+        data={"annotate": "true"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["face_count"] == 2 == len(body["faces"])
+    assert len(body["faces"][0]["landmarks"]) == 68 and body["weights"] == "untrained" and body["warning"]
+    assert body["annotated_png_base64"]
+
+
+def test_face_enhancer_returns_the_whole_image_as_jpeg(gateway_client):
+    data = photo("dlib__2008_001322.jpg")
+    response = gateway_client.post(
+        "/api/v1/processors/face_enhancer",
+        files=upload("g.jpg", data),
+        data={"format": "jpeg", "fidelity": "0.3"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    assert size_of(response.content) == size_of(data)
+    assert int(response.headers["x-face-count"]) == 3
+    assert response.headers["x-facecraft-weights"] == "untrained"
+
+
+def test_background_remover_rgba_and_absent_model_variant(gateway_client):
+    data = photo("fr__two_people.jpg")
+    response = gateway_client.post("/api/v1/processors/background_remover", files=upload("p.jpg", data))
+    assert response.status_code == 200, response.text
+    image = Image.open(io.BytesIO(response.content))
+    assert image.mode == "RGBA" and image.size == size_of(data)
+    absent = gateway_client.post(
+        "/api/v1/processors/background_remover", files=upload("p.jpg", data), data={"model": "u2netp"}
+    )
+    assert absent.status_code == 503 and absent.json()["error"] == "model_unavailable"
+    assert (
+        "u2netp" in absent.json()["error_message"]
+        and "available: u2net_human_seg" in absent.json()["error_message"]
+    )
+
+
+def test_portrait_through_the_processors_route(gateway_client):
+    response = gateway_client.post(
+        "/api/v1/processors/portrait",
+        files=upload("p.jpg", photo("fr__biden.jpg")),
+        data={"width": "200", "height": "240"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png" and size_of(response.content) == (200, 240)
+
+
+@pytest.mark.parametrize("name", ["face_enhancer", "face_analyser"])
+def test_no_face_is_a_documented_400(gateway_client, name):
+    response = gateway_client.post(
+        f"/api/v1/processors/{name}", files=upload("g.jpg", photo("dlib__giraffe.jpg"))
+    )
+    assert response.status_code == 400 and response.json()["error"] == "no_face_detected"
+
+
+@pytest.mark.parametrize(
+    ("name", "files", "data", "status", "error"),
+    [
+        ("face_swapper", upload("a.jpg", b"x"), {}, 404, "not_found"),
+        ("face_enhancer", upload("a.jpg", b"x"), {"fidelity": "2"}, 400, "invalid_option"),
+        ("face_analyser", upload("a.jpg", b"x"), {"colour": "red"}, 400, "invalid_option"),
+        ("background_remover", upload("a.jpg", b"x"), {"model": "birefnet"}, 400, "invalid_option"),
+        ("background_remover", upload("a.pdf", b"%PDF-1.4 nope", "application/pdf"), {}, 415, "unsupported_media_type"),
+        ("face_enhancer", upload("a.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 64), {}, 400, "invalid_image"),
+        ("face_analyser", None, {"annotate": "true"}, 422, "invalid_request"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_documented_codes(gateway_client, name, files, data, status, error):
+    response = gateway_client.post(f"/api/v1/processors/{name}", files=files, data=data)
+    assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    if error == "not_found":
+        assert "face_enhancer, background_remover, face_analyser" in response.json()["error_message"]
+
+
+def test_metrics_count_each_processor_and_its_errors(gateway_client):
+    gateway_client.post(
+        "/api/v1/processors/face_analyser", files=upload("g.jpg", photo("fr__two_people.jpg"))
+    )
+    gateway_client.post("/api/v1/processors/face_analyser", files=upload("g.jpg", photo("dlib__giraffe.jpg")))
+    text = gateway_client.get("/metrics").text
+    assert 'facecraft_gateway_processor_requests_total{outcome="ok",processor="face_analyser"} 1.0' in text
+    assert (
+        'facecraft_gateway_processor_requests_total{outcome="no_face_detected",processor="face_analyser"} 1.0'
+        in text
+    )
+    assert 'facecraft_gateway_processor_duration_seconds_count{processor="face_analyser"} 2.0' in text
+
+
+def test_chain_job_enhances_then_cuts_out(gateway_client):
+    data = photo("fr__two_people.jpg")
+    submitted = gateway_client.post(
+        "/api/v1/jobs",
+        files=upload("g.jpg", data),
+        data={
+            "processors": "face_enhancer,background_remover",
+            "processor_options": '{"face_enhancer": {"fidelity": 0.4}}',
+        },
+    )
+    assert submitted.status_code == 202, submitted.text
+    job = wait_for_job(gateway_client, submitted.json()["job_id"])
+    assert job["status"] == "completed", (job.get("error"), job.get("error_message"))
+    assert job["processors"] == ["face_enhancer", "background_remover"]
+    assert job["result"]["processor"] == "background_remover"
+    result = gateway_client.get(submitted.json()["result_url"])
+    assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(result.content))
+    assert image.mode == "RGBA" and image.size == size_of(data)
+
+
+def test_chain_job_ending_in_the_analyser_gives_json_and_no_face_fails_the_job(gateway_client):
+    submitted = gateway_client.post(
+        "/api/v1/jobs",
+        files=upload("g.jpg", photo("dlib__2008_001009.jpg")),
+        data={"processors": "face_analyser"},
+    )
+    job = wait_for_job(gateway_client, submitted.json()["job_id"])
+    assert job["status"] == "completed", (job.get("error"), job.get("error_message"))
+    report = gateway_client.get(submitted.json()["result_url"])
+    assert report.headers["content-type"] == "application/json" and report.json()["face_count"] == 2
+    failed = gateway_client.post(
+        "/api/v1/jobs",
+        files=upload("g.jpg", photo("dlib__giraffe.jpg")),
+        data={"processors": "face_enhancer"},
+    )
+    job = wait_for_job(gateway_client, failed.json()["job_id"])
+    assert (job["status"], job["error"]) == ("failed", "no_face_detected")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "error"),
+    [
+        ({"processors": "face_enhancer,nope"}, 404, "not_found"),
+        ({"processors": "face_analyser,face_enhancer"}, 400, "invalid_option"),
+        ({"processors": "face_enhancer", "processor_options": '{"face_enhancer": {"blend": 3}}'}, 400, "invalid_option"),
+        ({"processors": "face_enhancer", "processor_options": '{"background_remover": {}}'}, 400, "invalid_option"),
+        ({"processors": "face_enhancer", "processor_options": "not json"}, 400, "invalid_option"),
+    ],
+)  # fmt: skip
+def test_bad_chains_are_refused_before_queueing(gateway_client, data, status, error):
+    response = gateway_client.post("/api/v1/jobs", files=upload("g.jpg", photo("fr__biden.jpg")), data=data)
+    assert (response.status_code, response.json()["error"]) == (status, error), response.text

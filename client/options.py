@@ -50,11 +50,10 @@ class PortraitOptions:
         _check_name("layout", self.layout, LAYOUT_NAMES)
         if self.layout is not None and self.preset is None:
             raise InvalidOption("invalid_option: client: layout needs a preset", step="client")
-        _check_int("width", self.width, 64, 4096)
-        _check_int("height", self.height, 64, 4096)
-        _check_int("max_jpeg_kb", self.max_jpeg_kb, 8, 10240)
-        _check_float("face_margin", self.face_margin, 0.0, 2.0)
-        _check_float("fidelity", self.fidelity, 0.0, 1.0)
+        for name in ("width", "height", "max_jpeg_kb"):
+            _check_int(name, getattr(self, name), *_portrait_range(name))
+        for name in ("face_margin", "fidelity"):
+            _check_float(name, getattr(self, name), *_portrait_range(name))
         if self.fidelity is not None and not self.enhance:
             raise InvalidOption(
                 "invalid_option: client: fidelity only applies with enhance=True", step="client"
@@ -86,6 +85,12 @@ class PortraitOptions:
             for f in fields(self)
             if f.name != "enhance" and getattr(self, f.name) is not None
         }
+
+
+def _portrait_range(name: str) -> tuple[float, float]:
+    """(low, high) of a portrait option, from the registry (which reads pipeline/options.py)."""
+    option = processors.get("portrait").option(name)
+    return option.low, option.high
 
 
 def _is_int(value: object) -> bool:

@@ -58,6 +58,8 @@ REQUIRED_METRICS = {
     "GPU memory": "nv_gpu_memory_used_bytes",
     "gateway latency": "facecraft_gateway_request_duration_seconds_bucket",
     "gateway job outcomes": "facecraft_gateway_jobs_total",
+    "processor runs and errors": "facecraft_gateway_processor_requests_total",
+    "processor latency": "facecraft_gateway_processor_duration_seconds_bucket",
 }
 
 

@@ -1,0 +1,191 @@
+"""The processor steps (facecraft.pipeline.processor_stages) without Triton: options, faces, the
+one-batch CodeFormer call, paste-back, analysis JSON, background cut-out. A BLS call is given as a
+plain function of numpy arrays (what `triton_adapter.bls_infer` does inside Triton)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facecraft.pipeline import processor_stages as ps
+from facecraft.pipeline.errors import PipelineError
+from tests.fixtures.images import encode
+
+
+class RecordingCodeFormer:
+    """Stands in for the `codeformer` BLS call: returns a flat mid-grey face per input, records
+    the batches it received."""
+
+    def __init__(self):
+        self.batches: list[tuple[int, ...]] = []
+        self.weights: list[np.ndarray] = []
+
+    def __call__(self, model, inputs, outputs):
+        assert model == "codeformer" and outputs == ("output",)
+        self.batches.append(inputs["input"].shape)
+        self.weights.append(inputs["w"])
+        return {"output": np.zeros_like(inputs["input"])}
+
+
+@pytest.fixture(scope="module")
+def group(faces_dir):
+    data = (faces_dir / "dlib__2008_002079.jpg").read_bytes()
+    outputs = ps.faces_stage({"IMAGE": np.array([data], dtype=np.object_)})
+    return data, outputs
+
+
+def test_faces_stage_returns_every_face_largest_first(group):
+    _, outputs = group
+    boxes = outputs["FACE_BOXES"]
+    assert boxes.shape == (6, 4) and outputs["FACE_LANDMARKS"].shape == (6, 68, 2)
+    assert outputs["FACE_SCORES"].shape == (6,) and int(outputs["FACE_COUNT"][0]) == 6
+    areas = boxes[:, 2] * boxes[:, 3]
+    assert list(areas) == sorted(areas, reverse=True)
+
+
+def test_faces_stage_max_faces_keeps_the_largest_and_counts_all(group):
+    data, full = group
+    outputs = ps.faces_stage(
+        {"IMAGE": np.array([data], dtype=np.object_), "MAX_FACES": np.array([2], dtype=np.int32)}
+    )
+    assert np.array_equal(outputs["FACE_BOXES"], full["FACE_BOXES"][:2])
+    assert int(outputs["FACE_COUNT"][0]) == 6
+
+
+def test_faces_stage_decodes_at_full_resolution():
+    big = np.full((2400, 3000, 3), 128, np.uint8)  # above the portrait's 2048 working side
+    with pytest.raises(PipelineError, match="no_face_detected: faces: no face found in a 3000x2400"):
+        ps.faces_stage({"IMAGE": np.array([encode(big)], dtype=np.object_)})
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"MAX_FACES": np.array([0], np.int32)}, "max_faces=0 is outside 1..32"),
+        ({"MIN_FACE_SIZE": np.array([1, 2], np.int32)}, "min_face_size must have 1 value"),
+    ],
+)
+def test_bad_option_tensors_name_the_option(inputs, message):
+    with pytest.raises(PipelineError, match=f"invalid_option: faces: {message}"):
+        ps.faces_stage({"IMAGE": np.array([b"x"], dtype=np.object_), **inputs})
+
+
+def test_all_faces_go_to_codeformer_in_one_batch(group):
+    _, outputs = group
+    codeformer = RecordingCodeFormer()
+    enhanced = ps.enhance_faces(outputs["RGB"], outputs["FACE_LANDMARKS"], 0.3, 1.0, codeformer, max_batch=16)
+    assert codeformer.batches == [(6, 3, 512, 512)]
+    assert codeformer.weights[0].shape == (6, 1) and np.allclose(codeformer.weights[0], 0.3)
+    assert enhanced.shape == outputs["RGB"].shape and enhanced.dtype == np.uint8
+    grey = np.abs(enhanced.astype(int) - 128).sum(axis=2) <= 3  # the stand-in's flat faces
+    for x, y, w, h in outputs["FACE_BOXES"].astype(int):
+        assert grey[y + h // 3 : y + 2 * h // 3, x + w // 3 : x + 2 * w // 3].mean() > 0.9
+
+
+def test_batches_are_chunked_by_the_served_max_batch_size(group):
+    _, outputs = group
+    codeformer = RecordingCodeFormer()
+    ps.enhance_faces(outputs["RGB"], outputs["FACE_LANDMARKS"], 0.7, 1.0, codeformer, max_batch=4)
+    assert [shape[0] for shape in codeformer.batches] == [4, 2]
+
+
+def test_blend_zero_keeps_the_input(group):
+    _, outputs = group
+    kept = ps.enhance_faces(outputs["RGB"], outputs["FACE_LANDMARKS"], 0.7, 0.0, RecordingCodeFormer(), 16)
+    assert np.array_equal(kept, outputs["RGB"])
+
+
+def test_face_enhance_stage_encodes_the_whole_image(group):
+    _, outputs = group
+    result = ps.face_enhance_stage(
+        {
+            "RGB": outputs["RGB"],
+            "FACE_LANDMARKS": outputs["FACE_LANDMARKS"],
+            "FORMAT": np.array([b"jpeg"], np.object_),
+        },
+        infer=RecordingCodeFormer(),
+        max_batch=16,
+    )
+    image = Image.open(io.BytesIO(result["OUTPUT"][0]))
+    h, w = outputs["RGB"].shape[:2]
+    assert image.format == "JPEG" and image.size == (w, h) and tuple(result["OUTPUT_SIZE"]) == (w, h)
+
+
+def test_face_analyse_stage_json_and_annotation(group):
+    _, outputs = group
+    inputs = {
+        name: outputs[name] for name in ("RGB", "FACE_BOXES", "FACE_SCORES", "FACE_LANDMARKS", "FACE_COUNT")
+    }
+    plain = ps.face_analyse_stage(inputs)
+    report = json.loads(plain["JSON"][0])
+    assert report["face_count"] == 6 and len(report["faces"]) == 6 and plain["ANNOTATED"][0] == b""
+    first = report["faces"][0]
+    assert set(first) == {"box", "score", "landmarks", "roll"} and len(first["landmarks"]) == 68
+    annotated = ps.face_analyse_stage({**inputs, "ANNOTATE": np.array([True])})["ANNOTATED"][0]
+    assert Image.open(io.BytesIO(annotated)).size == outputs["RGB"].shape[1::-1]
+
+
+def test_roll_is_the_eye_line_angle():
+    points = np.zeros((68, 2), np.float32)
+    points[36:42] = (100, 100)
+    points[42:48] = (200, 200)  # right eye 45 degrees lower
+    report = ps.analyse_faces(np.zeros((1, 4)), np.ones(1), points[np.newaxis], 1)
+    assert report["faces"][0]["roll"] == pytest.approx(45.0)
+
+
+class FlatU2Net:
+    def __init__(self, served=("u2net",)):
+        self.served = served
+        self.models: list[str] = []
+
+    def __call__(self, model, inputs, outputs):
+        self.models.append(model)
+        if model not in self.served:
+            raise PipelineError("model_unavailable", "bls", f"{model}: Request for unknown model")
+        assert inputs["input"].shape == (1, 3, 320, 320)
+        seg = np.zeros((1, 1, 320, 320), np.float32)
+        seg[..., 80:240, 80:240] = 1.0  # a centred square is foreground
+        return {"output": seg}
+
+
+def _remove(image: bytes, infer, **options) -> bytes:
+    tensors = {"IMAGE": np.array([image], dtype=np.object_)}
+    for name, value in options.items():
+        tensors[name] = np.asarray(value)
+    return ps.background_remove_stage(tensors, infer=infer)["OUTPUT"][0]
+
+
+def test_background_remover_alpha_at_full_resolution():
+    rgb = np.random.default_rng(0).integers(0, 255, (500, 700, 3), dtype=np.uint8)
+    out = Image.open(io.BytesIO(_remove(encode(rgb, "PNG"), FlatU2Net())))
+    assert out.mode == "RGBA" and out.size == (700, 500)
+    alpha = np.asarray(out)[:, :, 3]
+    assert alpha[250, 350] == 255 and alpha[5, 5] == 0
+    mask = Image.open(io.BytesIO(_remove(encode(rgb, "PNG"), FlatU2Net(), MASK_ONLY=[True])))
+    assert mask.mode == "L" and np.array_equal(np.asarray(mask), alpha)
+    flat = Image.open(
+        io.BytesIO(_remove(encode(rgb, "PNG"), FlatU2Net(), BACKGROUND=np.array([0, 255, 0], np.uint8),
+                           FORMAT=np.array([b"jpeg"], np.object_)))
+    )  # fmt: skip
+    assert flat.format == "JPEG" and np.abs(np.asarray(flat)[5, 5].astype(int) - (0, 255, 0)).max() < 40
+
+
+def test_background_remover_maps_the_model_option_and_names_an_absent_variant():
+    image = encode(np.full((64, 64, 3), 90, np.uint8), "PNG")
+    u2net = FlatU2Net()
+    _remove(image, u2net)
+    assert u2net.models == ["u2net"]  # u2net_human_seg (default) is the Triton model `u2net`
+    with pytest.raises(
+        PipelineError,
+        match="model_unavailable: background_remove: model=u2netp needs the Triton model u2netp",
+    ):
+        _remove(image, FlatU2Net(), SEG_MODEL=np.array([b"u2netp"], np.object_))
+
+
+def test_jpeg_without_background_or_mask_is_refused():
+    with pytest.raises(PipelineError, match="format=jpeg has no alpha"):
+        _remove(b"unused", FlatU2Net(), FORMAT=np.array([b"jpeg"], np.object_))

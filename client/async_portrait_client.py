@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import contextlib
 
-from facecraft import processors as registry
 from facecraft.client.errors import FacecraftError, ServerUnavailable, error_from_exception
 from facecraft.client.options import PortraitOptions, encode_inputs
 from facecraft.client.processors import (
     ProcessorResult,
-    encode_processor_inputs,
-    resolve_processor_options,
+    processor_request,
     result_from_processor_outputs,
 )
 from facecraft.client.result import PortraitResult, result_from_outputs
@@ -115,17 +113,22 @@ class AsyncPortraitClient:
                     await self._client.unregister_system_shared_memory(region.name)
             region.destroy()
 
-    async def _infer(self, model_name: str, inputs: list) -> PortraitResult:
+    async def _call(self, model_name: str, inputs: list, outputs: list):
+        """One inference; tritonclient's exceptions become ``FacecraftError``."""
         try:
             if self.protocol == "grpc":
                 response = await self._client.infer(
-                    model_name, inputs, outputs=build_outputs(self.protocol), client_timeout=self.timeout_s
+                    model_name, inputs, outputs=outputs, client_timeout=self.timeout_s
                 )
             else:
                 # conn_timeout (set in __init__) bounds the whole HTTP request in tritonclient.http.aio
-                response = await self._client.infer(model_name, inputs, outputs=build_outputs(self.protocol))
+                response = await self._client.infer(model_name, inputs, outputs=outputs)
         except Exception as error:
             raise error_from_exception(error) from error
+        return response
+
+    async def _infer(self, model_name: str, inputs: list) -> PortraitResult:
+        response = await self._call(model_name, inputs, build_outputs(self.protocol))
         return result_from_outputs(response.as_numpy)
 
     # -- processors (facecraft.processors; docs/processors.md) ----------------------------------
@@ -134,19 +137,9 @@ class AsyncPortraitClient:
         """Run processor ``name``'s ensemble on one encoded image; ``options`` by registry name
         (unset ones get the registry default). Raises ``InvalidOption``, ``NoFaceDetected``,
         ``ModelUnavailable``... (``FacecraftError`` subclasses)."""
-        resolved = resolve_processor_options(name, options)
-        processor = registry.get(name)
-        inputs = build_inputs(self.protocol, encode_processor_inputs(name, image_bytes, resolved))
-        outputs = build_outputs(self.protocol, processor.outputs)
-        try:
-            if self.protocol == "grpc":
-                response = await self._client.infer(
-                    processor.ensembles[0], inputs, outputs=outputs, client_timeout=self.timeout_s
-                )
-            else:
-                response = await self._client.infer(processor.ensembles[0], inputs, outputs=outputs)
-        except Exception as error:
-            raise error_from_exception(error) from error
+        model, specs, output_names, resolved = processor_request(name, image_bytes, options)
+        outputs = build_outputs(self.protocol, output_names)
+        response = await self._call(model, build_inputs(self.protocol, specs), outputs)
         return result_from_processor_outputs(name, response.as_numpy, resolved)
 
     async def enhance_faces(self, image_bytes: bytes, **options) -> ProcessorResult:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 
-from facecraft import processors as registry
 from facecraft.client.errors import FacecraftError, ServerUnavailable, error_from_exception
 from facecraft.client.options import PortraitOptions, encode_inputs
 from facecraft.client.processors import (
     ProcessorResult,
-    encode_processor_inputs,
-    resolve_processor_options,
+    processor_request,
     result_from_processor_outputs,
 )
 from facecraft.client.result import PortraitResult, result_from_outputs
@@ -131,16 +129,21 @@ class PortraitClient:
                     self._client.unregister_system_shared_memory(region.name)
             region.destroy()
 
-    def _infer(self, model_name: str, inputs: list) -> PortraitResult:
+    def _call(self, model_name: str, inputs: list, outputs: list):
+        """One inference; tritonclient's exceptions become ``FacecraftError``."""
         try:
             if self.protocol == "grpc":
                 response = self._client.infer(
-                    model_name, inputs, outputs=build_outputs(self.protocol), client_timeout=self.timeout_s
+                    model_name, inputs, outputs=outputs, client_timeout=self.timeout_s
                 )
             else:
-                response = self._client.infer(model_name, inputs, outputs=build_outputs(self.protocol))
+                response = self._client.infer(model_name, inputs, outputs=outputs)
         except Exception as error:
             raise error_from_exception(error) from error
+        return response
+
+    def _infer(self, model_name: str, inputs: list) -> PortraitResult:
+        response = self._call(model_name, inputs, build_outputs(self.protocol))
         return result_from_outputs(response.as_numpy)
 
     # -- processors (facecraft.processors; docs/processors.md) ----------------------------------
@@ -149,19 +152,9 @@ class PortraitClient:
         """Run processor ``name``'s ensemble on one encoded image; ``options`` by registry name
         (unset ones get the registry default). Raises ``InvalidOption``, ``NoFaceDetected``,
         ``ModelUnavailable``... (``FacecraftError`` subclasses)."""
-        resolved = resolve_processor_options(name, options)
-        processor = registry.get(name)
-        inputs = build_inputs(self.protocol, encode_processor_inputs(name, image_bytes, resolved))
-        outputs = build_outputs(self.protocol, processor.outputs)
-        try:
-            if self.protocol == "grpc":
-                response = self._client.infer(
-                    processor.ensembles[0], inputs, outputs=outputs, client_timeout=self.timeout_s
-                )
-            else:
-                response = self._client.infer(processor.ensembles[0], inputs, outputs=outputs)
-        except Exception as error:
-            raise error_from_exception(error) from error
+        model, specs, output_names, resolved = processor_request(name, image_bytes, options)
+        outputs = build_outputs(self.protocol, output_names)
+        response = self._call(model, build_inputs(self.protocol, specs), outputs)
         return result_from_processor_outputs(name, response.as_numpy, resolved)
 
     def enhance_faces(self, image_bytes: bytes, **options) -> ProcessorResult:

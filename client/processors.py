@@ -87,6 +87,20 @@ def encode_processor_inputs(name: str, image_bytes: bytes, options: dict[str, ob
     return specs
 
 
+def processor_request(
+    name: str, image_bytes: bytes, options: dict[str, object]
+) -> tuple[str, list[TensorSpec], tuple[str, ...], dict[str, object]]:
+    """(ensemble, input tensors, output names, resolved options) of one processor request."""
+    resolved = resolve_processor_options(name, options)
+    processor = registry.get(name)
+    return (
+        processor.ensembles[0],
+        encode_processor_inputs(name, image_bytes, resolved),
+        processor.outputs,
+        resolved,
+    )
+
+
 def result_from_processor_outputs(
     name: str, as_numpy: Callable[[str], np.ndarray | None], options: dict[str, object]
 ) -> ProcessorResult:

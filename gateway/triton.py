@@ -32,12 +32,11 @@ from pathlib import Path
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from facecraft import processors
 from facecraft.client import transport
 from facecraft.client.options import BASIC_MODEL, ENHANCED_MODEL, PortraitOptions, encode_inputs
 from facecraft.client.processors import (
     ProcessorResult,
-    encode_processor_inputs,
+    processor_request,
     result_from_processor_outputs,
 )
 from facecraft.client.result import PortraitResult, result_from_outputs
@@ -368,11 +367,11 @@ class TritonGateway:
 
     async def infer_processor(self, name: str, image: bytes, options: dict) -> ProcessorResult:
         """Run one image through processor ``name``'s ensemble (registry; ``options`` resolved)."""
-        processor = processors.get(name)
-        inputs = transport.build_inputs("grpc", encode_processor_inputs(name, image, options))
-        outputs = transport.build_outputs("grpc", processor.outputs)
-        result = await self.infer(processor.ensembles[0], inputs, outputs=outputs)
-        return result_from_processor_outputs(name, result.as_numpy, options)
+        model, specs, output_names, resolved = processor_request(name, image, options)
+        inputs = transport.build_inputs("grpc", specs)
+        outputs = transport.build_outputs("grpc", output_names)
+        result = await self.infer(model, inputs, outputs=outputs)
+        return result_from_processor_outputs(name, result.as_numpy, resolved)
 
     async def server_metadata(self, timeout_s: float = 3.0) -> dict:
         return await self._call("get_server_metadata", as_json=True, timeout_s=timeout_s)

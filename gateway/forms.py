@@ -8,23 +8,35 @@ from __future__ import annotations
 
 from fastapi import Form, Request
 
-from facecraft.gateway.service import resolve_request
+from facecraft.gateway.service import FIDELITY_RANGE, JPEG_KB_RANGE, MARGIN_RANGE, SIDE_RANGE, resolve_request
 from facecraft.gateway.triton import PortraitRequest
 from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
 
 
+def _span(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:g}..{bounds[1]:g}"
+
+
 async def portrait_options(
     request: Request,
-    width: int | None = Form(None, description="output width, 64..4096 (default FACECRAFT_DEFAULT_WIDTH)"),
-    height: int | None = Form(None, description="output height, 64..4096 (default FACECRAFT_DEFAULT_HEIGHT)"),
+    width: int | None = Form(
+        None, description=f"output width, {_span(SIDE_RANGE)} (default FACECRAFT_DEFAULT_WIDTH)"
+    ),
+    height: int | None = Form(
+        None, description=f"output height, {_span(SIDE_RANGE)} (default FACECRAFT_DEFAULT_HEIGHT)"
+    ),
     background_r: int | None = Form(None, description="JPEG background red 0..255"),
     background_g: int | None = Form(None, description="JPEG background green 0..255"),
     background_b: int | None = Form(None, description="JPEG background blue 0..255"),
-    face_margin: float | None = Form(None, description="fraction of the face box added on each side, 0..2"),
+    face_margin: float | None = Form(
+        None, description=f"fraction of the face box added on each side, {_span(MARGIN_RANGE)}"
+    ),
     use_oval_mask: bool | None = Form(None, description="feathered oval mask"),
     enhance_face: bool | None = Form(None, description="CodeFormer restoration (false: portrait_basic)"),
-    enhance_fidelity: float | None = Form(None, description="CodeFormer fidelity w, 0..1"),
-    max_jpeg_kb: int | None = Form(None, description="JPEG size cap in KB, 8..10240"),
+    enhance_fidelity: float | None = Form(
+        None, description=f"CodeFormer fidelity w, {_span(FIDELITY_RANGE)}"
+    ),
+    max_jpeg_kb: int | None = Form(None, description=f"JPEG size cap in KB, {_span(JPEG_KB_RANGE)}"),
     touch_up: bool = Form(False, description="exposure, white balance, mild sharpening"),
     preset: str | None = Form(
         None, description=f"ID-photo preset ({', '.join(PRESET_NAMES)}; GET /api/v1/presets, docs/presets.md)"

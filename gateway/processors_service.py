@@ -30,14 +30,20 @@ def unknown_processor(name: str) -> GatewayError:
 
 
 def resolve_options(name: str, values: dict[str, object]) -> dict[str, object]:
-    """Every option of processor ``name`` (registry defaults filled in): 404 for an unknown
-    processor, 400 ``invalid_option`` naming the option for an unknown option or a bad value."""
+    """Every option of processor ``name`` (registry defaults filled in; for ``portrait`` only the
+    given ones and ``format``, so the gateway's settings supply the rest, as on ``/process``): 404
+    for an unknown processor, 400 ``invalid_option`` naming the option for an unknown option or a
+    bad value."""
     if name not in registry.PROCESSORS:
         raise unknown_processor(name)
     try:
-        return registry.get(name).resolve(values)
+        resolved = registry.get(name).resolve(values)
     except registry.OptionError as error:
         raise GatewayError(400, "invalid_option", f"{name}: {error}") from None
+    if name == "portrait":  # unset options keep the gateway's FACECRAFT_DEFAULT_* settings
+        given = {key: resolved[key] for key, value in values.items() if value is not None}
+        return {**given, "format": resolved["format"]}
+    return resolved
 
 
 async def check_segmentation_model(service: PortraitService, model: str) -> None:
@@ -97,17 +103,18 @@ async def _run_portrait(
 ) -> ProcessorResult:
     """``portrait`` through the Facecraft service; the PNG or the JPEG by ``format`` (an ID-photo
     preset's compliance report and print sheet are on ``POST /api/v1/process``)."""
+    background = options.get("background")
     request = resolve_request(
         service.settings,
-        width=options["width"],
-        height=options["height"],
-        background=tuple(options["background"]),
-        face_margin=options["face_margin"],
-        use_oval_mask=options["oval_mask"],
-        enhance_face=options["enhance"],
-        enhance_fidelity=options["fidelity"],
-        max_jpeg_kb=options["max_jpeg_kb"],
-        touch_up=options["touch_up"],
+        width=options.get("width"),
+        height=options.get("height"),
+        background=(None, None, None) if background is None else tuple(background),
+        face_margin=options.get("face_margin"),
+        use_oval_mask=options.get("oval_mask"),
+        enhance_face=options.get("enhance"),
+        enhance_fidelity=options.get("fidelity"),
+        max_jpeg_kb=options.get("max_jpeg_kb"),
+        touch_up=options.get("touch_up"),
         preset=options.get("preset"),
         layout=options.get("layout"),
     )

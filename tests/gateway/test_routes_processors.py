@@ -196,3 +196,21 @@ def test_chain_job_ending_in_the_analyser_gives_json_and_no_face_fails_the_job(g
 def test_bad_chains_are_refused_before_queueing(gateway_client, data, status, error):
     response = gateway_client.post("/api/v1/jobs", files=upload("g.jpg", photo("fr__biden.jpg")), data=data)
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
+
+
+def test_portrait_route_keeps_the_gateway_default_settings(triton_server, tmp_path):
+    """Options left out take FACECRAFT_DEFAULT_*, as on /process (not the registry's 648)."""
+    from fastapi.testclient import TestClient
+
+    from facecraft.gateway.app import create_app
+    from tests.fixtures.gateway import make_gateway_settings
+
+    settings = make_gateway_settings(tmp_path, triton_server.grpc_url, default_width=320, default_height=400)
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/api/v1/processors/portrait",
+            files=upload("p.jpg", photo("fr__biden.jpg")),
+            data={"format": "jpeg"},
+        )
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert size_of(response.content) == (320, 400)

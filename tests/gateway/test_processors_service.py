@@ -1,0 +1,45 @@
+"""Option resolution and chains of facecraft.gateway.processors_service (no Triton needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from facecraft.gateway.errors import GatewayError
+from facecraft.gateway.processors_service import parse_chain, resolve_chain_options, resolve_options
+
+
+def test_portrait_keeps_only_given_options_so_settings_defaults_apply():
+    assert resolve_options("portrait", {"width": "200", "background": "#0a0b0c"}) == {
+        "width": 200,
+        "background": (10, 11, 12),
+        "format": "png",
+    }
+
+
+def test_other_processors_get_every_registry_default():
+    resolved = resolve_options("face_enhancer", {"blend": "0.5"})
+    assert resolved == {"fidelity": 0.7, "max_faces": 16, "min_face_size": 0, "blend": 0.5, "format": "png"}
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "status", "message"),
+    [
+        ("nope", {}, 404, "valid: portrait, face_enhancer"),
+        ("face_analyser", {"format": "png"}, 400, "face_analyser has no option 'format'"),
+        ("background_remover", {"mask_only": "perhaps"}, 400, "mask_only must be true or false"),
+    ],
+)
+def test_bad_names_and_options(name, values, status, message):
+    with pytest.raises(GatewayError, match=message) as caught:
+        resolve_options(name, values)
+    assert caught.value.status_code == status
+
+
+def test_chain_options_force_png_between_steps():
+    chain = parse_chain("face_enhancer,background_remover")
+    options = resolve_chain_options(
+        chain, '{"face_enhancer": {"format": "jpeg"}, "background_remover": {"format": "png"}}'
+    )
+    assert options["face_enhancer"]["format"] == "png" and options["background_remover"]["format"] == "png"
+    with pytest.raises(GatewayError, match="not in the chain"):
+        resolve_chain_options(chain, '{"face_analyser": {}}')

@@ -83,6 +83,17 @@ async def read_upload_capped(upload: UploadFile, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def _not_an_image(data: bytes) -> str:
+    """The 415 message; it names a video when the upload is one (docs/video.md)."""
+    from facecraft.pipeline.video import CONTAINER_NAMES, video_container  # loads PyAV: only here
+
+    message = f"the upload is not a {SUPPORTED_TYPES} image"
+    container = video_container(data)
+    if container is not None:
+        message += f"; it is a video ({CONTAINER_NAMES[container]}), which this endpoint does not take"
+    return message
+
+
 def validate_image_bytes(data: bytes, max_pixels: int) -> str:
     """Check an upload before it goes to Triton; return its sniffed type.
 
@@ -96,7 +107,7 @@ def validate_image_bytes(data: bytes, max_pixels: int) -> str:
         raise GatewayError(400, "invalid_image", "the uploaded file is empty")
     kind = sniff_format(data)
     if kind is None:
-        raise GatewayError(415, "unsupported_media_type", f"the upload is not a {SUPPORTED_TYPES} image")
+        raise GatewayError(415, "unsupported_media_type", _not_an_image(data))
     try:
         with open_image(data, kind) as image:
             width, height = image.size

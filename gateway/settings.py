@@ -47,6 +47,14 @@ class GatewaySettings(BaseSettings):
     # Limits.
     max_upload_mb: float = Field(20.0, gt=0)
     max_image_pixels: int = Field(50_000_000, gt=0)
+    # Video uploads (docs/video.md): checked by facecraft.pipeline.video.probe_video.
+    video_max_mb: float = Field(512.0, gt=0, description="video upload cap")
+    video_max_duration_s: float = Field(600.0, gt=0, description="video duration cap (frames / fps)")
+    video_max_frames: int = Field(36_000, ge=1, description="video frame-count cap")
+    video_max_frame_pixels: int = Field(3840 * 2160, ge=1, description="width x height cap of one frame")
+    video_max_in_flight: int = Field(
+        8, ge=1, description="frames of one video job between decode and encode (bounds its memory)"
+    )
     batch_max_files: int = Field(50, ge=1)
     max_concurrent_jobs: int = Field(4, ge=1, description="Triton inferences in flight at once")
     queue_wait_s: float = Field(
@@ -107,6 +115,18 @@ class GatewaySettings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def video_limits(self):
+        """The ``FACECRAFT_VIDEO_*`` caps as a :class:`facecraft.pipeline.video.VideoLimits`."""
+        from facecraft.pipeline.video import VideoLimits  # PyAV loads only when video is used
+
+        return VideoLimits(
+            max_bytes=int(self.video_max_mb * 1024 * 1024),
+            max_duration_s=self.video_max_duration_s,
+            max_frames=self.video_max_frames,
+            max_frame_pixels=self.video_max_frame_pixels,
+        )
 
     @property
     def cleanup_age_s(self) -> float:

@@ -142,6 +142,23 @@ def test_non_images_are_rejected_by_content(client, path, payload, status, code)
     assert_error(response, status, code)
 
 
+@pytest.mark.parametrize("path", ["/api/v1/process", "/api/v1/process/quick", "/api/v1/process/batch"])
+def test_a_video_upload_to_a_synchronous_endpoint_says_it_is_a_video(client, tmp_path, path):
+    from tests.fixtures.videos import write_clip
+
+    clip = tmp_path / "clip.webm"
+    write_clip(clip, format="webm", codec="libvpx-vp9", frames=3, audio=None)
+    upload = ("clip.webm", clip.read_bytes(), "video/webm")
+    if path.endswith("batch"):  # per-file failures are reported in the results
+        response = client.post(path, files=[("files", upload)])
+        assert response.status_code == 200
+        body = response.json()["results"][0]
+        assert body["error"] == "unsupported_media_type"
+    else:
+        body = assert_error(client.post(path, files={"file": upload}), 415, "unsupported_media_type")
+    assert "it is a video (WebM)" in body["error_message"]
+
+
 def small_photo(fmt: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((80, 80, 3), 128, np.uint8)).save(buffer, format=fmt, quality=80)

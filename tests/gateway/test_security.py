@@ -169,3 +169,17 @@ def test_read_upload_capped():
     with pytest.raises(GatewayError) as info:
         asyncio.run(run(3 * 1024 * 1024 + 1, 3 * 1024 * 1024))
     assert (info.value.status_code, info.value.error) == (413, "file_too_large")
+
+
+def test_a_video_sent_to_an_image_endpoint_is_named_in_the_415(tmp_path):
+    from tests.fixtures.videos import write_clip
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, frames=3, audio=None)
+    with pytest.raises(GatewayError) as info:
+        validate_image_bytes(clip.read_bytes(), 1000)
+    assert (info.value.status_code, info.value.error) == (415, "unsupported_media_type")
+    assert info.value.message.endswith("it is a video (MP4), which this endpoint does not take")
+    with pytest.raises(GatewayError) as info:
+        validate_image_bytes(b"%PDF-1.7 not an image", 1000)
+    assert "video" not in info.value.message

@@ -89,3 +89,17 @@ def test_the_gateway_command_refuses_bad_settings_in_one_line(argv, env, message
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_video_limits_come_from_their_settings(monkeypatch):
+    monkeypatch.setenv("FACECRAFT_VIDEO_MAX_MB", "2")
+    monkeypatch.setenv("FACECRAFT_VIDEO_MAX_DURATION_S", "30")
+    monkeypatch.setenv("FACECRAFT_VIDEO_MAX_FRAMES", "900")
+    monkeypatch.setenv("FACECRAFT_VIDEO_MAX_FRAME_PIXELS", "921600")
+    limits = GatewaySettings().video_limits
+    assert (limits.max_bytes, limits.max_duration_s, limits.max_frames, limits.max_frame_pixels) == (
+        2 * 1024 * 1024,
+        30.0,
+        900,
+        921600,
+    )

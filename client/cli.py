@@ -36,7 +36,8 @@ def _background(text: str) -> tuple[int, int, int]:
 def _register_process(subparsers) -> None:
     parser = subparsers.add_parser(
         "process",
-        help="turn photos (files or folders) into portraits via Triton (or the gateway)",
+        help="turn photos (files or folders) into portraits via Triton (or the gateway), or run a "
+        "processor over a video (one video file, -o the output file)",
         description="Process photos concurrently; writes <stem>.png and <stem>.jpg per input into OUTDIR. "
         "Exit code 1 when any file failed or had no face.",
         epilog=ENV_PRECEDENCE,
@@ -117,9 +118,12 @@ def run_process(args: argparse.Namespace) -> int:
             layout=args.layout,
         )
         processor_options = _processor_options(args)
-        images = collect_images(args.paths)
+        video = _single_video(args.paths)
+        images = [] if video is not None else collect_images(args.paths)
     except (FacecraftError, FileNotFoundError, ValueError) as error:
         raise CliError(str(error)) from error
+    if video is not None:
+        return _run_video(args, video, processor_options or {})
     if not images:
         raise CliError("no image files found in the given paths")
     if args.concurrency < 1:
@@ -158,6 +162,73 @@ def run_process(args: argparse.Namespace) -> int:
     outcomes, elapsed = asyncio.run(run())
     print(format_summary(outcomes, elapsed))
     return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
+
+
+def _single_video(paths: list[str]) -> Path | None:
+    """The one PATH when it is a video file (sniffed by content, docs/video.md), else None."""
+    from facecraft.pipeline.video import video_container
+
+    if len(paths) != 1 or not Path(paths[0]).is_file():
+        return None
+    with open(paths[0], "rb") as file:
+        return Path(paths[0]) if video_container(file.read(64)) is not None else None
+
+
+def _run_video(args: argparse.Namespace, source: Path, options: dict[str, str]) -> int:
+    """``facecraft process --processor NAME clip.mp4 -o out.mp4``: every frame through the
+    processor, a progress bar of frames; exit 1 when the video or a frame fails."""
+    from tqdm import tqdm
+
+    from facecraft.cli import CliError
+    from facecraft.client.errors import FacecraftError
+    from facecraft.client.video import output_kind, process_video_file
+    from facecraft.pipeline.errors import PipelineError
+
+    try:
+        output_kind(args.processor, args.out)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    if args.out.is_dir():
+        raise CliError(f"-o names the output file for a video (e.g. {source.stem}.out.mp4), not a folder")
+    if args.concurrency < 1:
+        raise CliError("--concurrency must be at least 1")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    async def run():
+        client = _make_async_client(args)
+        try:
+
+            async def one_frame(data: bytes):
+                if args.via_gateway:
+                    return await client.run_processor(args.processor, data, "frame.png", **options)
+                return await client.run_processor(args.processor, data, **options)
+
+            with tqdm(unit="frame", desc=f"{args.processor} {source.name}", file=sys.stderr) as bar:
+
+                def on_progress(progress) -> None:
+                    bar.total = progress.frames_total
+                    bar.update(progress.frames_done - bar.n)
+
+                return await process_video_file(
+                    one_frame,
+                    args.processor,
+                    source,
+                    args.out,
+                    max_in_flight=args.concurrency,
+                    progress=on_progress,
+                )
+        finally:
+            await client.close()
+
+    try:
+        result = asyncio.run(run())
+    except (PipelineError, FacecraftError) as error:
+        print(f"{source.name}: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{result.frames} frames at {float(result.fps):g} fps -> {result.path} (audio: {result.audio or 'none'})"
+    )
+    return 0
 
 
 def _processor_options(args: argparse.Namespace) -> dict[str, str] | None:

@@ -142,8 +142,17 @@ def test_non_images_are_rejected_by_content(client, path, payload, status, code)
     assert_error(response, status, code)
 
 
-@pytest.mark.parametrize("path", ["/api/v1/process", "/api/v1/process/quick", "/api/v1/process/batch"])
-def test_a_video_upload_to_a_synchronous_endpoint_says_it_is_a_video(client, tmp_path, path):
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/process",
+        "/api/v1/process/quick",
+        "/api/v1/process/batch",
+        "/api/v1/processors/face_enhancer",
+        "/api/v1/jobs",  # video jobs are not wired yet (docs/video.md)
+    ],
+)
+def test_a_video_upload_to_an_image_endpoint_says_it_is_a_video(client, tmp_path, path):
     from tests.fixtures.videos import write_clip
 
     clip = tmp_path / "clip.webm"

@@ -9,7 +9,9 @@ through, and the geometry helpers always return the exact shapes they promise.
 from __future__ import annotations
 
 import io
+import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,5 +267,16 @@ def test_jpeg_cap_is_never_exceeded_silently(max_kb, seed):
     assert (len(jpeg) <= max_kb * 1024) == cap_met
 
 
+def _documented_codes(doc: str, heading: str) -> set[str]:
+    """The codes in the first column of the table under ``heading`` in ``docs/<doc>``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / doc).read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1]
+    table = section.split("\n\n|", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", "|" + table, flags=re.MULTILINE))
+
+
 def test_error_codes_are_the_documented_ones():
-    assert set(ERROR_CODES) == {"invalid_image", "image_too_large", "invalid_option", "no_face_detected"}
+    """Every pipeline code is in docs/triton.md's errors table, and the table names no other code."""
+    documented = _documented_codes("triton.md", "### Errors")
+    assert {"invalid_image", "image_too_large", "invalid_option", "no_face_detected"} <= documented
+    assert set(ERROR_CODES) == documented

@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from facecraft.pipeline import compose
 from facecraft.pipeline.compose import (
+    JPEG_QUALITIES,
     compose_portrait,
     composite_on_background,
     crop_box,
@@ -123,6 +125,67 @@ def test_png_is_rgba():
     image = Image.open(io.BytesIO(encode_png(rgba)))
     assert image.mode == "RGBA" and image.size == (20, 10)
     assert np.asarray(image)[0, 0, 3] == 128
+
+
+def test_png_is_lossless_and_keeps_hidden_colour():
+    rgba = np.random.default_rng(2).integers(0, 256, (33, 47, 4), dtype=np.uint8)
+    rgba[:5, :, 3] = 0  # colour under zero alpha survives too: same pixels as Pillow's encoder wrote
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(rgba)))), rgba)
+
+
+def _linear_jpeg_search(rgb: np.ndarray, max_kb: int) -> tuple[bytes, bool]:
+    """The search before bisection: walk JPEG_QUALITIES from the top, first that fits wins."""
+    image, data = Image.fromarray(rgb, "RGB"), b""
+    for quality in JPEG_QUALITIES:
+        data = compose.encode_jpeg(image, quality)
+        if len(data) <= max_kb * 1024:
+            return data, True
+    return data, False
+
+
+@pytest.fixture
+def counted_jpeg_encodes(monkeypatch):
+    qualities: list[int] = []
+    encode = compose.encode_jpeg
+
+    def counting(image, quality, dpi=None):
+        qualities.append(quality)
+        return encode(image, quality, dpi)
+
+    monkeypatch.setattr(compose, "encode_jpeg", counting)
+    return qualities
+
+
+@pytest.mark.parametrize("max_kb", [8, 12, 16, 20, 25, 30, 40, 50, 70, 100, 10240])
+def test_jpeg_search_gives_the_linear_search_bytes_with_fewer_encodes(
+    astronaut_rgb, counted_jpeg_encodes, max_kb
+):
+    expected = _linear_jpeg_search(astronaut_rgb, max_kb)
+    linear_encodes = len(counted_jpeg_encodes)
+    counted_jpeg_encodes.clear()
+    assert encode_jpeg_capped(astronaut_rgb, max_kb) == expected
+    assert len(counted_jpeg_encodes) <= 8
+    assert len(counted_jpeg_encodes) <= max(linear_encodes, 8)
+    if linear_encodes <= 2:
+        assert len(counted_jpeg_encodes) == linear_encodes
+    if linear_encodes == 1:
+        assert counted_jpeg_encodes == [95]  # the common case stays one encode
+
+
+def test_jpeg_search_encodes_at_most_eight_times_where_the_walk_took_up_to_eighteen(
+    astronaut_rgb, counted_jpeg_encodes
+):
+    counts = {}
+    for max_kb in (8, 10, 14, 18, 24, 32):
+        counted_jpeg_encodes.clear()
+        _linear_jpeg_search(astronaut_rgb, max_kb)
+        linear = len(counted_jpeg_encodes)
+        counted_jpeg_encodes.clear()
+        encode_jpeg_capped(astronaut_rgb, max_kb)
+        counts[max_kb] = (linear, len(counted_jpeg_encodes))
+    assert max(linear for linear, _ in counts.values()) >= 12, counts
+    assert all(bisected <= 8 for _, bisected in counts.values()), counts
+    assert sum(b for _, b in counts.values()) < sum(linear for linear, _ in counts.values()) / 2, counts
 
 
 def test_composite_on_background():

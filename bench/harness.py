@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from facecraft.bench.machine import (
     describe_machine,
     peak_rss_of_tree,
 )
+from facecraft.bench.probes import ProbeLog
 from facecraft.bench.report import build_report, render_markdown
 from facecraft.bench.stats import diff_statistics, snapshot
 from facecraft.client.batch import IMAGE_SUFFIXES, write_atomically
@@ -226,12 +227,14 @@ def measure_sequential(
     enhance_modes,
     results: list[dict],
     label: str,
+    probes: ProbeLog,
 ) -> None:
     """One pass of the sequential baseline (each enhance mode, concurrency 1); records carry
-    ``"pass": label`` and are appended to ``results``."""
+    ``"pass": label`` and ``probe_window`` (a conv probe follows each) and are appended to ``results``."""
     for enhance in enhance_modes:
         options = PortraitOptions(enhance=enhance)
         sequential.process(photos[0][1], options)  # warm-up
+        before = probes.last
         with _progress(requests_for(config, enhance), f"sequential ({label}) enhance={enhance} c1") as bar:
             load = run_sequential_load(
                 lambda data, _name, o=options: sequential.process(data, o),
@@ -239,9 +242,11 @@ def measure_sequential(
                 requests=requests_for(config, enhance),
                 on_request=bar.update,
             )
+        after = probes.take(f"after sequential ({label}) enhance={enhance}")
         results.append(
-            {"scenario": "sequential", "pass": label, "enhance": enhance, "concurrency": 1, **load.summary()}
-        )
+            {"scenario": "sequential", "pass": label, "enhance": enhance, "concurrency": 1,
+             **load.summary(), "probe_window": (before, after)}
+        )  # fmt: skip
         log(_line(results[-1]))
 
 
@@ -254,18 +259,21 @@ async def measure_served_scenario(
     enhance_modes: tuple[bool, ...],
     stats_url: str,
     results: list[dict],
+    probes: ProbeLog,
 ) -> None:
     """Measure one served scenario (Triton direct or the gateway) at every concurrency.
 
     ``process(image_bytes, filename, options)`` sends one request. Each enhance mode gets a
     warm-up request; each concurrency is bracketed by Triton statistics snapshots so the record
-    carries per-model queue/compute time and batch sizes. Records are appended to ``results``.
+    carries per-model queue/compute time and batch sizes; a conv probe follows each (``probe_window``).
+    Records are appended to ``results``.
     """
     for enhance in enhance_modes:
         options = PortraitOptions(enhance=enhance)
         await process(photos[0][1], photos[0][0], options)  # warm-up
         requests = requests_for(config, enhance)
         for concurrency in config.concurrency:
+            probe_before = probes.last
             before = snapshot(stats_url)
             with _progress(requests, f"{scenario} enhance={enhance} c{concurrency}") as bar:
                 load = await run_async_load(
@@ -276,6 +284,7 @@ async def measure_served_scenario(
                     on_request=bar.update,
                 )
             deltas = diff_statistics(before, snapshot(stats_url))
+            probe_after = probes.take(f"after {scenario} enhance={enhance} c{concurrency}")
             results.append(
                 {
                     "scenario": scenario,
@@ -284,6 +293,7 @@ async def measure_served_scenario(
                     "effective_concurrency": min(concurrency, requests),
                     **load.summary(),
                     "triton_models": [d.to_dict() for d in deltas],
+                    "probe_window": (probe_before, probe_after),
                 }
             )
             log(_line(results[-1]))
@@ -301,8 +311,10 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
         f"{config.requests} requests per scenario ({requests_for(config, True)} enhanced)")  # fmt: skip
     machine = describe_machine()
     log("conv-throughput probe (onnxruntime) ...")
-    probes = [conv_probe(config.device)]
-    log(f"probe: {probes[0].gflops:.1f} GFLOP/s ({probes[0].provider})")
+    first_probe = conv_probe(config.device)
+    probes = ProbeLog(measure=lambda: conv_probe(config.device).gflops)
+    probes.take("start", first_probe.gflops)
+    log(f"probe: {first_probe.gflops:.1f} GFLOP/s ({first_probe.provider})")
     plan = instance_plan(config)
     log(f"Triton instance plan: {plan.describe()}")
     repo = prepare_repository(config, plan)
@@ -325,7 +337,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
             notes.append(f"photos without a detectable face were left out: {', '.join(dropped)}")
         if not photos:
             raise FacecraftError("no benchmark photo has a detectable face")
-        measure_sequential(sequential, config, photos, enhance_modes, scenario_results, "start")
+        measure_sequential(sequential, config, photos, enhance_modes, scenario_results, "start", probes)
         notes.append(
             "sequential = one caller in this process running the stages one after the other (concurrency 1 "
             "only); it runs at the start and again at the end, and the ratios use the faster of the two passes"
@@ -357,6 +369,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
                     enhance_modes=enhance_modes,
                     stats_url=server.http_url,
                     results=scenario_results,
+                    probes=probes,
                 )
 
         if "triton" in config.scenarios:
@@ -376,6 +389,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
                                 enhance_modes=enhance_modes,
                                 stats_url=server.http_url,
                                 results=scenario_results,
+                                probes=probes,
                             )
 
                     asyncio.run(gateway_scenarios())
@@ -390,23 +404,23 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
     if sequential is not None:
         # the same baseline again with Triton stopped: a machine that slowed down or sped up during
         # the run shows as two different passes instead of skewing the ratios
-        measure_sequential(sequential, config, photos, enhance_modes, scenario_results, "end")
+        measure_sequential(sequential, config, photos, enhance_modes, scenario_results, "end", probes)
 
-    # probe again: on a shared machine the first probe may have run during someone else's burst;
-    # the faster of the two is the better estimate of what the cores can do
-    probes.append(conv_probe(config.device))
-    log(f"probe again: {probes[1].gflops:.1f} GFLOP/s")
-    probe = max(probes, key=lambda p: p.gflops)
+    # a last probe: every scenario sits between two probes, and the roofline uses the fastest,
+    # the best estimate of what the cores can do; the spread says how disturbed the run was
+    log(f"probe again: {probes.samples[probes.take('end')]['gflops']:.1f} GFLOP/s")
+    probe = replace(first_probe, gflops=max(s["gflops"] for s in probes.samples))
     notes.append(
-        "conv probe GFLOP/s: "
-        + ", ".join(f"{p.gflops:.1f}" for p in probes)
-        + " (start, end); the higher is used"
+        "conv probe GFLOP/s at the start, after every scenario and at the end: "
+        + ", ".join(f"{s['gflops']:.0f}" for s in probes.samples)
+        + "; the roofline uses the highest"
     )
     report = build_report(
         config=config,
         started_at=started_at,
         machine=machine,
         probe=probe,
+        probe_samples=probes.samples,
         records=records,
         macs=macs,
         photos=[name for name, _ in photos],

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-REPORT_VERSION = 2
+from facecraft.bench.probes import DISTURBED_SPREAD, ratio_spread, summary
+
+REPORT_VERSION = 3
 MODEL_OF = {"codeformer": "codeformer", "u2net": "u2net"}
 
 
@@ -38,6 +40,7 @@ def build_report(
     started_at: datetime,
     machine: dict,
     probe,
+    probe_samples: list[dict] | None = None,
     records: dict[str, dict],
     macs: dict[str, float],
     photos: list[str],
@@ -92,19 +95,29 @@ def build_report(
             "gmac_per_image": gmac,
             "images_per_s": probe.gflops / (2 * gmac) if gmac else None,
         }
-    ratios = {}
+    ratios, spans = {}, {}
     top = max(config.concurrency)
     for enhance, label in ((True, "enhanced"), (False, "basic")):
         sequential = _best(scenarios, "sequential", enhance)  # the faster pass: the conservative baseline
         triton_top = _at(scenarios, "triton_grpc", enhance, top)
         ratios[f"triton_c{top}_over_sequential_{label}"] = _ratio(triton_top, sequential)
+        spans[f"triton_c{top}_over_sequential_{label}"] = (triton_top, sequential)
         for c in config.concurrency:
-            ratios[f"gateway_over_grpc_c{c}_{label}"] = _ratio(
-                _at(scenarios, "gateway_http", enhance, c), _at(scenarios, "triton_grpc", enhance, c)
+            gateway, grpc = (
+                _at(scenarios, "gateway_http", enhance, c),
+                _at(scenarios, "triton_grpc", enhance, c),
             )
+            ratios[f"gateway_over_grpc_c{c}_{label}"] = _ratio(gateway, grpc)
+            spans[f"gateway_over_grpc_c{c}_{label}"] = (gateway, grpc)
         best = _best(scenarios, "triton_grpc", enhance)
         bound = roofline["enhanced" if enhance else "basic"]["images_per_s"]
         ratios[f"end_to_end_over_roofline_{label}"] = best["images_per_s"] / bound if best and bound else None
+        spans[f"end_to_end_over_roofline_{label}"] = (best,)
+    samples = probe_samples or [{"label": "run", "gflops": probe.gflops}]
+    ratio_spreads = {
+        key: ratio_spread(samples, *spans[key]) if value is not None else None
+        for key, value in ratios.items()
+    }
     untrained = [name for name, m in models.items() if m["trained"] is not True]
     report_notes = list(notes)
     if untrained:
@@ -129,12 +142,21 @@ def build_report(
         "machine": machine,
         "instance_plan": {**asdict(instance_plan), "description": instance_plan.describe()},
         "conv_probe": asdict(probe),
+        "conv_probe_series": {
+            **summary([s["gflops"] for s in samples]),
+            "threshold": DISTURBED_SPREAD,
+            "samples": list(samples),
+        },
         "models": models,
         "photos": photos,
         "scenarios": scenarios,
         "model_throughput": model_throughput,
         "roofline": roofline,
         "ratios": ratios,
+        "ratio_probe_spread": ratio_spreads,
+        "disturbed_ratios": sorted(
+            k for k, v in ratio_spreads.items() if v is not None and v > DISTURBED_SPREAD
+        ),
         "peak_rss_mib": {
             group: {"processes": values, "total": round(sum(values.values()), 1)}
             for group, values in rss.items()
@@ -149,6 +171,18 @@ def _fmt(value, digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _probe_line(report: dict) -> str:
+    series = report.get("conv_probe_series")
+    if not series:
+        return "- conv probe series: –"
+    verdict = "**disturbed**" if series["disturbed"] else "steady"
+    return (
+        f"- conv probe series ({series['count']} probes, start / after every scenario / end): min "
+        f"{series['min']:.0f}, median {series['median']:.0f}, max {series['max']:.0f} GFLOP/s, spread "
+        f"{series['spread']:.0%} — {verdict} (threshold {series['threshold']:.0%})"
+    )
 
 
 def render_markdown(report: dict) -> str:
@@ -171,6 +205,7 @@ def render_markdown(report: dict) -> str:
         "- " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
         f"- conv probe: {report['conv_probe']['gflops']:.1f} GFLOP/s fp32 ({report['conv_probe']['shape']}, "
         f"{report['conv_probe']['provider']})",
+        _probe_line(report),
         f"- Triton instance plan: {report['instance_plan']['description']}",
         "",
         "## Models",
@@ -237,8 +272,12 @@ def render_markdown(report: dict) -> str:
             f"- {label}: {_fmt(bound['gmac_per_image'])} GMAC/image → model-only roofline "
             f"{_fmt(bound['images_per_s'], 3)} images/s at the probe's GFLOP/s"
         )
+    disturbed = set(report.get("disturbed_ratios", []))
     for key, value in report["ratios"].items():
-        lines.append(f"- `{key}`: {_fmt(value)}")
+        probe_spread = report.get("ratio_probe_spread", {}).get(key)
+        flag = " — **DISTURBED**: the machine's conv throughput moved" if key in disturbed else ""
+        spread_text = f" (probe spread {probe_spread:.0%}{flag})" if probe_spread is not None else ""
+        lines.append(f"- `{key}`: {_fmt(value)}{spread_text}")
     lines += ["", "## Peak RSS (MiB)", ""]
     for group, values in report["peak_rss_mib"].items():
         lines.append(f"- {group}: total {values['total']}")

@@ -36,6 +36,12 @@ def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, ca
     ):
         assert key in report, key
     assert report["conv_probe"]["gflops"] > 0
+    # a probe at the start, after every scenario and at the end; each scenario between two of them
+    series = report["conv_probe_series"]
+    assert series["count"] == len(report["scenarios"]) + 2 == len(series["samples"])
+    assert series["min"] <= series["median"] <= series["max"] == report["conv_probe"]["gflops"]
+    assert all(s["probe_window"][1] == s["probe_window"][0] + 1 for s in report["scenarios"])
+    assert set(report["ratio_probe_spread"]) == set(report["ratios"])
     assert all(report["models"][m]["gmac_per_image"] > 0 for m in ("codeformer", "u2net"))
     assert any("UNTRAINED" in note for note in report["notes"])
     seen = {(s["scenario"], s["enhance"], s["concurrency"]) for s in report["scenarios"]}

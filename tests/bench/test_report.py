@@ -29,7 +29,7 @@ def scenario(name, enhance, concurrency, images_per_s, models=()):
     }
 
 
-def make_report():
+def make_report(probe_samples=None, windows=None):
     codeformer_delta = {
         "model": "codeformer",
         "requests": 4,
@@ -50,6 +50,8 @@ def make_report():
         scenario("triton_grpc", False, 4, 1.0),
         scenario("gateway_http", True, 4, 0.27),
     ]
+    for record, window in zip(scenarios, windows or [], strict=False):
+        record["probe_window"] = window
     return build_report(
         config=BenchConfig(preset="full", device="cpu", concurrency=[1, 4], requests=4),
         started_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -57,6 +59,7 @@ def make_report():
         probe=ConvProbe(
             gflops=100.0, gmac_per_run=1.0, seconds_per_run=0.02, provider="CPUExecutionProvider", shape="s"
         ),
+        probe_samples=probe_samples,
         records={"codeformer": {"trained": False}, "u2net": {"trained": True}},
         macs={"codeformer": 400e9, "u2net": 50e9},
         photos=["a.jpg"],
@@ -108,3 +111,29 @@ def test_markdown_has_every_section():
     assert "| sequential (end) | True | 1 (1) | 4 / 4 | 0.080 |" in markdown
     assert "- Triton instance plan: cpu plan for 2 core(s): 2 instance(s)" in markdown
     assert "| triton_grpc | True | 4 (4) | 4 / 4 | 0.300 |" in markdown
+
+
+def test_ratios_spanning_a_probe_dip_are_marked_disturbed():
+    # probes: 0 start, then one after each scenario; a burst elsewhere during the enhanced c4 run (index 5)
+    samples = [{"label": str(i), "gflops": g} for i, g in enumerate((100, 99, 98, 100, 99, 60, 99, 100))]
+    windows = [(i, i + 1) for i in range(7)]
+    report = make_report(probe_samples=samples, windows=windows)
+    series = report["conv_probe_series"]
+    assert (series["min"], series["median"], series["max"]) == (60, 99, 100) and series["disturbed"]
+    # triton enhanced c4 (window 4..5) over the sequential start pass (0..1) spans the dip
+    assert "triton_c4_over_sequential_enhanced" in report["disturbed_ratios"]
+    assert report["ratio_probe_spread"]["triton_c4_over_sequential_enhanced"] == pytest.approx(0.4)
+    # basic: triton c4 (5..6) vs sequential basic (2..3) also spans index 5
+    assert "triton_c4_over_sequential_basic" in report["disturbed_ratios"]
+    # gateway enhanced c4 (6..7) vs triton enhanced c4 (4..5): spans the dip too
+    assert "gateway_over_grpc_c4_enhanced" in report["disturbed_ratios"]
+    markdown = render_markdown(report)
+    assert "**DISTURBED**" in markdown and "median 99" in markdown
+
+
+def test_steady_probes_mark_nothing():
+    samples = [{"label": str(i), "gflops": g} for i, g in enumerate((100, 99, 98, 100, 99, 97, 99, 100))]
+    report = make_report(probe_samples=samples, windows=[(i, i + 1) for i in range(7)])
+    assert report["disturbed_ratios"] == [] and not report["conv_probe_series"]["disturbed"]
+    assert report["ratio_probe_spread"]["gateway_over_grpc_c4_enhanced"] == pytest.approx(0.03)
+    assert "DISTURBED" not in render_markdown(report)

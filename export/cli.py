@@ -40,7 +40,22 @@ def register(subparsers) -> None:
         "random: seeded random (UNTRAINED); PATH: a local checkpoint file",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights and parity inputs")
-    parser.add_argument("--fp16", action="store_true", help="float16 weights/compute (float32 I/O kept)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default=None,
+        help="fp32 (default): model.onnx; fp16: model.fp16.onnx, float16 weights/compute, float32 I/O "
+        "(GPU); int8: the fp32 export, then static QDQ int8 quantisation, per-channel, calibrated on "
+        "--calibration-photos -> model.int8.onnx (CPU). Deployments choose with --precision too",
+    )
+    parser.add_argument("--fp16", action="store_true", help="the same as --precision fp16")
+    parser.add_argument(
+        "--calibration-photos",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="int8 calibration photos (default: ../shared/data/faces)",
+    )
     parser.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository folder")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     parser.set_defaults(func=run)
@@ -60,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if args.opset is not None and not 13 <= args.opset <= 21:
         raise CliError(f"--opset {args.opset} is outside the supported range 13..21")
 
+    from facecraft.export.quantize import QuantizationError
+
+    if args.fp16 and args.precision not in (None, "fp16"):
+        raise CliError(f"--fp16 contradicts --precision {args.precision}")
+    precision = "fp16" if args.fp16 else (args.precision or "fp32")
     results: list[ExportResult] = []
     for name in names:
         variant = args.variant if name == "u2net" else None
@@ -73,12 +93,13 @@ def run(args: argparse.Namespace) -> int:
                     preset=args.preset,
                     weights=args.weights,
                     seed=args.seed,
-                    fp16=args.fp16,
+                    precision=precision,
+                    calibration_photos=args.calibration_photos,
                     repo=args.repo,
                     opset=args.opset,
                     progress=True,
                 )
-        except (UnknownModelError, WeightsError, ParityError) as error:
+        except (UnknownModelError, WeightsError, ParityError, QuantizationError) as error:
             raise CliError(f"{name}: {error}") from error
         results.append(result)
         print(summary_line(result), file=sys.stdout, flush=True)
@@ -88,9 +109,16 @@ def run(args: argparse.Namespace) -> int:
 def summary_line(result) -> str:
     """One line: where, what, parity figures, and UNTRAINED when random weights were used."""
     meta = result.metadata
+    status = "trained" if meta["trained"] else f"UNTRAINED (random weights, seed {meta['seed']})"
+    if meta.get("precision") == "int8":
+        q = meta["quantization"]
+        return (
+            f"exported {meta['model']} ({meta['variant']}, {meta['preset']}, int8 QDQ, per-channel, "
+            f"{q['calibration_inputs']} calibration inputs, {len(q['fp32_nodes'])} node(s) kept fp32) -> "
+            f"{result.onnx_path}; weights: {meta['weights_source']}, {status}"
+        )
     parity = meta["parity"]
     diffs = ", ".join(f"b{batch}={diff:.1e}" for batch, diff in parity["max_abs_diff"].items())
-    status = "trained" if meta["trained"] else f"UNTRAINED (random weights, seed {meta['seed']})"
     return (
         f"exported {meta['model']} ({meta['variant']}, {meta['preset']}, {meta['parameter_count']:,} params, "
         f"{'fp16' if meta['fp16'] else 'fp32'}) -> {result.onnx_path}; parity max|diff| {diffs} "

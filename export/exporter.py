@@ -176,14 +176,34 @@ def export_model(
     opset: int | None = None,
     progress: bool = True,
     on_progress: weights_mod.ProgressCallback | None = None,
+    precision: str = "fp32",
+    calibration_photos: Path | None = None,
 ) -> ExportResult:
     """Export one model (``catalog.MODEL_NAMES``) into the Triton repository ``repo``.
 
     ``u2net_general`` / ``u2netp`` also get a ``config.pbtxt`` derived from ``u2net``'s
     (:func:`write_derived_config`) once their ONNX file is in place. ``on_progress`` follows a
     weights download. Raises ``UnknownModelError`` (bad name/variant/preset), ``WeightsError``
-    subclasses, or ``ParityError``; nothing partial is left in ``repo`` in those cases.
+    subclasses, ``ParityError``, ``QuantizationError`` or ``ValueError`` (unknown precision);
+    nothing partial is left in ``repo`` in those cases.
+
+    ``precision``: ``fp32`` → ``model.onnx`` + ``export.json``; ``fp16`` (same as ``fp16=True``) →
+    ``model.fp16.onnx`` + ``export.fp16.json``; ``int8`` → the fp32 export first, then its static
+    QDQ quantisation (``facecraft.export.quantize``, calibrated on ``calibration_photos``, default
+    the shared face photos) → ``model.int8.onnx`` + ``export.int8.json``. Deployments pick a
+    precision with ``--precision`` (``default_model_filename`` in the runtime config).
     """
+    from facecraft.export.quantize import model_filename
+
+    model_filename(precision)  # validates
+    if fp16:
+        precision = "fp16"
+    if precision == "int8":
+        return _export_int8(
+            name, variant=variant, preset=preset, weights=weights, seed=seed, repo=repo, opset=opset,
+            progress=progress, calibration_photos=calibration_photos, on_progress=on_progress,
+        )  # fmt: skip
+    fp16 = precision == "fp16"
     spec = resolve(name, variant, preset)
     opset = opset or DEFAULT_OPSET
     started = time.perf_counter()
@@ -200,7 +220,7 @@ def export_model(
 
     version_dir = Path(repo) / spec.name / MODEL_VERSION
     version_dir.mkdir(parents=True, exist_ok=True)
-    final = version_dir / "model.onnx"
+    final = version_dir / model_filename(precision)
     for stale in remove_stale(final, "tmp"):
         _say(progress, f"removed {stale.name}, left by an export that was killed")
     tmp = temporary_path(final, "tmp")
@@ -230,6 +250,7 @@ def export_model(
             "facecraft.seed": "" if choice.seed is None else str(choice.seed),
             "facecraft.parameter_count": str(params),
             "facecraft.fp16": str(fp16).lower(),
+            "facecraft.precision": precision,
             "facecraft.version": __version__,
         }
         doc = spec.description + ("" if choice.trained else " -- UNTRAINED (random weights)")
@@ -258,6 +279,7 @@ def export_model(
         "onnx_bytes": onnx_bytes,
         "opset": opset,
         "fp16": fp16,
+        "precision": precision,
         "inputs": {t.name: ["B", *t.shape] for t in spec.inputs},
         "outputs": {spec.output.name: ["B", *spec.output.shape]},
         "parity": report.as_dict(),
@@ -268,6 +290,91 @@ def export_model(
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
     }
-    write_json_atomic(metadata_path(Path(repo) / spec.name), record)
+    write_json_atomic(metadata_path(Path(repo) / spec.name, precision), record)
     write_derived_config(Path(repo), spec.name)
+    return ExportResult(onnx_path=final, metadata=record)
+
+
+def default_calibration_photos() -> Path:
+    """The shared face photos (``../shared/data/faces`` beside the checkout)."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+
+
+def _export_int8(
+    name: str,
+    *,
+    variant: str | None,
+    preset: str,
+    weights: str,
+    seed: int,
+    repo: Path,
+    opset: int | None,
+    progress: bool,
+    calibration_photos: Path | None,
+    on_progress: weights_mod.ProgressCallback | None = None,
+) -> ExportResult:
+    """fp32 export (parity-checked), then int8 QDQ quantisation of it into ``model.int8.onnx``."""
+    from facecraft.export.quantize import (
+        QuantizationError,
+        calibration_inputs,
+        model_filename,
+        quantize_int8,
+    )
+
+    fp32 = export_model(
+        name, variant=variant, preset=preset, weights=weights, seed=seed, repo=repo, opset=opset,
+        progress=progress, on_progress=on_progress,
+    )  # fmt: skip
+    spec = resolve(name, variant, preset)
+    photo_dir = Path(calibration_photos or default_calibration_photos())
+    photos = sorted(p for p in photo_dir.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not photos:
+        raise QuantizationError(f"no calibration photos (*.jpg, *.png) in {photo_dir}")
+    step = time.perf_counter()
+    feeds = calibration_inputs(spec, photos)
+    final = fp32.onnx_path.with_name(model_filename("int8"))
+    tmp = temporary_path(final, "tmp")
+    try:
+        _say(
+            progress,
+            f"int8: static QDQ quantisation, per-channel, calibrated on {len(feeds)} inputs from {photo_dir}",
+        )
+        kept = quantize_int8(fp32.onnx_path, tmp, feeds)
+        props = {
+            "facecraft.model": spec.name,
+            "facecraft.variant": spec.variant,
+            "facecraft.preset": spec.preset,
+            "facecraft.weights_source": fp32.metadata["weights_source"],
+            "facecraft.trained": str(fp32.trained).lower(),
+            "facecraft.precision": "int8",
+            "facecraft.fp32_sha256": fp32.metadata["onnx_sha256"],
+            "facecraft.version": __version__,
+        }
+        doc = spec.description + " -- int8 QDQ" + ("" if fp32.trained else " -- UNTRAINED (random weights)")
+        set_metadata_props(tmp, props, doc=doc)
+        sha256 = weights_mod.sha256_of(tmp)
+        onnx_bytes = tmp.stat().st_size
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    record = {
+        **{k: v for k, v in fp32.metadata.items() if k not in ("parity", "onnx_sha256", "onnx_bytes")},
+        "precision": "int8",
+        "fp16": False,
+        "onnx_sha256": sha256,
+        "onnx_bytes": onnx_bytes,
+        "fp32_onnx_sha256": fp32.metadata["onnx_sha256"],
+        "quantization": {
+            "format": "QDQ",
+            "weights": "int8, symmetric, per output channel",
+            "activations": "uint8, asymmetric, MinMax calibration",
+            "calibration_inputs": len(feeds),
+            "calibration_photos": str(photo_dir),
+            "fp32_nodes": kept,
+            "seconds": round(time.perf_counter() - step, 2),
+        },
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(metadata_path(Path(repo) / spec.name, "int8"), record)
+    _say(progress, f"int8: {final} ({onnx_bytes / 2**20:.1f} MiB; fp32 kept for {len(kept)} node(s))")
     return ExportResult(onnx_path=final, metadata=record)

@@ -23,8 +23,10 @@ MODEL_VERSION = "1"
 # created (UTC ISO 8601), facecraft_version, torch_version, onnx_version.
 
 
-def metadata_path(model_dir: Path) -> Path:
-    return Path(model_dir) / MODEL_VERSION / METADATA_FILENAME
+def metadata_path(model_dir: Path, precision: str = "fp32") -> Path:
+    """``<model_dir>/1/export.json`` (fp32), ``export.<precision>.json`` for fp16 / int8 exports."""
+    name = METADATA_FILENAME if precision == "fp32" else f"export.{precision}.json"
+    return Path(model_dir) / MODEL_VERSION / name
 
 
 def write_json_atomic(path: Path, record: dict[str, Any]) -> None:

@@ -120,6 +120,8 @@ def run_bench(args: argparse.Namespace) -> int:
         instances=args.instances,
         onnx_threads=args.onnx_threads,
         python_instances=args.python_instances,
+        precision=args.precision,
+        gpu_accelerator=args.gpu_accelerator,
     )
     md_path, json_path = run_benchmark(config)
     print(f"report: {md_path}\n        {json_path}")

@@ -72,6 +72,8 @@ class BenchConfig:
     instances: int | None = None
     onnx_threads: int | None = None
     python_instances: int | None = None
+    precision: str = "fp32"
+    gpu_accelerator: str = "cuda"
 
 
 def requests_for(config: BenchConfig, enhance: bool) -> int:
@@ -93,6 +95,8 @@ def instance_plan(config: BenchConfig) -> InstancePlan:
         instances=config.instances,
         onnx_threads=config.onnx_threads,
         python_instances=config.python_instances,
+        precision=config.precision,
+        gpu_accelerator=config.gpu_accelerator,
     )
 
 

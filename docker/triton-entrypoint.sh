@@ -6,7 +6,9 @@
 # $FACECRAFT_WORK_REPOSITORY with the instance plan for $FACECRAFT_DEVICE (cpu|gpu): by default
 # chosen from the container's cores (docs/runtime.md); $FACECRAFT_INSTANCES (instances per ONNX
 # model), $FACECRAFT_ONNX_THREADS (onnxruntime threads per instance) and
-# $FACECRAFT_PYTHON_INSTANCES override it. Extra arguments are passed on to tritonserver.
+# $FACECRAFT_PYTHON_INSTANCES override it; $FACECRAFT_PRECISION (fp32 | int8 | fp16 | per model)
+# and $FACECRAFT_GPU_ACCELERATOR (cuda | tensorrt) reach `facecraft repo configure` through the
+# environment. Extra arguments are passed on to tritonserver.
 set -eu
 
 SOURCE=${FACECRAFT_MODEL_REPOSITORY:-/models}

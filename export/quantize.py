@@ -24,8 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from facecraft.export.models import ModelSpec
+from facecraft.runtime.instance_plan import PRECISIONS, model_filename
 
-PRECISIONS = ("fp32", "fp16", "int8")
+__all__ = [
+    "PRECISIONS",
+    "QuantizationError",
+    "calibration_inputs",
+    "fp32_nodes",
+    "model_filename",
+    "quantize_int8",
+]
+
 CODEBOOK_PREFIX = "/idx_pred_layer/"
 # U²-Net's output head: the 1-channel side convolutions, their fusion and the sigmoid. Cheap (a few
 # MMAC), and quantising them coarsens the map the alpha is cut from.
@@ -40,15 +49,6 @@ CALIBRATION_FIDELITIES = (0.0, 0.5, 1.0)
 
 class QuantizationError(RuntimeError):
     """No calibration input could be made (no photo with a detectable face), or ORT failed."""
-
-
-def model_filename(precision: str) -> str:
-    """The file a model of ``precision`` lives in: ``model.onnx`` (fp32), ``model.<precision>.onnx``.
-
-    Raises ``ValueError`` for an unknown precision."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
 
 
 def fp32_nodes(model) -> list[str]:

@@ -73,6 +73,22 @@ def add_instance_plan_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive,
         help="instances per Python model (none: committed count, or cores / 4 from 8 cores)",
     )
+    env_argument(
+        parser,
+        "--precision",
+        env="FACECRAFT_PRECISION",
+        default="fp32",
+        help="precision the ONNX models are served at: fp32, int8 (CPU), fp16 (GPU), or per model "
+        "(u2net=int8,codeformer=fp32); needs `facecraft export MODEL --precision P` (docs/export.md)",
+    )
+    env_argument(
+        parser,
+        "--gpu-accelerator",
+        env="FACECRAFT_GPU_ACCELERATOR",
+        default="cuda",
+        help="GPU plans: cuda (onnxruntime CUDA execution provider; the embedded runtime) or tensorrt "
+        "(ONNX Runtime TensorRT accelerator, FP16, engine cache; Triton's native backend, NGC container)",
+    )
 
 
 def register(subparsers) -> None:
@@ -206,6 +222,8 @@ def run_repo_configure(args: argparse.Namespace) -> int:
             instances=args.instances,
             onnx_threads=args.onnx_threads,
             python_instances=args.python_instances,
+            precision=args.precision,
+            gpu_accelerator=args.gpu_accelerator,
         )
         placements = configure_repository(args.repo, plan, output=args.output)
     except (ConfigEditError, InstancePlanError) as error:
@@ -248,6 +266,8 @@ def run_serve(args: argparse.Namespace) -> int:
         instances=args.instances,
         onnx_threads=args.onnx_threads,
         python_instances=args.python_instances,
+        precision=args.precision,
+        gpu_accelerator=args.gpu_accelerator,
         preset=args.preset,
         weights=args.weights,
         host=args.host,

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from facecraft.runtime.instance_plan import InstancePlan
+from facecraft.runtime.instance_plan import InstancePlan, model_filename
 from facecraft.runtime.model_config import (
     ConfigEditError,
     ModelConfig,
@@ -31,6 +31,31 @@ ONNX_BACKENDS = ("onnxruntime",)
 ONNX_PLATFORMS = ("onnxruntime_onnx",)
 ENSEMBLE_PLATFORM = "ensemble"
 ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"
+# TensorRT builds its engines on the first load (minutes for CodeFormer); the cache keeps them
+# across restarts: a path inside the NGC container (the `trt-cache` volume of docker-compose.yml).
+TRT_ENGINE_CACHE = "/trt-cache"
+
+
+def set_precision(config: ModelConfig, precision: str) -> ModelConfig:
+    """A copy of ``config`` served from the ``precision`` export: ``default_model_filename``
+    ``model.<precision>.onnx`` (cleared for fp32, Triton's default ``model.onnx``)."""
+    edited = _copy(config)
+    edited.default_model_filename = "" if precision == "fp32" else model_filename(precision)
+    return edited
+
+
+def use_tensorrt(config: ModelConfig, cache_path: str = TRT_ENGINE_CACHE) -> ModelConfig:
+    """A copy of ``config`` with ONNX Runtime's TensorRT accelerator (Triton's native onnxruntime
+    backend): ``precision_mode`` FP16, engine cache on at ``cache_path``, 4 GiB workspace."""
+    edited = _copy(config)
+    accelerators = edited.optimization.execution_accelerators.gpu_execution_accelerator
+    del accelerators[:]
+    tensorrt = accelerators.add(name="tensorrt")
+    tensorrt.parameters["precision_mode"] = "FP16"
+    tensorrt.parameters["max_workspace_size_bytes"] = str(4 << 30)
+    tensorrt.parameters["trt_engine_cache_enable"] = "1"
+    tensorrt.parameters["trt_engine_cache_path"] = cache_path
+    return edited
 
 
 def _copy(config: ModelConfig) -> ModelConfig:
@@ -109,12 +134,18 @@ class ModelPlacement:
     kind: str | None
     count: int | None
     threads: int | None = None
+    precision: str | None = None
 
     def describe(self) -> str:
         if not self.kind:
             return "ensemble (unchanged)"
         threads = f", {self.threads} thread(s) each" if self.threads else ""
-        return f"{self.count} x {self.kind}{threads}"
+        precision = (
+            f", {self.precision} ({model_filename(self.precision)})"
+            if self.precision not in (None, "fp32")
+            else ""
+        )
+        return f"{self.count} x {self.kind}{threads}{precision}"
 
 
 def configure_model(
@@ -135,7 +166,11 @@ def configure_model(
             edited = set_string_parameter(edited, "intra_op_thread_count", str(plan.onnx_threads))
         if plan.one_image_per_run:
             edited = one_image_per_execution(edited)
-        return edited, ModelPlacement(model, kind, plan.onnx_instances, plan.onnx_threads)
+        edited = set_precision(edited, plan.precision_for(model))  # fp32 unless the plan says otherwise
+        if plan.device == "gpu" and plan.gpu_accelerator == "tensorrt":
+            edited = use_tensorrt(edited)
+        precision = plan.precision_for(model)
+        return edited, ModelPlacement(model, kind, plan.onnx_instances, plan.onnx_threads, precision)
     count = plan.python_instances or current_count(config) or 1
     return configure_instance_groups(config, "KIND_CPU", count), ModelPlacement(model, "KIND_CPU", count)
 
@@ -169,15 +204,30 @@ def configure_repository(
     changes is written in canonical text format (``model_config.format_config``, without comments),
     atomically; the others are left byte for byte. Every config is parsed and edited before anything
     is written, so a config that does not parse (``ConfigEditError`` naming the file and the parse
-    error) leaves ``repo`` untouched and ``output`` not created. Returns one placement per model, in
-    folder-name order.
+    error) leaves ``repo`` untouched and ``output`` not created; so does a plan precision whose
+    export (``<model>/1/model.<precision>.onnx``) is missing (``ConfigEditError`` with the export
+    command). Returns one placement per model, in folder-name order.
     """
     repo = Path(repo)
     edits = []
     for config_path in sorted(repo.glob("*/config.pbtxt")):
         config = load_config(config_path)
         edited, placement = configure_model(config, plan, config_path.parent.name)
+        if placement.precision not in (None, "fp32"):
+            version = config_path.parent / "1" / model_filename(placement.precision)
+            if not version.is_file():
+                raise ConfigEditError(
+                    f"{placement.model}: precision {placement.precision} needs {version}: run "
+                    f"`facecraft export {placement.model} --precision {placement.precision}`"
+                )
         edits.append((config_path.parent.name, edited if edited != config else None, placement))
+    onnx_models = {p.model for _, _, p in edits if p.precision is not None}
+    unknown = sorted({m for m, _ in plan.precisions if m != "*"} - onnx_models)
+    if unknown:
+        raise ConfigEditError(
+            f"--precision names {', '.join(unknown)}, not ONNX models of {repo} "
+            f"({', '.join(sorted(onnx_models)) or 'none'})"
+        )
     target = repo if output is None else link_repository(repo, Path(output))
     for model, edited, _ in edits:
         if edited is not None:

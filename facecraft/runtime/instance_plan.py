@@ -20,12 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEVICES = ("cpu", "gpu")
+PRECISIONS = ("fp32", "fp16", "int8")
+# GPU accelerators of the ONNX models: "cuda" = onnxruntime's CUDA execution provider (what the
+# embedded runtime's Python-based onnxruntime backend runs); "tensorrt" = the ONNX Runtime
+# TensorRT accelerator of Triton's native onnxruntime backend (NGC container), FP16, engine cache.
+GPU_ACCELERATORS = ("cuda", "tensorrt")
 # Each ONNX instance holds its own copy of the weights and working memory (full CodeFormer or
 # U²-Net: up to 1.7 GiB resident per instance at one image per execution), so the automatic plan
 # stops at four.
 MAX_AUTO_ONNX_INSTANCES = 4
 CORES_PER_PYTHON_INSTANCE = 4
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def model_filename(precision: str) -> str:
+    """The export a model of ``precision`` is served from: ``model.onnx`` (fp32) or
+    ``model.<precision>.onnx`` (fp16, int8). Raises ``ValueError`` for an unknown precision."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
 
 
 class InstancePlanError(ValueError):
@@ -50,6 +63,13 @@ class InstancePlan:
     python_instances: int | None
     one_image_per_run: bool
     cores: int
+    precisions: tuple[tuple[str, str], ...] = ()
+    gpu_accelerator: str = "cuda"
+
+    def precision_for(self, model: str) -> str:
+        """The precision ONNX model ``model`` is served at (``fp32`` unless the plan says otherwise)."""
+        chosen = dict(self.precisions)
+        return chosen.get(model, chosen.get("*", "fp32"))
 
     def describe(self) -> str:
         threads = (
@@ -61,10 +81,33 @@ class InstancePlan:
             else "committed Python model instances"
         )
         batching = "one image per execution" if self.one_image_per_run else "committed batching"
+        precision = ", ".join(f"{'every ONNX model' if m == '*' else m} {p}" for m, p in self.precisions)
+        accelerator = f", {self.gpu_accelerator} accelerator" if self.device == "gpu" else ""
         return (
             f"{self.device} plan for {self.cores} core(s): {self.onnx_instances} instance(s) of each ONNX "
-            f"model with {threads}, {batching}; {python}"
+            f"model with {threads}, {batching}{accelerator}, precision {precision or 'fp32'}; {python}"
         )
+
+
+def parse_precision(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``--precision`` → ((model, precision), ...), ``"*"`` standing for every ONNX model.
+
+    ``int8`` (every ONNX model), or per model: ``u2net=int8`` / ``int8,codeformer=fp32`` (later
+    entries win). Raises ``InstancePlanError`` for an unknown precision or an empty model name."""
+    if not text or not text.strip():
+        return ()
+    chosen: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        model, equals, precision = part.rpartition("=")
+        if precision not in PRECISIONS:
+            raise InstancePlanError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if equals and not model.strip():
+            raise InstancePlanError(f"--precision {part!r}: a model name goes before '='")
+        chosen[model.strip() or "*"] = precision
+    if chosen.get("*", "fp32") == "fp32":
+        chosen.pop("*", None)
+        chosen = {m: p for m, p in chosen.items() if p != "fp32"}
+    return tuple(sorted(chosen.items()))
 
 
 def cgroup_core_limit(cpu_max: Path | None = None) -> int | None:
@@ -107,9 +150,16 @@ def plan_instances(
     instances: int | None = None,
     onnx_threads: int | None = None,
     python_instances: int | None = None,
+    precision: str | None = None,
+    gpu_accelerator: str = "cuda",
 ) -> InstancePlan:
     """The plan for ``device`` on a host with ``cores`` (default: ``usable_cores()``); explicit
-    ``instances`` / ``onnx_threads`` / ``python_instances`` override the automatic choice."""
+    ``instances`` / ``onnx_threads`` / ``python_instances`` override the automatic choice.
+    ``precision``: see :func:`parse_precision` (default fp32 everywhere); ``gpu_accelerator``: one of
+    ``GPU_ACCELERATORS`` (GPU plans only)."""
+    precisions = parse_precision(precision)
+    if gpu_accelerator not in GPU_ACCELERATORS:
+        raise InstancePlanError(f"gpu accelerator must be one of {GPU_ACCELERATORS}, got {gpu_accelerator!r}")
     if device not in DEVICES:
         raise InstancePlanError(f"device must be one of {DEVICES}, got {device!r}")
     for value, name in ((cores, "cores"), (instances, "instances"), (onnx_threads, "onnx threads"),
@@ -119,7 +169,9 @@ def plan_instances(
     if python_instances is None and cores >= 2 * CORES_PER_PYTHON_INSTANCE:
         python_instances = cores // CORES_PER_PYTHON_INSTANCE
     if device == "gpu":
-        return InstancePlan("gpu", instances or 1, onnx_threads, python_instances, False, cores)
+        return InstancePlan(
+            "gpu", instances or 1, onnx_threads, python_instances, False, cores, precisions, gpu_accelerator
+        )
     if instances is None:
         instances = (
             max(1, min(cores // onnx_threads, MAX_AUTO_ONNX_INSTANCES))
@@ -128,4 +180,4 @@ def plan_instances(
         )
     if onnx_threads is None:
         onnx_threads = max(1, cores // instances)
-    return InstancePlan("cpu", instances, onnx_threads, python_instances, True, cores)
+    return InstancePlan("cpu", instances, onnx_threads, python_instances, True, cores, precisions)

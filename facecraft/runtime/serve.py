@@ -189,6 +189,8 @@ class ServeOptions:
     instances: int | None = None
     onnx_threads: int | None = None
     python_instances: int | None = None
+    precision: str = "fp32"
+    gpu_accelerator: str = "cuda"
     preset: str = "full"
     weights: str = "auto"
     host: str = "0.0.0.0"
@@ -287,6 +289,8 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
                 instances=options.instances,
                 onnx_threads=options.onnx_threads,
                 python_instances=options.python_instances,
+                precision=options.precision,
+                gpu_accelerator=options.gpu_accelerator,
             )
             served_repo = prepare_repository(repo, runtime_dir, plan)
             triton = TritonServer(

@@ -8,6 +8,7 @@ import pytest
 
 from facecraft.runtime.instance_groups import (
     ARENA_SHRINKAGE,
+    TRT_ENGINE_CACHE,
     ConfigEditError,
     configure_instance_groups,
     configure_model,
@@ -282,3 +283,43 @@ def test_every_generated_config_of_the_real_repository_round_trips(tmp_path, pla
     python = {source.parent.name for source in sources} - ensembles - onnx
     rewritten = onnx if plan.python_instances in (None, 1) else onnx | python
     assert onnx and set(generated) == rewritten
+
+
+def test_precision_selects_the_export_file(tmp_path):
+    repo = _write_repo(tmp_path / "repo")
+    (repo / "u2net" / "1").mkdir()
+    (repo / "u2net" / "1" / "model.int8.onnx").write_bytes(b"onnx")
+    placements = {
+        p.model: p for p in configure_repository(repo, plan_instances("cpu", cores=2, precision="int8"))
+    }
+    assert load_config(repo / "u2net" / "config.pbtxt").default_model_filename == "model.int8.onnx"
+    assert placements["u2net"].describe() == "2 x KIND_CPU, 1 thread(s) each, int8 (model.int8.onnx)"
+    assert (
+        load_config(repo / "decode" / "config.pbtxt").default_model_filename == ""
+    )  # Python models keep theirs
+    configure_repository(repo, plan_instances("cpu", cores=2))  # back to fp32
+    assert load_config(repo / "u2net" / "config.pbtxt").default_model_filename == ""
+
+
+def test_a_precision_without_its_export_is_refused_before_anything_is_written(tmp_path):
+    repo = _write_repo(tmp_path / "repo")
+    with pytest.raises(ConfigEditError, match=r"facecraft export u2net --precision int8"):
+        configure_repository(repo, plan_instances("cpu", cores=2, precision="int8"), output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigEditError, match="not ONNX models"):
+        configure_repository(repo, plan_instances("cpu", cores=2, precision="decode=int8"))
+    assert (repo / "u2net" / "config.pbtxt").read_text() == ONNX_CONFIG
+
+
+def test_tensorrt_accelerator_fp16_with_engine_cache():
+    config = parse_config(ONNX_CONFIG)
+    edited, _ = configure_model(config, plan_instances("gpu", cores=8, gpu_accelerator="tensorrt"), "u2net")
+    (accelerator,) = edited.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == "FP16"
+    assert accelerator.parameters["trt_engine_cache_enable"] == "1"
+    assert accelerator.parameters["trt_engine_cache_path"] == TRT_ENGINE_CACHE
+    cuda, _ = configure_model(config, plan_instances("gpu", cores=8), "u2net")
+    assert not cuda.optimization.execution_accelerators.gpu_execution_accelerator
+    cpu, _ = configure_model(config, plan_instances("cpu", cores=2), "u2net")
+    assert not cpu.HasField("optimization")

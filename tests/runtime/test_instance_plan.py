@@ -8,6 +8,7 @@ from facecraft.runtime.instance_plan import (
     InstancePlanError,
     auto_onnx_instances,
     cgroup_core_limit,
+    parse_precision,
     plan_instances,
     usable_cores,
 )
@@ -50,7 +51,7 @@ def test_describe_names_every_choice():
     text = plan_instances("cpu", cores=2).describe()
     assert text == (
         "cpu plan for 2 core(s): 2 instance(s) of each ONNX model with 1 thread(s) each, one image per "
-        "execution; committed Python model instances"
+        "execution, precision fp32; committed Python model instances"
     )
 
 
@@ -99,3 +100,34 @@ def test_usable_cores_is_capped_by_the_cgroup_quota(monkeypatch, tmp_path):
     assert usable_cores() == 1
     cpu_max.write_text("max 100000\n")
     assert usable_cores() >= 1
+
+
+def test_precision_is_fp32_unless_asked():
+    plan = plan_instances("cpu", cores=2)
+    assert plan.precisions == () and plan.precision_for("u2net") == "fp32"
+    assert "precision fp32" in plan.describe()
+
+
+def test_precision_for_every_model_or_per_model():
+    every = plan_instances("cpu", cores=2, precision="int8")
+    assert every.precision_for("u2net") == every.precision_for("codeformer") == "int8"
+    mixed = plan_instances("cpu", cores=2, precision="int8,codeformer=fp32")
+    assert mixed.precision_for("u2net") == "int8" and mixed.precision_for("codeformer") == "fp32"
+    one = plan_instances("cpu", cores=2, precision="u2net=int8")
+    assert one.precision_for("u2net") == "int8" and one.precision_for("codeformer") == "fp32"
+    assert "u2net int8" in one.describe()
+    assert parse_precision("fp32") == () and parse_precision("") == ()
+
+
+@pytest.mark.parametrize("text", ["int4", "u2net=bf16", "=int8"])
+def test_bad_precision_is_refused(text):
+    with pytest.raises(InstancePlanError):
+        parse_precision(text)
+
+
+def test_gpu_accelerator():
+    assert plan_instances("gpu", cores=8).gpu_accelerator == "cuda"
+    trt = plan_instances("gpu", cores=8, gpu_accelerator="tensorrt", precision="fp16")
+    assert "tensorrt accelerator" in trt.describe() and trt.precision_for("codeformer") == "fp16"
+    with pytest.raises(InstancePlanError):
+        plan_instances("gpu", cores=8, gpu_accelerator="openvino")

@@ -244,6 +244,24 @@ def test_repo_configure_command(small_repo, tmp_path, capsys):
     assert "not a model repository" in capsys.readouterr().err
 
 
+def test_repo_configure_precision_flag_and_environment(small_repo, capsys, monkeypatch):
+    from facecraft.cli import main
+
+    assert (
+        main(["repo", "configure", "--repo", str(small_repo), "--device", "cpu", "--precision", "int8"]) == 2
+    )
+    assert "facecraft export add_one --precision int8" in capsys.readouterr().err
+    (small_repo / "add_one" / "1" / "model.int8.onnx").write_bytes(
+        (small_repo / "add_one" / "1" / "model.onnx").read_bytes()
+    )
+    monkeypatch.setenv("FACECRAFT_PRECISION", "add_one=int8")
+    assert main(["repo", "configure", "--repo", str(small_repo), "--device", "cpu"]) == 0
+    assert "int8 (model.int8.onnx)" in capsys.readouterr().out
+    assert (
+        'default_model_filename: "model.int8.onnx"' in (small_repo / "add_one" / "config.pbtxt").read_text()
+    )
+
+
 def _read_until(process: subprocess.Popen, pattern: str, timeout: float) -> tuple[re.Match, str]:
     """Read the process' stdout line by line until ``pattern`` matches; return the match and the text."""
     seen = []

@@ -14,7 +14,7 @@ DEVICE ?= cpu
 # (full preset on 2 CPU cores: about 20 minutes; an enhanced portrait costs ~6 s of both cores).
 BENCH_ARGS ?= --requests 32 --enhanced-requests 16
 
-.PHONY: help setup system-deps models serve serve-triton test test-fast bench bench-smoke lint format perf-analyzer load-test clean
+.PHONY: help setup system-deps models serve serve-triton test test-fast bench bench-smoke bench-gpu bench-steps lint format perf-analyzer load-test clean
 
 help:
 	@echo "make serve   - set up everything and run Triton (embedded) + gateway on :8000-8002 / :8080"
@@ -60,6 +60,14 @@ bench: setup
 
 bench-smoke: setup
 	$(BIN)/facecraft bench --preset tiny --quick
+
+# Python steps before/after side by side (PNG, JPEG search, compose, detect): a minute or two
+bench-steps: setup
+	$(BIN)/facecraft bench-steps
+
+# On a fresh NVIDIA GPU machine: onnxruntime-gpu, fp32 + fp16 exports, GPU reports (scripts/gpu-check.sh)
+bench-gpu:
+	scripts/gpu-check.sh
 
 perf-analyzer: setup system-deps
 	$(BIN)/python -m facecraft.bench.perf_analyzer install

@@ -9,6 +9,84 @@ from pathlib import Path
 def register(subparsers) -> None:
     _register_perf_data(subparsers)
     _register_bench(subparsers)
+    _register_micro(subparsers)
+
+
+# --- bench-steps / bench-precision -------------------------------------------------------------
+
+
+def _photo_paths(folder: Path | None) -> list[Path]:
+    from facecraft.bench.harness import DEFAULT_PHOTOS, SHARED_FACES
+    from facecraft.client.batch import collect_images
+
+    if folder is not None:
+        return collect_images([str(folder)])
+    return [SHARED_FACES / name for name in DEFAULT_PHOTOS if (SHARED_FACES / name).is_file()]
+
+
+def _register_micro(subparsers) -> None:
+    steps = subparsers.add_parser(
+        "bench-steps",
+        help="micro-benchmark: the portrait's Python steps before/after (PNG, JPEG search, compose, detect)",
+        description="Time PNG encoding and the JPEG size-cap search before and after issue #12 side by "
+        "side (alternating), the whole compose step and face detection, with conv probes; writes a report.",
+    )
+    steps.add_argument("--photos", type=Path, help="folder of photos (default: the benchmark's six)")
+    steps.add_argument("--repeats", type=int, default=5)
+    steps.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    steps.set_defaults(func=run_steps_command)
+    precision = subparsers.add_parser(
+        "bench-precision",
+        help="micro-benchmark: each ONNX model at fp32 vs int8/fp16 (speed-up, output deviation)",
+        description="Run model.onnx and model.<precision>.onnx of each model in turns on the same inputs "
+        "(the benchmark photos through the pipeline's pre-processing): per-image time, speed-up, and the "
+        "deviation from fp32 (U2-Net alpha MAE / IoU at 0.5, CodeFormer PSNR / SSIM); writes a report.",
+    )
+    precision.add_argument("--repo", type=Path, required=True, help="model repository with both exports")
+    precision.add_argument("--precision", choices=("int8", "fp16"), default="int8")
+    precision.add_argument("--models", default="u2net,codeformer", help="comma-separated")
+    precision.add_argument("--preset", choices=("tiny", "full"), default="full")
+    precision.add_argument(
+        "--device", choices=("cpu", "gpu"), default="cpu", help="gpu: CUDA execution provider"
+    )
+    precision.add_argument("--threads", default="1,2", help="onnxruntime intra-op threads to try, e.g. 1,2")
+    precision.add_argument("--photos", type=Path, help="folder of photos (default: the benchmark's six)")
+    precision.add_argument("--repeats", type=int, default=3)
+    precision.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    precision.set_defaults(func=run_precision_command)
+
+
+def run_steps_command(args: argparse.Namespace) -> int:
+    from facecraft.bench.micro import run_steps
+    from facecraft.cli import CliError
+
+    photos = _photo_paths(args.photos)
+    if not photos:
+        raise CliError("no photos found")
+    md_path, json_path = run_steps(photos, repeats=args.repeats, out_dir=args.out)
+    print(f"report: {md_path}\n        {json_path}")
+    return 0
+
+
+def run_precision_command(args: argparse.Namespace) -> int:
+    from facecraft.bench.micro import run_precision
+    from facecraft.cli import CliError
+
+    photos = _photo_paths(args.photos)
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    try:
+        threads = tuple(int(t) for t in args.threads.split(",") if t.strip())
+    except ValueError as error:
+        raise CliError(f"--threads: {error}") from error
+    try:
+        md_path, json_path = run_precision(
+            args.repo, photos, precision=args.precision, models=models, preset=args.preset,
+            threads=threads, repeats=args.repeats, out_dir=args.out, device=args.device,
+        )  # fmt: skip
+    except FileNotFoundError as error:
+        raise CliError(str(error)) from error
+    print(f"report: {md_path}\n        {json_path}")
+    return 0
 
 
 # --- perf-data ---------------------------------------------------------------------------------

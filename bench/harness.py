@@ -38,22 +38,17 @@ from facecraft.bench.stats import diff_statistics, snapshot
 from facecraft.client.batch import IMAGE_SUFFIXES, write_atomically
 from facecraft.client.errors import FacecraftError, NoFaceDetected
 from facecraft.client.options import PortraitOptions
-from facecraft.runtime.instance_plan import InstancePlan, plan_instances
+from facecraft.export.quantize import HELD_OUT_PHOTOS
+from facecraft.runtime.instance_plan import InstancePlan, model_filename, plan_instances
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 SHARED_FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
 ONNX_MODELS = ("codeformer", "u2net")
-GENERATED = ("model.onnx", "model.onnx.data", "export.json", "__pycache__", "*.pyc")
-# Single clearly frontal faces of the shared development set (see its SOURCES.md), varied sizes.
-DEFAULT_PHOTOS = (
-    "fr__obama_small.jpg",
-    "dlib__Tom_Cruise_avp_2014_4.jpg",
-    "cf__Einstein01.png",
-    "fr__obama-1080p.jpg",
-    "hiv__test0.jpg",
-    "cf__Hepburn01.png",
-)
+GENERATED = ("model*.onnx", "model.onnx.data", "export*.json", "__pycache__", "*.pyc")
+# Single clearly frontal faces of the shared development set (see its SOURCES.md), varied sizes;
+# held out of the default int8 calibration set.
+DEFAULT_PHOTOS = HELD_OUT_PHOTOS
 
 
 @dataclass
@@ -112,15 +107,22 @@ def prepare_repository(config: BenchConfig, plan: InstancePlan) -> Path:
     repo = Path(repo)
     repo.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(MODEL_REPOSITORY, repo, ignore=shutil.ignore_patterns(*GENERATED), dirs_exist_ok=True)
-    configure_repository(repo, plan)
-    missing = [name for name in ONNX_MODELS if not (repo / name / "1" / "model.onnx").is_file()]
+    missing = [(name, "fp32") for name in ONNX_MODELS if not (repo / name / "1" / "model.onnx").is_file()]
+    missing += [
+        (name, plan.precision_for(name))
+        for name in ONNX_MODELS
+        if plan.precision_for(name) != "fp32"
+        and not (repo / name / "1" / model_filename(plan.precision_for(name))).is_file()
+    ]
     if missing:
         from facecraft.export.exporter import export_model
 
         weights = "random" if config.preset == "tiny" else "auto"
-        for name in missing:
-            log(f"exporting {name} (preset {config.preset}, weights {weights}) into {repo} ...")
-            export_model(name, preset=config.preset, weights=weights, seed=0, repo=repo, progress=True)
+        for name, precision in missing:
+            log(f"exporting {name} {precision} (preset {config.preset}, weights {weights}) into {repo} ...")
+            export_model(name, preset=config.preset, weights=weights, seed=0, repo=repo, progress=True,
+                         precision=precision)  # fmt: skip
+    configure_repository(repo, plan)
     return repo
 
 

@@ -190,7 +190,8 @@ def export_model(
     ``precision``: ``fp32`` → ``model.onnx`` + ``export.json``; ``fp16`` (same as ``fp16=True``) →
     ``model.fp16.onnx`` + ``export.fp16.json``; ``int8`` → the fp32 export first, then its static
     QDQ quantisation (``facecraft.export.quantize``, calibrated on ``calibration_photos``, default
-    the shared face photos) → ``model.int8.onnx`` + ``export.int8.json``. Deployments pick a
+    the shared face photos less the benchmark's ``HELD_OUT_PHOTOS``) → ``model.int8.onnx`` +
+    ``export.int8.json``. Deployments pick a
     precision with ``--precision`` (``default_model_filename`` in the runtime config).
     """
     from facecraft.export.quantize import model_filename
@@ -315,6 +316,7 @@ def _export_int8(
 ) -> ExportResult:
     """fp32 export (parity-checked), then int8 QDQ quantisation of it into ``model.int8.onnx``."""
     from facecraft.export.quantize import (
+        HELD_OUT_PHOTOS,
         QuantizationError,
         calibration_inputs,
         model_filename,
@@ -328,6 +330,8 @@ def _export_int8(
     spec = resolve(name, variant, preset)
     photo_dir = Path(calibration_photos or default_calibration_photos())
     photos = sorted(p for p in photo_dir.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if calibration_photos is None:  # the default set: the benchmark's photos stay held out
+        photos = [p for p in photos if p.name not in HELD_OUT_PHOTOS]
     if not photos:
         raise QuantizationError(f"no calibration photos (*.jpg, *.png) in {photo_dir}")
     step = time.perf_counter()
@@ -370,6 +374,7 @@ def _export_int8(
             "activations": "uint8, asymmetric, MinMax calibration",
             "calibration_inputs": len(feeds),
             "calibration_photos": str(photo_dir),
+            "calibration_files": [p.name for p in photos],
             "fp32_nodes": kept,
             "seconds": round(time.perf_counter() - step, 2),
         },

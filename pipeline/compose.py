@@ -131,6 +131,7 @@ def encode_png(rgba: np.ndarray, dpi: int | None = None, compress_level: int = P
     buffer = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=compress_level, **_dpi_info(dpi))
     return buffer.getvalue()
+    return buffer.getvalue()
 
 
 def composite_on_background(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:

@@ -1,0 +1,53 @@
+"""Micro-benchmark helpers: turn-taking, deviation metrics, and the steps report (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from facecraft.bench.micro import alpha_deviation, alternate, crop_deviation, run_steps
+
+
+def test_alternate_runs_the_variants_in_turns_after_one_warm_up_each():
+    calls = []
+    seconds = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert {name: len(values) for name, values in seconds.items()} == {"a": 3, "b": 3}
+
+
+def test_alpha_deviation_of_the_pipeline_alpha():
+    seg = np.zeros((1, 40, 40), np.float32)
+    seg[0, 10:30, 10:30] = 1.0
+    same = alpha_deviation(seg, seg.copy())
+    assert same["alpha_mae"] == 0.0 and same["alpha_iou_at_0_5"] == 1.0
+    assert same["foreground_fraction"] == pytest.approx(400 / 1600)
+    shifted = np.roll(seg, 10, axis=2)  # half of the square moves out of the original
+    assert alpha_deviation(seg, shifted)["alpha_iou_at_0_5"] == pytest.approx(200 / 600)
+    # min-max normalisation first, as in the pipeline: a scaled map is the same alpha
+    assert alpha_deviation(seg, seg * 0.5)["alpha_mae"] == 0.0
+
+
+def test_crop_deviation_psnr_and_ssim():
+    rng = np.random.default_rng(0)
+    crop = rng.uniform(-1, 1, (3, 64, 64)).astype(np.float32)
+    same = crop_deviation(crop, crop.copy())
+    assert math.isinf(same["psnr_db"]) and same["ssim"] == pytest.approx(1.0)
+    noisy = crop_deviation(crop, crop + rng.normal(0, 0.05, crop.shape).astype(np.float32))
+    assert 20 < noisy["psnr_db"] < 40 and noisy["ssim"] < 1.0
+
+
+def test_steps_report_compares_before_and_after_on_a_real_photo(faces_dir, tmp_path):
+    md_path, json_path = run_steps(
+        [faces_dir / "fr__obama_small.jpg"], repeats=1, caps_kb=(200, 20), out_dir=tmp_path
+    )
+    report = json.loads(json_path.read_text())
+    (row,) = report["compose"]
+    assert all(candidate["same_pixels"] for candidate in row["png"].values())
+    assert {"pillow_6 (before)", "encode_png (after)"} <= set(row["png"])
+    assert all(j["same_bytes"] for j in row["jpeg"].values())
+    assert row["jpeg"]["20"]["encodes_before"] > 1
+    assert report["conv_probe_series"]["count"] == 3 and row["probe_window"] == [0, 1]
+    assert "## JPEG size cap" in md_path.read_text()

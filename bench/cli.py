@@ -168,6 +168,13 @@ def _register_bench(subparsers) -> None:
     )
     parser.add_argument("--no-gateway", action="store_true", help="skip the gateway scenario")
     parser.add_argument(
+        "--plans",
+        default="auto",
+        help="instance plans to compare side by side, each with its own Triton (comma-separated): auto "
+        "(the plan from --instances/--onnx-threads or the automatic one), N (N instances, cores/N threads), "
+        "NxT, MODEL=NxT[+MODEL=NxT] (e.g. u2net=1x2); the first is the reference of every ratio",
+    )
+    parser.add_argument(
         "--scenarios", default="sequential,triton,gateway", help="subset to run (comma-separated)"
     )
     from facecraft.runtime.cli import add_instance_plan_arguments
@@ -200,7 +207,16 @@ def run_bench(args: argparse.Namespace) -> int:
         python_instances=args.python_instances,
         precision=args.precision,
         gpu_accelerator=args.gpu_accelerator,
+        plans=tuple(p.strip() for p in args.plans.split(",") if p.strip()) or ("auto",),
     )
+    from facecraft.bench.harness import instance_plan, parse_plan_spec
+    from facecraft.cli import CliError
+
+    try:
+        for spec in config.plans:
+            parse_plan_spec(spec, instance_plan(config))
+    except ValueError as error:
+        raise CliError(str(error)) from error
     md_path, json_path = run_benchmark(config)
     print(f"report: {md_path}\n        {json_path}")
     return 0

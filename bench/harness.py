@@ -69,6 +69,9 @@ class BenchConfig:
     python_instances: int | None = None
     precision: str = "fp32"
     gpu_accelerator: str = "cuda"
+    # instance plans to compare, each with its own Triton (parse_plan_spec); the first is the
+    # reference for every ratio, the others only run the Triton scenarios
+    plans: tuple[str, ...] = ("auto",)
 
 
 def requests_for(config: BenchConfig, enhance: bool) -> int:
@@ -93,6 +96,43 @@ def instance_plan(config: BenchConfig) -> InstancePlan:
         precision=config.precision,
         gpu_accelerator=config.gpu_accelerator,
     )
+
+
+def parse_plan_spec(spec: str, base: InstancePlan) -> InstancePlan:
+    """One ``--plans`` entry → a plan derived from ``base`` (the automatic or flag-given plan).
+
+    ``auto``: ``base``; ``N``: N instances of each ONNX model with cores / N threads each; ``NxT``:
+    N instances with T threads each; ``MODEL=NxT`` (joined by ``+``): that model only, e.g.
+    ``u2net=1x2`` (one 2-thread U²-Net beside the base plan's CodeFormer). Raises ``ValueError``."""
+    spec = spec.strip()
+    if spec == "auto":
+        return base
+
+    def counts(text: str) -> tuple[int, int]:
+        instances, _, threads = text.partition("x")
+        n = int(instances)
+        if n < 1:
+            raise ValueError(f"plan {spec!r}: instances must be positive")
+        t = int(threads) if threads else max(1, base.cores // n)
+        if t < 1:
+            raise ValueError(f"plan {spec!r}: instances and threads must be positive")
+        return n, t
+
+    try:
+        if "=" not in spec:
+            n, t = counts(spec)
+            return replace(base, onnx_instances=n, onnx_threads=t, overrides=())
+        overrides = []
+        for part in spec.split("+"):
+            model, _, text = part.partition("=")
+            if model.strip() not in ONNX_MODELS:
+                raise ValueError(f"plan {spec!r}: unknown ONNX model {model.strip()!r}")
+            overrides.append((model.strip(), *counts(text)))
+    except ValueError as error:
+        raise ValueError(
+            f"bad instance plan {spec!r} (auto, N, NxT or MODEL=NxT[+MODEL=NxT]): {error}"
+        ) from error
+    return replace(base, overrides=tuple(overrides))
 
 
 def prepare_repository(config: BenchConfig, plan: InstancePlan) -> Path:
@@ -305,12 +345,93 @@ async def measure_served_scenario(
             log(_line(results[-1]))
 
 
-def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
-    """Run every scenario and write the Markdown + JSON report; returns their paths."""
-    from facecraft.bench.sequential import SequentialPipeline
+def serve_and_measure(
+    repo: Path,
+    runtime_dir: Path,
+    *,
+    config: BenchConfig,
+    photos: list[tuple[str, bytes]],
+    enhance_modes: tuple[bool, ...],
+    results: list[dict],
+    probes: ProbeLog,
+    notes: list[str],
+    plan_label: str,
+    with_gateway: bool,
+) -> dict[str, dict[str, float]]:
+    """Start the embedded Triton over ``repo`` (configured for one instance plan), run the Triton
+    scenarios (records carry ``plan``: ``plan_label``) and, ``with_gateway``, the gateway ones;
+    stop it. Returns peak RSS per group (``triton``, ``gateway``)."""
     from facecraft.client.async_portrait_client import AsyncPortraitClient
     from facecraft.client.gateway_client import AsyncGatewayClient
     from facecraft.runtime.server import TritonServer
+
+    first = len(results)
+    rss: dict[str, dict[str, float]] = {}
+    server = TritonServer(
+        repo,
+        runtime_dir=runtime_dir,
+        host="127.0.0.1",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        ready_timeout=1800,
+        exit_timeout=5,
+    )
+    log(f"starting embedded Triton over {repo} ...")
+    server.start()
+    try:
+        log(f"Triton ready: grpc {server.grpc_url}, http {server.http_url}")
+
+        async def triton_scenarios() -> None:
+            async with AsyncPortraitClient(server.grpc_url, "grpc", timeout_s=3600) as client:
+                await measure_served_scenario(
+                    "triton_grpc",
+                    lambda data, _name, options: client.process_with(data, options),
+                    config=config,
+                    photos=photos,
+                    enhance_modes=enhance_modes,
+                    stats_url=server.http_url,
+                    results=results,
+                    probes=probes,
+                )
+
+        if "triton" in config.scenarios:
+            asyncio.run(triton_scenarios())
+
+        if with_gateway:
+            try:
+                with gateway_process(server.grpc_url, repo, max(config.concurrency)) as (base_url, gateway):
+
+                    async def gateway_scenarios() -> None:
+                        async with AsyncGatewayClient(base_url, timeout_s=3600) as client:
+                            await measure_served_scenario(
+                                "gateway_http",
+                                lambda data, name, options: client.process_with(data, options, filename=name),
+                                config=config,
+                                photos=photos,
+                                enhance_modes=enhance_modes,
+                                stats_url=server.http_url,
+                                results=results,
+                                probes=probes,
+                            )
+
+                    asyncio.run(gateway_scenarios())
+                    rss["gateway"] = peak_rss_of_tree(gateway.pid)
+            except (RuntimeError, OSError) as error:
+                notes.append(f"gateway scenario not run: {error}")
+                log(f"gateway scenario not run: {error}")
+        rss["triton"] = peak_rss_of_tree(server.pid) if server.pid else {}
+    finally:
+        server.stop()
+    for record in results[first:]:
+        record["plan"] = plan_label
+    return rss
+
+
+def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
+    """Run every scenario and write the Markdown + JSON report; returns their paths."""
+    from facecraft.bench.sequential import SequentialPipeline
+    from facecraft.runtime.instance_groups import configure_repository
 
     started_at = datetime.now(timezone.utc)
     log(f"preset {config.preset}, device {config.device}, concurrency {config.concurrency}, "
@@ -321,7 +442,8 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
     probes = ProbeLog(measure=lambda: conv_probe(config.device).gflops)
     probes.take("start", first_probe.gflops)
     log(f"probe: {first_probe.gflops:.1f} GFLOP/s ({first_probe.provider})")
-    plan = instance_plan(config)
+    plans = [(label, parse_plan_spec(label, instance_plan(config))) for label in config.plans]
+    plan = plans[0][1]
     log(f"Triton instance plan: {plan.describe()}")
     repo = prepare_repository(config, plan)
     records = export_records(repo)
@@ -350,62 +472,18 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
         )
 
     runtime_dir = repo.parent / "runtime"
-    server = TritonServer(
-        repo,
-        runtime_dir=runtime_dir,
-        host="127.0.0.1",
-        http_port=0,
-        grpc_port=0,
-        metrics_port=0,
-        ready_timeout=1800,
-        exit_timeout=5,
-    )
-    log(f"starting embedded Triton over {repo} ...")
-    server.start()
-    try:
-        log(f"Triton ready: grpc {server.grpc_url}, http {server.http_url}")
-
-        async def triton_scenarios() -> None:
-            async with AsyncPortraitClient(server.grpc_url, "grpc", timeout_s=3600) as client:
-                await measure_served_scenario(
-                    "triton_grpc",
-                    lambda data, _name, options: client.process_with(data, options),
-                    config=config,
-                    photos=photos,
-                    enhance_modes=enhance_modes,
-                    stats_url=server.http_url,
-                    results=scenario_results,
-                    probes=probes,
-                )
-
-        if "triton" in config.scenarios:
-            asyncio.run(triton_scenarios())
-
-        if "gateway" in config.scenarios:
-            try:
-                with gateway_process(server.grpc_url, repo, max(config.concurrency)) as (base_url, gateway):
-
-                    async def gateway_scenarios() -> None:
-                        async with AsyncGatewayClient(base_url, timeout_s=3600) as client:
-                            await measure_served_scenario(
-                                "gateway_http",
-                                lambda data, name, options: client.process_with(data, options, filename=name),
-                                config=config,
-                                photos=photos,
-                                enhance_modes=enhance_modes,
-                                stats_url=server.http_url,
-                                results=scenario_results,
-                                probes=probes,
-                            )
-
-                    asyncio.run(gateway_scenarios())
-                    rss["gateway"] = peak_rss_of_tree(gateway.pid)
-            except (RuntimeError, OSError) as error:
-                notes.append(f"gateway scenario not run: {error}")
-                log(f"gateway scenario not run: {error}")
-        rss["triton"] = peak_rss_of_tree(server.pid) if server.pid else {}
-    finally:
-        server.stop()
+    for index, (label, served_plan) in enumerate(plans):
+        if index:
+            log(f"instance plan {label!r}: {served_plan.describe()}")
+            configure_repository(repo, served_plan)
+        served_rss = serve_and_measure(
+            repo, runtime_dir, config=config, photos=photos, enhance_modes=enhance_modes,
+            results=scenario_results, probes=probes, notes=notes, plan_label=label,
+            with_gateway=index == 0 and "gateway" in config.scenarios,
+        )  # fmt: skip
+        rss.update(served_rss if index == 0 else {f"triton[{label}]": served_rss["triton"]})
+    if len(plans) > 1:
+        configure_repository(repo, plan)  # leave the repository on the first plan
 
     if sequential is not None:
         # the same baseline again with Triton stopped: a machine that slowed down or sped up during

@@ -74,6 +74,7 @@ def build_report(
             model_throughput.append(
                 {
                     "scenario": s["scenario"],
+                    "plan": s.get("plan"),
                     "enhance": s["enhance"],
                     "concurrency": s["concurrency"],
                     "model": delta["model"],
@@ -95,6 +96,10 @@ def build_report(
             "gmac_per_image": gmac,
             "images_per_s": probe.gflops / (2 * gmac) if gmac else None,
         }
+    plan_labels = list(getattr(config, "plans", None) or ("auto",))
+    all_scenarios = scenarios
+    # the ratios compare against the first instance plan; the others are in plan_comparison
+    scenarios = [s for s in all_scenarios if s.get("plan") in (None, plan_labels[0])]
     ratios, spans = {}, {}
     top = max(config.concurrency)
     for enhance, label in ((True, "enhanced"), (False, "basic")):
@@ -118,6 +123,30 @@ def build_report(
         key: ratio_spread(samples, *spans[key]) if value is not None else None
         for key, value in ratios.items()
     }
+    plan_comparison = []
+    for label in plan_labels[1:]:
+        others = [s for s in all_scenarios if s.get("plan") == label]
+        for enhance in (True, False):
+            for c in config.concurrency:
+                mine, reference = (
+                    _at(others, "triton_grpc", enhance, c),
+                    _at(scenarios, "triton_grpc", enhance, c),
+                )
+                value = _ratio(mine, reference)
+                spread = ratio_spread(samples, mine, reference) if value is not None else None
+                plan_comparison.append(
+                    {
+                        "plan": label,
+                        "over": plan_labels[0],
+                        "enhance": enhance,
+                        "concurrency": c,
+                        "images_per_s": mine["images_per_s"] if mine else None,
+                        "reference_images_per_s": reference["images_per_s"] if reference else None,
+                        "ratio": value,
+                        "probe_spread": spread,
+                        "disturbed": spread is not None and spread > DISTURBED_SPREAD,
+                    }
+                )
     untrained = [name for name, m in models.items() if m["trained"] is not True]
     report_notes = list(notes)
     if untrained:
@@ -149,10 +178,12 @@ def build_report(
         },
         "models": models,
         "photos": photos,
-        "scenarios": scenarios,
+        "scenarios": all_scenarios,
         "model_throughput": model_throughput,
         "roofline": roofline,
         "ratios": ratios,
+        "plans": plan_labels,
+        "plan_comparison": plan_comparison,
         "ratio_probe_spread": ratio_spreads,
         "disturbed_ratios": sorted(
             k for k, v in ratio_spreads.items() if v is not None and v > DISTURBED_SPREAD
@@ -227,9 +258,12 @@ def render_markdown(report: dict) -> str:
         "| scenario | enhance | concurrency (effective) | ok / requests | images/s | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    first_plan = (report.get("plans") or ["auto"])[0]
     for s in report["scenarios"]:
         latency = s["latency_ms"]
         name = f"{s['scenario']} ({s['pass']})" if s.get("pass") else s["scenario"]
+        if s.get("plan") not in (None, first_plan):
+            name += f" [plan {s['plan']}]"
         lines.append(
             f"| {name} | {s['enhance']} | "
             f"{s['concurrency']} ({s.get('effective_concurrency', s['concurrency'])}) | "
@@ -278,6 +312,22 @@ def render_markdown(report: dict) -> str:
         flag = " — **DISTURBED**: the machine's conv throughput moved" if key in disturbed else ""
         spread_text = f" (probe spread {probe_spread:.0%}{flag})" if probe_spread is not None else ""
         lines.append(f"- `{key}`: {_fmt(value)}{spread_text}")
+    if report.get("plan_comparison"):
+        lines += [
+            "",
+            "## Instance plans side by side (Triton gRPC, each plan over the first)",
+            "",
+            "| plan | over | enhance | c | images/s | reference images/s | ratio | probe spread |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in report["plan_comparison"]:
+            flag = " **DISTURBED**" if row["disturbed"] else ""
+            spread = f"{row['probe_spread']:.0%}{flag}" if row["probe_spread"] is not None else "–"
+            lines.append(
+                f"| {row['plan']} | {row['over']} | {row['enhance']} | {row['concurrency']} | "
+                f"{_fmt(row['images_per_s'], 3)} | {_fmt(row['reference_images_per_s'], 3)} | "
+                f"{_fmt(row['ratio'])} | {spread} |"
+            )
     lines += ["", "## Peak RSS (MiB)", ""]
     for group, values in report["peak_rss_mib"].items():
         lines.append(f"- {group}: total {values['total']}")

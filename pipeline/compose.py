@@ -71,8 +71,10 @@ def crop_box(
 
 
 def crop_levelled(rgba: np.ndarray, landmarks: np.ndarray, face_box: np.ndarray, margin: float) -> np.ndarray:
-    """Rotate HWC uint8 RGBA about the eye midpoint to level the eyes and crop the grown face box
-    in one warp; pixels outside the source image come out fully transparent."""
+    """Rotate an HWC (or HW) uint8 image — RGBA, RGB or a lone alpha — about the eye midpoint to
+    level the eyes and crop the grown face box in one warp; pixels outside the source image come
+    out 0 (fully transparent for alpha). Channels are warped independently, so warping RGB and alpha
+    apart gives the same pixels as warping their RGBA stack."""
     rotation = levelling_matrix(landmarks)
     x, y, w, h = (float(v) for v in face_box)
     cx, cy = rotation @ np.array([x + w / 2, y + h / 2, 1.0])
@@ -209,8 +211,13 @@ def compose_portrait(
     """
     h, w = rgb.shape[:2]
     alpha = np.rint(alpha_from_map(seg_map, (w, h)) * 255).astype(np.uint8)
-    rgba = np.dstack([rgb, alpha])
-    crop = crop_levelled(rgba, landmarks, face_box, options.face_margin)
+    # RGB and alpha cropped apart: no full-resolution RGBA copy (same pixels as one RGBA warp)
+    crop = np.dstack(
+        [
+            crop_levelled(rgb, landmarks, face_box, options.face_margin),
+            crop_levelled(alpha, landmarks, face_box, options.face_margin),
+        ]
+    )
     if options.touch_up:
         crop[:, :, :3] = touch_up(crop[:, :, :3])
     if options.oval_mask:

@@ -161,16 +161,17 @@ def configure_model(
         return _copy(config), ModelPlacement(model, None, None)
     if is_onnx_model(config):
         kind = "KIND_GPU" if plan.device == "gpu" else "KIND_CPU"
-        edited = configure_instance_groups(config, kind, plan.onnx_instances)
-        if plan.onnx_threads:
-            edited = set_string_parameter(edited, "intra_op_thread_count", str(plan.onnx_threads))
+        instances, threads = plan.placement_for(model)
+        edited = configure_instance_groups(config, kind, instances)
+        if threads:
+            edited = set_string_parameter(edited, "intra_op_thread_count", str(threads))
         if plan.one_image_per_run:
             edited = one_image_per_execution(edited)
         edited = set_precision(edited, plan.precision_for(model))  # fp32 unless the plan says otherwise
         if plan.device == "gpu" and plan.gpu_accelerator == "tensorrt":
             edited = use_tensorrt(edited)
         precision = plan.precision_for(model)
-        return edited, ModelPlacement(model, kind, plan.onnx_instances, plan.onnx_threads, precision)
+        return edited, ModelPlacement(model, kind, instances, threads, precision)
     count = plan.python_instances or current_count(config) or 1
     return configure_instance_groups(config, "KIND_CPU", count), ModelPlacement(model, "KIND_CPU", count)
 

@@ -65,6 +65,15 @@ class InstancePlan:
     cores: int
     precisions: tuple[tuple[str, str], ...] = ()
     gpu_accelerator: str = "cuda"
+    # per ONNX model: (model, instances, threads) in place of onnx_instances / onnx_threads
+    overrides: tuple[tuple[str, int, int | None], ...] = ()
+
+    def placement_for(self, model: str) -> tuple[int, int | None]:
+        """(instances, onnxruntime threads per instance) of ONNX model ``model``."""
+        for name, instances, threads in self.overrides:
+            if name == model:
+                return instances, threads
+        return self.onnx_instances, self.onnx_threads
 
     def precision_for(self, model: str) -> str:
         """The precision ONNX model ``model`` is served at (``fp32`` unless the plan says otherwise)."""
@@ -83,9 +92,12 @@ class InstancePlan:
         batching = "one image per execution" if self.one_image_per_run else "committed batching"
         precision = ", ".join(f"{'every ONNX model' if m == '*' else m} {p}" for m, p in self.precisions)
         accelerator = f", {self.gpu_accelerator} accelerator" if self.device == "gpu" else ""
+        overrides = "".join(
+            f"; {model}: {count} instance(s) with {t or 'default'} thread(s) each" for model, count, t in self.overrides
+        )
         return (
             f"{self.device} plan for {self.cores} core(s): {self.onnx_instances} instance(s) of each ONNX "
-            f"model with {threads}, {batching}{accelerator}, precision {precision or 'fp32'}; {python}"
+            f"model with {threads}, {batching}{accelerator}, precision {precision or 'fp32'}{overrides}; {python}"
         )
 
 

@@ -18,7 +18,7 @@ def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, ca
     shutil.copytree(tiny_model_repo, repo)  # reuse the session's tiny exports; the bench refreshes configs
     out = tmp_path / "results"
     code = main(["bench", "--preset", "tiny", "--quick", "--requests", "2", "--concurrency", "1,2",
-                 "--out", str(out), "--repo", str(repo)])  # fmt: skip
+                 "--out", str(out), "--repo", str(repo), "--plans", "auto,1"])  # fmt: skip
     assert code == 0
     json_files, md_files = sorted(out.glob("*-tiny-cpu.json")), sorted(out.glob("*-tiny-cpu.md"))
     assert len(json_files) == 1 and len(md_files) == 1
@@ -42,6 +42,14 @@ def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, ca
     assert series["min"] <= series["median"] <= series["max"] == report["conv_probe"]["gflops"]
     assert all(s["probe_window"][1] == s["probe_window"][0] + 1 for s in report["scenarios"])
     assert set(report["ratio_probe_spread"]) == set(report["ratios"])
+    # the second instance plan ran in its own Triton, side by side with the first
+    assert report["plans"] == ["auto", "1"]
+    second = [s for s in report["scenarios"] if s.get("plan") == "1"]
+    assert {(s["scenario"], s["enhance"], s["concurrency"]) for s in second} == {
+        ("triton_grpc", e, c) for e in (True, False) for c in (1, 2)
+    }
+    assert all(row["ratio"] > 0 for row in report["plan_comparison"])
+    assert len(report["plan_comparison"]) == 4
     assert all(report["models"][m]["gmac_per_image"] > 0 for m in ("codeformer", "u2net"))
     assert any("UNTRAINED" in note for note in report["notes"])
     seen = {(s["scenario"], s["enhance"], s["concurrency"]) for s in report["scenarios"]}

@@ -137,3 +137,21 @@ def test_steady_probes_mark_nothing():
     assert report["disturbed_ratios"] == [] and not report["conv_probe_series"]["disturbed"]
     assert report["ratio_probe_spread"]["gateway_over_grpc_c4_enhanced"] == pytest.approx(0.03)
     assert "DISTURBED" not in render_markdown(report)
+
+
+def test_a_second_plan_is_compared_to_the_first_and_kept_out_of_the_ratios():
+    report = make_report()
+    config = BenchConfig(preset="full", device="cpu", concurrency=[1, 4], requests=4, plans=("auto", "1"))
+    other = {**report["scenarios"][4], "images_per_s": 0.6, "plan": "1"}  # triton enhanced c4, twice as fast
+    scenarios = [{**s, "plan": "auto"} if s["scenario"] != "sequential" else s for s in report["scenarios"]]
+    rebuilt = build_report(
+        config=config, started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), machine=report["machine"],
+        probe=ConvProbe(gflops=100.0, gmac_per_run=1.0, seconds_per_run=0.02, provider="cpu", shape="s"),
+        records={}, macs={"codeformer": 400e9, "u2net": 50e9}, photos=["a.jpg"], scenarios=[*scenarios, other],
+        instance_plan=plan_instances("cpu", cores=2), rss={}, notes=[], reference_gmac={},
+    )  # fmt: skip
+    assert rebuilt["ratios"]["triton_c4_over_sequential_enhanced"] == pytest.approx(3.0), "first plan only"
+    (row,) = [r for r in rebuilt["plan_comparison"] if r["enhance"] and r["concurrency"] == 4]
+    assert row["plan"] == "1" and row["over"] == "auto" and row["ratio"] == pytest.approx(2.0)
+    markdown = render_markdown(rebuilt)
+    assert "## Instance plans side by side" in markdown and "[plan 1]" in markdown

@@ -226,3 +226,16 @@ def test_compose_portrait_end_to_end(astronaut_rgb):
     assert portrait.output_size == (300, 400)
     x, y, w, h = detection.box
     assert portrait.face_box == (round(x * 2), round(y * 2), round(w * 2), round(h * 2))
+
+
+def test_rgb_and_alpha_cropped_apart_equal_one_rgba_warp(astronaut_rgb):
+    detection = detect_face(astronaut_rgb)
+    alpha = np.random.default_rng(3).integers(0, 256, astronaut_rgb.shape[:2], dtype=np.uint8)
+    together = crop_levelled(np.dstack([astronaut_rgb, alpha]), detection.landmarks, detection.box, 0.4)
+    apart = np.dstack(
+        [
+            crop_levelled(astronaut_rgb, detection.landmarks, detection.box, 0.4),
+            crop_levelled(alpha, detection.landmarks, detection.box, 0.4),
+        ]
+    )
+    assert np.array_equal(together, apart)

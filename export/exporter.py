@@ -164,6 +164,15 @@ def write_derived_config(repo: Path, name: str) -> Path | None:
     return target
 
 
+def _publish(tmp: Path, final: Path, props: dict[str, str], doc: str) -> tuple[str, int]:
+    """Write ``props``/``doc`` into the finished temporary ONNX file and rename it to ``final``;
+    returns (sha256, bytes) of what was published."""
+    set_metadata_props(tmp, props, doc=doc)
+    sha256, onnx_bytes = weights_mod.sha256_of(tmp), tmp.stat().st_size
+    os.replace(tmp, final)
+    return sha256, onnx_bytes
+
+
 def export_model(
     name: str,
     *,
@@ -255,10 +264,7 @@ def export_model(
             "facecraft.version": __version__,
         }
         doc = spec.description + ("" if choice.trained else " -- UNTRAINED (random weights)")
-        set_metadata_props(tmp, props, doc=doc)
-        sha256 = weights_mod.sha256_of(tmp)
-        onnx_bytes = tmp.stat().st_size
-        os.replace(tmp, final)
+        sha256, onnx_bytes = _publish(tmp, final, props, doc)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -355,10 +361,7 @@ def _export_int8(
             "facecraft.version": __version__,
         }
         doc = spec.description + " -- int8 QDQ" + ("" if fp32.trained else " -- UNTRAINED (random weights)")
-        set_metadata_props(tmp, props, doc=doc)
-        sha256 = weights_mod.sha256_of(tmp)
-        onnx_bytes = tmp.stat().st_size
-        os.replace(tmp, final)
+        sha256, onnx_bytes = _publish(tmp, final, props, doc)
     finally:
         tmp.unlink(missing_ok=True)
     record = {

@@ -121,16 +121,18 @@ def _compare_precisions(
     repeats: int,
     probes: ProbeLog,
     precision: str,
+    device: str = "cpu",
 ) -> dict:
-    """fp32 and ``precision`` sessions of one model with ``threads`` threads, in turns on ``feeds``."""
+    """fp32 and ``precision`` sessions of one model with ``threads`` threads (CPU) or on the CUDA
+    execution provider (``device="gpu"``), in turns on ``feeds``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    sessions = {
-        p: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for p, path in paths.items()
-    }
+    providers = (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "gpu" else ["CPUExecutionProvider"]
+    )
+    sessions = {p: ort.InferenceSession(str(path), options, providers=providers) for p, path in paths.items()}
     outputs = {p: [s.run(None, feed)[0][0] for feed in feeds] for p, s in sessions.items()}
     before = probes.last
     seconds = alternate(

@@ -51,3 +51,39 @@ def test_steps_report_compares_before_and_after_on_a_real_photo(faces_dir, tmp_p
     assert row["jpeg"]["20"]["encodes_before"] > 1 and row["jpeg"]["200"]["encodes_after"] == 1
     assert report["conv_probe_series"]["count"] == 3 and row["probe_window"] == [0, 1]
     assert "## JPEG size cap" in md_path.read_text()
+
+
+def test_precision_report_compares_two_files_on_the_same_inputs(tiny_model_repo, faces_dir, tmp_path):
+    import shutil
+
+    from facecraft.bench.micro import run_precision
+
+    repo = tmp_path / "repo"
+    for name in ("u2net", "codeformer"):
+        shutil.copytree(tiny_model_repo / name, repo / name)
+        # the fp32 graph under the int8 name: the plumbing must report no deviation at all
+        shutil.copy(repo / name / "1" / "model.onnx", repo / name / "1" / "model.int8.onnx")
+    md_path, json_path = run_precision(
+        repo,
+        [faces_dir / "cf__Hepburn01.png"],
+        preset="tiny",
+        threads=(1,),
+        repeats=1,
+        out_dir=tmp_path / "out",
+    )
+    report = json.loads(json_path.read_text())
+    by_model = {r["model"]: r for r in report["results"]}
+    assert by_model["u2net"]["deviation_mean"]["alpha_mae"] == 0.0
+    assert by_model["u2net"]["deviation_worst"]["alpha_iou_at_0_5"] == 1.0
+    assert math.isinf(by_model["codeformer"]["deviation_mean"]["psnr_db"])
+    assert by_model["codeformer"]["deviation_worst"]["ssim"] == pytest.approx(1.0)
+    assert all(r["speedup_median"] > 0 and r["images"] >= 1 for r in report["results"])
+    assert report["conv_probe_series"]["count"] == 4 and report["trained"] == {
+        "u2net": False,
+        "codeformer": False,
+    }
+    assert "**UNTRAINED**" in md_path.read_text()
+    with pytest.raises(FileNotFoundError, match="--precision fp16"):
+        run_precision(
+            repo, [faces_dir / "cf__Hepburn01.png"], precision="fp16", preset="tiny", out_dir=tmp_path
+        )

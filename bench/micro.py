@@ -140,7 +140,7 @@ def _compare_precisions(
     )
     after = probes.take(f"after {name} {threads} thread(s)")
     per_image = {p: [v / len(feeds) for v in values] for p, values in seconds.items()}
-    deviation_of = alpha_deviation if name == "u2net" else crop_deviation
+    deviation_of = crop_deviation if name == "codeformer" else alpha_deviation  # the U²-Net models
     deviations = [deviation_of(a, b) for a, b in zip(outputs["fp32"], outputs[precision], strict=True)]
     measured = [k for k, v in deviations[0].items() if v is not None]
     worst = {
@@ -255,7 +255,7 @@ def png_before(rgba: np.ndarray) -> bytes:
     """The PNG encoder before issue #12: Pillow, zlib level 6."""
     from facecraft.pipeline.compose import encode_png
 
-    return encode_png(rgba, 6)
+    return encode_png(rgba, compress_level=6)
 
 
 def jpeg_linear(rgb: np.ndarray, max_kb: int, counter: list[int]) -> tuple[bytes, bool]:
@@ -286,7 +286,7 @@ def _png_candidates() -> dict[str, Callable[[np.ndarray], bytes]]:
     return {
         "pillow_6 (before)": png_before,
         "encode_png (after)": encode_png,
-        "pillow_2": lambda rgba: encode_png(rgba, 2),
+        "pillow_2": lambda rgba: encode_png(rgba, compress_level=2),
         "opencv_1_rle": opencv_rle,
     }
 
@@ -297,9 +297,9 @@ def _count_encodes(call: Callable[[], object]) -> int:
 
     encode, count = compose.encode_jpeg, [0]
 
-    def counting(image, quality):
+    def counting(image, quality, dpi=None):
         count[0] += 1
-        return encode(image, quality)
+        return encode(image, quality, dpi)
 
     compose.encode_jpeg = counting
     try:

@@ -93,7 +93,8 @@ class InstancePlan:
         precision = ", ".join(f"{'every ONNX model' if m == '*' else m} {p}" for m, p in self.precisions)
         accelerator = f", {self.gpu_accelerator} accelerator" if self.device == "gpu" else ""
         overrides = "".join(
-            f"; {model}: {count} instance(s) with {t or 'default'} thread(s) each" for model, count, t in self.overrides
+            f"; {model}: {count} instance(s) with {t or 'default'} thread(s) each"
+            for model, count, t in self.overrides
         )
         return (
             f"{self.device} plan for {self.cores} core(s): {self.onnx_instances} instance(s) of each ONNX "

@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)`` wires settings, storage, Triton, jobs, routes.
 
-The lifespan creates the output folder, recovers and starts the async job workers, and runs the
-periodic cleanup of old jobs; on shutdown it stops them and closes the Triton channel.
+The lifespan creates the output folder, starts the async job backend (``FACECRAFT_JOB_BACKEND``:
+the local queue recovers and starts its workers; the Redis one connects and reconciles), and runs
+the periodic cleanup of old jobs; on shutdown it stops them and closes the Triton channel.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from facecraft import __version__
 from facecraft.gateway import routes_jobs, routes_models, routes_ops, routes_process, routes_processors
 from facecraft.gateway.errors import ErrorResponse, GatewayError
 from facecraft.gateway.health import ReadinessProbe, WeightsLabel
-from facecraft.gateway.jobs import JobQueue
+from facecraft.gateway.jobs import create_job_backend
 from facecraft.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from facecraft.gateway.models import ModelManager
+from facecraft.gateway.security import check_api_key
 from facecraft.gateway.service import PortraitService
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import JobStorage
@@ -135,6 +137,30 @@ async def _cleanup_loop(app: FastAPI) -> None:
         await asyncio.sleep(settings.cleanup_interval_s)
 
 
+QUEUE_UI_PATH = "/api/v1/queue-ui"
+
+
+def _mount_queue_ui(app: FastAPI) -> None:
+    """SAQ's web UI of the shared queue at :data:`QUEUE_UI_PATH`, behind ``FACECRAFT_API_KEY``
+    (the ``X-API-Key`` header, as for every ``/api/v1`` route)."""
+    from saq.web.starlette import saq_web
+
+    ui = saq_web(QUEUE_UI_PATH, queues=[app.state.jobs.queue])
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http":
+            secret = app.state.settings.api_key
+            headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+            try:
+                check_api_key(secret.get_secret_value() if secret else None, headers.get("x-api-key"))
+            except GatewayError as error:
+                await error_response(error.status_code, error.error, error.message)(scope, receive, send)
+                return
+        await ui(scope, receive, send)
+
+    app.mount(QUEUE_UI_PATH, guarded)
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the gateway app; nothing connects or touches the disk until the lifespan starts."""
     settings = settings or GatewaySettings()
@@ -150,7 +176,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         storage.ensure_ready()
-        app.state.jobs = JobQueue(settings, service, storage, metrics)
         await app.state.jobs.start()
         cleanup = asyncio.create_task(_cleanup_loop(app), name="facecraft-cleanup")
         log.info("gateway %s: Triton %s, outputs in %s", __version__, settings.triton_url, storage.root)
@@ -174,6 +199,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.triton = triton
     app.state.service = service
     app.state.models = model_manager
+    app.state.jobs = create_job_backend(settings, service, storage, metrics)
     app.state.readiness = ReadinessProbe(triton, settings.ready_cache_s)
     app.state.weights = WeightsLabel(triton, settings.model_repository)
     _install_error_handlers(app)
@@ -182,6 +208,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(routes_processors.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_models.router)
+    if settings.uses_redis:
+        _mount_queue_ui(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

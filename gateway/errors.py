@@ -59,6 +59,7 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "the route exists but not with this HTTP method"),
     "job_not_finished": (409, "the async job is still queued or running"),
     "job_failed": (409, "the async job failed; its error is in GET /api/v1/jobs/{id}"),
+    "job_cancelled": (409, "the async job was cancelled by DELETE; a second DELETE removes it"),
     "server_busy": (503, "all inference slots are taken; retry after Retry-After seconds"),
     "triton_unavailable": (503, "Triton cannot be reached or a model is not ready; retry later"),
     "model_unavailable": (
@@ -71,6 +72,10 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "admin_disabled": (403, "model administration is switched off (FACECRAFT_ADMIN_ROUTES=false)"),
     "export_unavailable": (501, "this gateway cannot export models (the `export` extra is not installed)"),
     "repository_unknown": (409, "FACECRAFT_MODEL_REPOSITORY is not set, so models cannot be exported"),
+    "queue_unavailable": (
+        503,
+        "the job broker (FACECRAFT_JOB_BACKEND's Redis) cannot be reached; nothing was queued, retry later",
+    ),
     "triton_timeout": (504, "the inference took longer than FACECRAFT_TRITON_TIMEOUT_S"),
     "storage_error": (507, "results could not be written (disk full: 507; other I/O errors: 500)"),
     "internal_error": (500, "an unexpected failure in the gateway or a Triton model"),

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from facecraft import __version__
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+JOB_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
 class GatewayMetrics:
@@ -76,8 +77,27 @@ class GatewayMetrics:
         )
         self.jobs = Counter(
             "facecraft_gateway_jobs_total",
-            "async job events: submitted, completed, failed, requeued (after a restart or Triton outage)",
+            "async job events: submitted, completed, failed, cancelled, rejected, requeued "
+            "(after a restart or Triton outage)",
             ["outcome"],
+            registry=r,
+        )
+        self.job_states = Gauge(
+            "facecraft_gateway_job_states",
+            "async jobs in the queue by state: queued, running, retrying (waiting for a retry)",
+            ["state"],
+            registry=r,
+        )
+        self.job_workers = Gauge(
+            "facecraft_gateway_job_workers",
+            "workers taking async jobs (local: worker tasks; Redis: live `facecraft worker` processes)",
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "facecraft_gateway_job_duration_seconds",
+            "run time of completed async job attempts by job type (observed where the job ran)",
+            ["job_type"],
+            buckets=JOB_BUCKETS,
             registry=r,
         )
         self.cleanup_removed = Counter(

@@ -49,7 +49,7 @@ async def _record(request: Request, job_id: str) -> JobRecord:
     status_code=202,
     response_model=JobSubmitted,
     summary="Queue one photo for asynchronous processing (the portrait, or a processors chain)",
-    responses=error_responses(*UPLOAD_ERRORS, "storage_error", "not_found"),
+    responses=error_responses(*UPLOAD_ERRORS, "storage_error", "not_found", "queue_unavailable"),
 )
 async def submit_job(
     request: Request,
@@ -134,7 +134,9 @@ async def job_status(request: Request, job_id: str) -> dict:
             "content": {"image/png": {}, "image/jpeg": {}, "application/json": {}},
             "description": "the portrait, or the last processor's result (JSON for face_analyser)",
         },
-        **error_responses(*LOOKUP_ERRORS, "invalid_format", "job_not_finished", "job_failed"),
+        **error_responses(
+            *LOOKUP_ERRORS, "invalid_format", "job_not_finished", "job_failed", "job_cancelled"
+        ),
     },
 )
 async def job_result(
@@ -148,6 +150,8 @@ async def job_result(
         raise GatewayError(409, "job_not_finished", f"job {job_id} is {record.status}")
     if record.status == "failed":
         raise GatewayError(409, "job_failed", f"job {job_id} failed: {record.error}: {record.error_message}")
+    if record.status == "cancelled":
+        raise GatewayError(409, "job_cancelled", f"job {job_id} was cancelled")
     if record.processors:
         name = record.files["result"]
         path = await asyncio.to_thread(request.app.state.storage.existing_file, job_id, name)
@@ -216,12 +220,13 @@ async def download_batch_file(request: Request, job_id: str, index: str, fmt: st
 @router.delete(
     "/jobs/{job_id}",
     response_model=DeleteResponse,
-    summary="Delete a job and its files",
-    responses=error_responses(*LOOKUP_ERRORS, "storage_error"),
+    response_model_exclude_none=True,
+    summary="Cancel a queued or running job (it stops within seconds), or delete a finished one",
+    responses=error_responses(*LOOKUP_ERRORS, "storage_error", "queue_unavailable"),
 )
 async def delete_job(request: Request, job_id: str) -> dict:
     validate_job_id(job_id)
-    deleted = await asyncio.to_thread(request.app.state.storage.delete, job_id)
-    if not deleted:
-        raise GatewayError(404, "not_found", f"job {job_id} not found (unknown or expired)")
+    outcome = await request.app.state.jobs.cancel_or_delete(job_id)
+    if outcome == "cancelled":
+        return {"success": True, "job_id": job_id, "deleted": False, "cancelled": True}
     return {"success": True, "job_id": job_id, "deleted": True}

@@ -79,5 +79,5 @@ async def status(request: Request) -> dict:
 @router.get("/metrics", summary="Prometheus metrics (facecraft_gateway_*)", response_class=Response)
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
-    request.app.state.metrics.job_queue_depth.set(request.app.state.jobs.depth)
+    await request.app.state.jobs.refresh_metrics()
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

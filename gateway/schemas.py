@@ -104,7 +104,7 @@ class ProcessorList(BaseModel):
 class JobStatus(BaseModel):
     job_id: str
     kind: str = Field(..., description="process | batch | async")
-    status: str = Field(..., description="queued | running | completed | failed")
+    status: str = Field(..., description="queued | running | completed | failed | cancelled")
     created_at: float = Field(..., description="Unix time")
     updated_at: float
     attempts: int = 0
@@ -122,7 +122,8 @@ class JobStatus(BaseModel):
 class DeleteResponse(BaseModel):
     success: bool = True
     job_id: str
-    deleted: bool
+    deleted: bool = Field(..., description="true: the job and its files are gone")
+    cancelled: bool | None = Field(None, description="true: the queued or running job was cancelled (kept)")
 
 
 class HealthResponse(BaseModel):

@@ -71,6 +71,25 @@ class GatewaySettings(BaseSettings):
         256, ge=1, description="async jobs waiting at once; more are refused with 503 server_busy"
     )
 
+    # Job backend (docs/deploy.md "Jobs across machines").
+    job_backend: str = Field(
+        "local",
+        description="local (the in-process queue) or a Redis URL (redis://host:6379/0): a shared "
+        "SAQ queue worked by `facecraft worker` processes",
+    )
+    job_timeout_s: float = Field(
+        600.0, ge=1, description="per-attempt limit of a portrait job (Redis backend)"
+    )
+    job_heartbeat_s: float = Field(
+        30.0, ge=1, description="a running job silent this long is handed to another worker (Redis backend)"
+    )
+    job_sweep_s: float = Field(
+        10.0, ge=1, description="how often workers look for abandoned jobs (Redis backend)"
+    )
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="`facecraft worker`: Prometheus /metrics port (0: none)"
+    )
+
     # Storage.
     output_dir: Path = Path("outputs")
     cleanup_age_hours: float = Field(24.0, gt=0)
@@ -99,6 +118,18 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _check_triton_url(cls, value: str) -> str:
         return check_host_port(value)
+
+    @field_validator("job_backend")
+    @classmethod
+    def _check_job_backend(cls, value: str) -> str:
+        value = value.strip()
+        if value == "local" or value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError("must be 'local' or a Redis URL (redis://host:port/db, rediss://, unix://)")
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.job_backend != "local"
 
     @field_validator("cors_origins", mode="before")
     @classmethod

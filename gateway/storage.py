@@ -7,6 +7,7 @@ Layout::
     OUTPUT_DIR/jobs/<job_id>/portrait.jpg
     OUTPUT_DIR/jobs/<job_id>/file-0003.png per-file outputs of a batch
     OUTPUT_DIR/jobs/<job_id>/input.bin     the upload of a queued async job (kept for restarts)
+    OUTPUT_DIR/.jobs.lock                  the lock of deletions and status changes (flock)
 
 Every file is written to a temporary name in the same folder, fsynced, then renamed, so a reader
 never sees a partial file. Job ids and file names are validated against strict patterns and every
@@ -15,20 +16,23 @@ resolved path is checked to stay inside the jobs folder.
 Deleting a job renames its folder out of the way first (``.trash-*``, removed right after and at
 start-up), under the same lock as updates of existing jobs, so a worker still busy with a deleted
 job can neither make the deletion fail nor bring the job back (``create=False`` writes raise
-:class:`JobGone` instead).
+:class:`JobGone` instead). The lock is an ``flock`` on ``OUTPUT_DIR/.jobs.lock``: it holds across processes
+too, so gateways and ``facecraft worker`` processes sharing ``OUTPUT_DIR`` (the Redis job backend,
+docs/deploy.md) see one consistent job state; :meth:`JobStorage.transition` changes a job's status
+only from the one it is expected to have (a cancelled job is never completed afterwards).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,7 +60,7 @@ class JobRecord(BaseModel):
 
     job_id: str
     kind: str = Field(..., description="process | batch | async")
-    status: str = Field(..., description="queued | running | completed | failed")
+    status: str = Field(..., description="queued | running | completed | failed | cancelled")
     created_at: float
     updated_at: float
     options: dict[str, Any] = Field(default_factory=dict)
@@ -72,6 +76,10 @@ class JobRecord(BaseModel):
     processors: list[str] | None = Field(
         None, description="async: the processors chain run instead of the portrait (options by processor)"
     )
+    worker: str | None = Field(None, description="the worker that ran the last attempt of an async job")
+
+
+FINISHED_STATUSES = ("completed", "failed", "cancelled")
 
 
 class StorageError(GatewayError):
@@ -129,12 +137,24 @@ class JobStorage:
     """Files and metadata of jobs under ``root/jobs``."""
 
     TRASH_PREFIX = ".trash-"
+    LOCK_NAME = ".jobs.lock"  # in ``root``, beside ``jobs/``
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.jobs_root = (self.root / "jobs").resolve()
-        # deletion vs updates of existing jobs (worker threads): see the module docstring
-        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Deletion vs updates of existing jobs, across threads and processes (module docstring)."""
+        try:
+            fd = os.open(self.jobs_root.parent / self.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise StorageError("open the jobs lock", error) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def ensure_ready(self) -> None:
         try:
@@ -169,11 +189,15 @@ class JobStorage:
         if create:
             atomic_write_bytes(path, data)
             return len(data)
-        with self._lock:
-            if not path.parent.is_dir():
-                raise JobGone(job_id)
-            atomic_write_bytes(path, data, create_parent=False)
+        with self._lock():
+            self._write_existing(job_id, path, data)
         return len(data)
+
+    @staticmethod
+    def _write_existing(job_id: str, path: Path, data: bytes) -> None:
+        if not path.parent.is_dir():
+            raise JobGone(job_id)
+        atomic_write_bytes(path, data, create_parent=False)
 
     def read_file(self, job_id: str, name: str) -> bytes:
         path = self.file_path(job_id, name)
@@ -196,6 +220,20 @@ class JobStorage:
         record.updated_at = time.time()
         data = json.dumps(record.model_dump(), indent=1).encode()
         self.write_file(record.job_id, METADATA_NAME, data, create=create)
+
+    def transition(self, record: JobRecord, expected: tuple[str, ...]) -> bool:
+        """Save ``record`` only if the stored job's status is one of ``expected``; False (nothing
+        written) when it is not. Raises :class:`JobGone` when the job was deleted."""
+        with self._lock():
+            stored = self.load(record.job_id)
+            if stored is None:
+                raise JobGone(record.job_id)
+            if stored.status not in expected:
+                return False
+            record.updated_at = time.time()
+            data = json.dumps(record.model_dump(), indent=1).encode()
+            self._write_existing(record.job_id, self.file_path(record.job_id, METADATA_NAME), data)
+        return True
 
     def load(self, job_id: str) -> JobRecord | None:
         """A job's metadata, or None when the job does not exist (or its metadata is unreadable)."""
@@ -231,7 +269,7 @@ class JobStorage:
         """
         folder = self.job_dir(job_id)
         trash = self.jobs_root / f"{self.TRASH_PREFIX}{job_id}-{uuid.uuid4().hex}"
-        with self._lock:
+        with self._lock():
             if not folder.is_dir():
                 return False
             try:
@@ -255,7 +293,7 @@ class JobStorage:
             if not (entry.is_dir() and re.fullmatch(r"[0-9a-f]{32}", entry.name)):
                 continue
             record = self.load(entry.name)
-            if record is not None and record.status in ("queued", "running"):
+            if record is not None and record.status not in FINISHED_STATUSES:
                 continue
             created = record.created_at if record is not None else entry.stat().st_mtime
             if now - created > max_age_s:

@@ -387,6 +387,15 @@ def test_queued_job_survives_a_gateway_restart(tmp_path):
         assert body["status"] in ("queued", "running")
         assert body["kind"] == "async"
         assert_error(client.get(f"/api/v1/jobs/{job_id}/result"), 409, "job_not_finished")
+        # DELETE cancels a pending job (kept, status cancelled), a second DELETE removes it
+        assert client.delete(f"/api/v1/jobs/{job_id}").json() == {
+            "success": True,
+            "job_id": job_id,
+            "deleted": False,
+            "cancelled": True,
+        }
+        assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "cancelled"
+        assert_error(client.get(f"/api/v1/jobs/{job_id}/result"), 409, "job_cancelled")
         assert client.delete(f"/api/v1/jobs/{job_id}").json()["deleted"] is True
         assert_error(client.get(f"/api/v1/jobs/{job_id}"), 404, "not_found")
 

@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.facecraft-installed
 # Debian packages: prometheus/promtool (observability tests), docker-compose (compose validation),
-# libb64-0d (perf_analyzer from the tritonclient wheel).
-APT_PACKAGES := prometheus docker-compose libb64-0d
+# libb64-0d (perf_analyzer from the tritonclient wheel), redis-server (the Redis job backend's
+# tests start their own on a free loopback port; the package's system service is not needed).
+APT_PACKAGES := prometheus docker-compose libb64-0d redis-server
 PRESET ?= full
 DEVICE ?= cpu
 # Request counts per benchmark scenario: at least 16 so that concurrency 16 is really 16 in flight

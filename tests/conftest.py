@@ -5,11 +5,13 @@ Fixture modules live in ``tests/fixtures/`` (one per concern) and are registered
 - ``images``: real photos (../shared/data/faces, the public-domain astronaut from scikit-image)
   and synthetic images.
 - ``triton``: tiny ONNX exports + a real embedded Triton server for the session.
-- ``gateway``: the FastAPI gateway running against that Triton.
+- ``gateway``: the FastAPI gateway running against that Triton (and ``facecraft worker`` processes).
+- ``redis``: a real ``redis-server`` for the Redis job backend.
 """
 
 pytest_plugins = [
     "tests.fixtures.images",
     "tests.fixtures.triton",
     "tests.fixtures.gateway",
+    "tests.fixtures.redis",
 ]

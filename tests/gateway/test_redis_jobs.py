@@ -1,0 +1,274 @@
+"""The Redis job backend end to end: real ``redis-server``, real gateways (uvicorn subprocesses),
+real ``facecraft worker`` processes, the session Triton.
+
+Two gateways share one ``OUTPUT_DIR`` and one queue (module-scoped); each test starts the workers
+it needs. Heartbeat and sweep are short here (3 s / 1 s) so that a dead worker's job is taken over
+quickly; every wait is a poll with a generous deadline, never a timed assertion.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from facecraft.gateway.redis_jobs import QUEUE_NAME
+from tests.fixtures.gateway import GatewayServer, JobWorker
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 180.0  # generous: 2 loaded cores, a worker taking over after a heartbeat timeout
+FLEET_ENV = {"FACECRAFT_JOB_SWEEP_S": "1", "FACECRAFT_JOB_HEARTBEAT_S": "3", "FACECRAFT_JOB_WORKERS": "1"}
+SMALL = {"width": "128", "height": "128", "enhance_face": "false"}
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Fleet:
+    """Two gateways over one Redis and one OUTPUT_DIR, and the workers a test starts."""
+
+    def __init__(self, root: Path, redis_server, triton_server):
+        self.root = root
+        self.redis = redis_server
+        self.triton = triton_server
+        self.output_dir = root / "outputs"
+        env = {
+            "FACECRAFT_JOB_BACKEND": redis_server.url,
+            "FACECRAFT_MODEL_REPOSITORY": str(triton_server.repo),
+            **FLEET_ENV,
+        }
+        self.gateways = [
+            GatewayServer(self.output_dir, triton_server.grpc_url, root / f"gateway-{index}.log", env=env)
+            for index in range(2)
+        ]
+        self.workers: list[JobWorker] = []
+
+    def start_worker(self) -> JobWorker:
+        worker = JobWorker(
+            self.redis.url,
+            self.output_dir,
+            self.triton.grpc_url,
+            self.root / f"worker-{len(self.workers)}.log",
+            env=FLEET_ENV,
+        )
+        self.workers.append(worker)
+        worker.start()
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+
+    def submit(self, gateway: GatewayServer, photo: bytes, options: dict | None = None) -> str:
+        response = httpx.post(
+            f"{gateway.url}/api/v1/jobs",
+            files={"file": ("a.jpg", photo, "image/jpeg")},
+            data=options or SMALL,
+            timeout=60,
+        )
+        assert response.status_code == 202, response.text
+        return response.json()["job_id"]
+
+    def status(self, gateway: GatewayServer, job_id: str) -> dict:
+        response = httpx.get(f"{gateway.url}/api/v1/jobs/{job_id}", timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, gateway: GatewayServer, job_id: str, *statuses: str) -> dict:
+        return wait_until(
+            lambda: (body := self.status(gateway, job_id))["status"] in statuses and body,
+            f"job {job_id} to be {'/'.join(statuses)}",
+        )
+
+    def saq_status(self, job_id: str) -> str | None:
+        import json
+
+        with self.redis.client() as client:
+            raw = client.get(f"saq:job:{QUEUE_NAME}:{job_id}")
+        return None if raw is None else json.loads(raw)["status"]
+
+    def job_files(self, job_id: str) -> list[str]:
+        return sorted(path.name for path in (self.output_dir / "jobs" / job_id).iterdir())
+
+    def log_tails(self) -> str:
+        parts = [f"--- gateway {index}\n{g.log_tail()}" for index, g in enumerate(self.gateways)]
+        parts += [f"--- worker {index}\n{w.log_tail()}" for index, w in enumerate(self.workers)]
+        return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, redis_server, triton_server) -> Iterator[Fleet]:
+    with redis_server.client() as client:
+        client.flushall()
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"), redis_server, triton_server)
+    for gateway in fleet.gateways:
+        gateway.start()
+    try:
+        yield fleet
+    finally:
+        fleet.stop_workers()
+        for gateway in fleet.gateways:
+            gateway.stop()
+
+
+@pytest.fixture
+def workers(fleet) -> Iterator[Fleet]:
+    """The fleet, its workers stopped after the test (whatever it started)."""
+    try:
+        yield fleet
+    finally:
+        fleet.stop_workers()
+
+
+def triton_pending_requests(triton_server) -> float:
+    """Requests Triton holds now, queued or executing (``nv_inference_pending_request_count``)."""
+    page = httpx.get(triton_server.metrics_url, timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in page.splitlines()
+        if line.startswith("nv_inference_pending_request_count{")
+    )
+
+
+def test_two_gateways_and_two_workers_share_one_queue(workers, astronaut_jpeg):
+    fleet = workers
+    names = {fleet.start_worker().name, fleet.start_worker().name}
+    first, second = fleet.gateways
+    jobs = [fleet.submit(fleet.gateways[index % 2], astronaut_jpeg) for index in range(4)]
+    for index, job_id in enumerate(jobs):
+        other = fleet.gateways[(index + 1) % 2]  # the gateway that did not accept it reports it
+        body = fleet.wait_status(other, job_id, "completed", "failed")
+        assert body["status"] == "completed", (body, fleet.log_tails())
+        assert body["attempts"] == 1
+        record = (fleet.output_dir / "jobs" / job_id / "job.json").read_text()
+        assert any(name in record for name in names), "run by one of the fleet's workers"
+        for gateway in (first, second):
+            png = httpx.get(f"{gateway.url}{body['png_url']}", timeout=30)
+            assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    metrics = httpx.get(f"{first.url}/metrics", timeout=30).text
+    registered = next(
+        line for line in metrics.splitlines() if line.startswith("facecraft_gateway_job_workers ")
+    )
+    assert float(registered.split()[1]) >= 2, "both workers are registered with the queue"
+    assert 'facecraft_gateway_job_states{state="queued"} 0.0' in metrics
+
+
+def test_a_worker_killed_mid_job_leaves_it_to_the_other_which_completes_it_once(
+    workers, triton_server, astronaut_jpeg
+):
+    """The worker is frozen (SIGSTOP) while it runs the job, then SIGKILLed once Triton holds no
+    request of it (killing a process mid-call can crash Triton 2.51, docs/reliability.md): the job
+    was taken but never finished. The second worker takes it over after the heartbeat."""
+    fleet = workers
+    doomed = fleet.start_worker()
+    gateway = fleet.gateways[0]
+    options = {"width": "256", "height": "256", "enhance_face": "true"}
+    for _ in range(3):  # the frozen worker may (rarely) have finished the job before SIGSTOP
+        job_id = fleet.submit(gateway, astronaut_jpeg, options)
+        body = fleet.wait_status(gateway, job_id, "running", "completed", "failed")
+        if body["status"] == "running":
+            doomed.pause()
+            if fleet.status(gateway, job_id)["status"] == "running":
+                break
+            doomed.resume()
+        fleet.wait_status(gateway, job_id, "completed", "failed")
+    else:
+        pytest.fail("the worker finished every job before it could be frozen mid-job")
+    wait_until(
+        lambda: triton_pending_requests(triton_server) == 0, "Triton to finish the frozen worker's call"
+    )
+    doomed_name = doomed.name
+    doomed.kill()
+    survivor = fleet.start_worker()
+    body = fleet.wait_status(fleet.gateways[1], job_id, "completed", "failed")
+    assert body["status"] == "completed", (body, fleet.log_tails())
+    record = (fleet.output_dir / "jobs" / job_id / "job.json").read_text()
+    assert survivor.name in record and doomed_name not in record
+    assert body["attempts"] == 2, "taken once by each worker, completed once"
+    assert fleet.job_files(job_id) == ["job.json", "portrait.jpg", "portrait.png"], "one result, input gone"
+    assert wait_until(lambda: fleet.saq_status(job_id) == "complete", "the queue's job to be complete")
+
+
+def test_a_job_accepted_by_a_gateway_that_dies_is_reported_by_another(workers, astronaut_jpeg):
+    fleet = workers
+    doomed, other = fleet.gateways
+    job_id = fleet.submit(doomed, astronaut_jpeg)  # no worker yet: it stays queued
+    doomed.kill()
+    try:
+        assert fleet.status(other, job_id)["status"] == "queued"
+        fleet.start_worker()
+        body = fleet.wait_status(other, job_id, "completed", "failed")
+        assert body["status"] == "completed", (body, fleet.log_tails())
+    finally:
+        doomed.start()
+    assert fleet.status(doomed, job_id)["status"] == "completed", "the restarted gateway reports it too"
+
+
+def test_a_redis_crash_loses_no_accepted_job(workers, astronaut_jpeg):
+    """Accepted jobs survive a SIGKILLed Redis (AOF, appendfsync always); while it is down a submit
+    is refused with 503 ``queue_unavailable`` and nothing is stored."""
+    fleet = workers
+    accepted = [fleet.submit(fleet.gateways[index % 2], astronaut_jpeg) for index in range(3)]
+    stored_before = set(path.name for path in (fleet.output_dir / "jobs").iterdir())
+    fleet.redis.kill()
+    try:
+        refused = httpx.post(
+            f"{fleet.gateways[0].url}/api/v1/jobs",
+            files={"file": ("a.jpg", astronaut_jpeg, "image/jpeg")},
+            data=SMALL,
+            timeout=120,
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "queue_unavailable"
+        assert refused.headers["Retry-After"] == "1"
+        assert set(path.name for path in (fleet.output_dir / "jobs").iterdir()) == stored_before
+    finally:
+        fleet.redis.start()
+    with fleet.redis.client() as client:
+        persisted = {
+            key.decode().rsplit(":", 1)[-1] for key in client.lrange(f"saq:{QUEUE_NAME}:queued", 0, -1)
+        }
+    assert set(accepted) <= persisted, "the queue itself came back from the AOF"
+    fleet.start_worker()
+    for job_id in accepted:
+        body = fleet.wait_status(fleet.gateways[1], job_id, "completed", "failed")
+        assert body["status"] == "completed", (body, fleet.log_tails())
+        assert body["attempts"] == 1
+
+
+def test_delete_cancels_a_running_job_on_a_worker(workers, triton_server, astronaut_jpeg):
+    fleet = workers
+    fleet.start_worker()
+    gateway, other = fleet.gateways
+    options = {"width": "256", "height": "256", "enhance_face": "true"}
+    job_id = fleet.submit(gateway, astronaut_jpeg, options)
+    body = fleet.wait_status(gateway, job_id, "running", "completed", "failed")
+    assert body["status"] == "running", "the job must still be running to be cancelled"
+    deleted = httpx.delete(f"{other.url}/api/v1/jobs/{job_id}", timeout=30)
+    assert deleted.json() == {"success": True, "job_id": job_id, "deleted": False, "cancelled": True}
+    # the worker stops the job (SAQ abort, checked every second): the queue's job ends aborted
+    wait_until(lambda: fleet.saq_status(job_id) == "aborted", "the worker to abort the job")
+    body = fleet.status(gateway, job_id)
+    assert (body["status"], body["error"]) == ("cancelled", "job_cancelled")
+    assert fleet.job_files(job_id) == ["job.json"], "no result, input removed"
+    result = httpx.get(f"{gateway.url}/api/v1/jobs/{job_id}/result", timeout=30)
+    assert (result.status_code, result.json()["error"]) == (409, "job_cancelled")
+    # the worker goes on with the next job
+    after = fleet.submit(gateway, astronaut_jpeg)
+    assert fleet.wait_status(other, after, "completed", "failed")["status"] == "completed"
+    assert fleet.status(gateway, job_id)["status"] == "cancelled", "the dropped call never completes it"
+    assert httpx.delete(f"{gateway.url}/api/v1/jobs/{job_id}", timeout=30).json()["deleted"] is True
+    assert httpx.get(f"{gateway.url}/api/v1/jobs/{job_id}", timeout=30).status_code == 404

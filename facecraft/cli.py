@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("facecraft.runtime.cli", ("serve", "repo")),
     ("facecraft.client.cli", ("process",)),
     ("facecraft.bench.cli", ("bench", "perf-data")),
+    ("facecraft.gateway.cli", ("worker",)),
 )
 
 

@@ -254,19 +254,9 @@ async def serve_worker(settings: GatewaySettings) -> None:
         await worker.queue.disconnect()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``facecraft worker`` / ``python -m facecraft.gateway.redis_jobs``."""
-    parser = argparse.ArgumentParser(
-        prog="facecraft worker",
-        description="Run async jobs from the shared Redis queue against Triton (settings: FACECRAFT_*).",
-    )
-    parser.add_argument("--jobs", help="the Redis URL (default FACECRAFT_JOB_BACKEND)")
-    parser.add_argument("--triton-url", help="Triton gRPC host:port (default FACECRAFT_TRITON_URL)")
-    parser.add_argument("--concurrency", type=int, help="jobs at once (default FACECRAFT_JOB_WORKERS)")
-    parser.add_argument(
-        "--metrics-port", type=int, help="Prometheus port (default FACECRAFT_WORKER_METRICS_PORT)"
-    )
-    args = parser.parse_args(argv)
+def run_worker_command(args: argparse.Namespace) -> int:
+    """Run a worker with the settings of ``args`` (:func:`facecraft.gateway.cli.add_worker_arguments`)
+    over ``FACECRAFT_*``; 2 for bad settings or a backend that is not Redis."""
     overrides = {
         key: value
         for key, value in {
@@ -294,6 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     asyncio.run(serve_worker(settings))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m facecraft.gateway.redis_jobs``: the same as ``facecraft worker``."""
+    from facecraft.gateway.cli import WORKER_DESCRIPTION, add_worker_arguments
+
+    parser = argparse.ArgumentParser(prog="facecraft worker", description=WORKER_DESCRIPTION)
+    add_worker_arguments(parser)
+    return run_worker_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

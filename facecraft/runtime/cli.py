@@ -91,6 +91,13 @@ def add_instance_plan_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _job_backend(value: str) -> str:
+    value = value.strip()
+    if value == "local" or value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not 'local' or a Redis URL (redis://host:port/db)")
+
+
 def register(subparsers) -> None:
     serve = subparsers.add_parser(
         "serve",
@@ -176,6 +183,15 @@ def register(subparsers) -> None:
         help="Triton metrics port",
     )
     env_argument(serve, "--gateway-port", env="FACECRAFT_PORT", default=8080, type=_port, help="gateway port")
+    env_argument(
+        serve,
+        "--jobs",
+        env="FACECRAFT_JOB_BACKEND",
+        default="local",
+        type=_job_backend,
+        help="async job backend: local (in the gateway) or a Redis URL (redis://host:6379/0): the "
+        "gateway joins that shared queue and, without --gateway-only, a `facecraft worker` starts too",
+    )
     serve.add_argument("--log-verbose", type=int, default=0, help="Triton --log-verbose level")
     serve.add_argument(
         "--ready-timeout", type=float, default=900.0, help="seconds to wait for every model to be READY"
@@ -277,6 +293,7 @@ def run_serve(args: argparse.Namespace) -> int:
         gateway_port=args.gateway_port,
         log_verbose=args.log_verbose,
         ready_timeout=args.ready_timeout,
+        jobs=args.jobs,
     )
     try:
         return serve(options)

@@ -26,6 +26,8 @@ from facecraft.runtime.ports import BindAddressError, PortConflictError, PortInU
 from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
 
 GATEWAY_MODULE = "facecraft.gateway"
+# `facecraft worker`: runs the shared Redis queue's jobs (FACECRAFT_JOB_BACKEND=redis://...)
+WORKER_MODULE = "facecraft.gateway.redis_jobs"
 DEFAULT_GATEWAY_PORT = 8080
 # How long a SIGTERMed gateway may take before SIGKILL: uvicorn drains requests for 10 s, then
 # running async jobs get FACECRAFT_SHUTDOWN_GRACE_S (10 s). A SIGKILL cuts gRPC calls, which can
@@ -129,7 +131,8 @@ def gateway_available() -> bool:
 
 @dataclass
 class GatewayProcess:
-    """The gateway (``python -m facecraft.gateway``) as a child process."""
+    """The gateway (``python -m facecraft.gateway``) as a child process; with ``module`` =
+    :data:`WORKER_MODULE`, a ``facecraft worker`` of the Redis job backend (``jobs``)."""
 
     triton_url: str
     host: str = "0.0.0.0"
@@ -139,6 +142,9 @@ class GatewayProcess:
     model_repository: Path | None = None
     # The runtime copy Triton serves: models downloaded through the gateway are linked into it.
     triton_repository: Path | None = None
+    # FACECRAFT_JOB_BACKEND for the child: None leaves the environment's (default local)
+    jobs: str | None = None
+    module: str = GATEWAY_MODULE
     process: subprocess.Popen | None = field(default=None, init=False)
 
     def start(self) -> GatewayProcess:
@@ -150,8 +156,10 @@ class GatewayProcess:
             env["FACECRAFT_MODEL_REPOSITORY"] = str(self.model_repository)
         if self.triton_repository is not None:
             env["FACECRAFT_TRITON_REPOSITORY"] = str(self.triton_repository)
+        if self.jobs is not None:
+            env["FACECRAFT_JOB_BACKEND"] = self.jobs
         self.process = subprocess.Popen(
-            [sys.executable, "-m", GATEWAY_MODULE], env=env, stdin=subprocess.DEVNULL, start_new_session=True
+            [sys.executable, "-m", self.module], env=env, stdin=subprocess.DEVNULL, start_new_session=True
         )
         return self
 
@@ -200,6 +208,9 @@ class ServeOptions:
     gateway_port: int = DEFAULT_GATEWAY_PORT
     log_verbose: int = 0
     ready_timeout: float = 900.0
+    # local, or a Redis URL: the gateway joins that shared queue and, unless gateway_only, serve
+    # also starts one `facecraft worker` against the embedded Triton
+    jobs: str = "local"
 
 
 def check_ports(options: ServeOptions) -> None:
@@ -242,19 +253,33 @@ def check_gateway_settings(options: ServeOptions) -> None:
         raise ServeError(f"the gateway's settings are invalid: {describe_settings_error(error)}") from None
 
 
+def redact_url(url: str) -> str:
+    """``url`` without its password (``redis://:secret@host`` → ``redis://:***@host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _raise_interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _wait_forever(triton: TritonServer | None, gateway: GatewayProcess | None) -> int:
+def _wait_forever(
+    triton: TritonServer | None, gateway: GatewayProcess | None, worker: GatewayProcess | None = None
+) -> int:
     """Block until a child dies (returns 1) or Ctrl-C / SIGTERM (raises KeyboardInterrupt)."""
     while True:
         if triton is not None and not triton.is_running():
             say(f"Triton exited unexpectedly; last lines of {triton.log_path}:\n{triton.log_tail(30)}")
             return 1
-        if gateway is not None and gateway.process is not None and gateway.process.poll() is not None:
-            say(f"the gateway exited with code {gateway.process.returncode}")
-            return 1
+        for name, child in (("gateway", gateway), ("job worker", worker)):
+            if child is not None and child.process is not None and child.process.poll() is not None:
+                say(f"the {name} exited with code {child.process.returncode}")
+                return 1
         time.sleep(1.0)
 
 
@@ -264,6 +289,7 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     triton: TritonServer | None = None
     gateway: GatewayProcess | None = None
+    worker: GatewayProcess | None = None
     try:
         triton_grpc = options.triton_url
         if options.gateway_only and not triton_grpc:
@@ -324,6 +350,7 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
                     port=options.gateway_port,
                     model_repository=None if options.gateway_only else repo,
                     triton_repository=None if options.gateway_only else served_repo,
+                    jobs=options.jobs,
                 )
                 gateway.start()
                 health = gateway.wait_healthy()
@@ -342,8 +369,14 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
                 say(
                     f"the gateway ({GATEWAY_MODULE}) is not available in this installation; Triton keeps running"
                 )
+            if options.jobs != "local" and not options.gateway_only and gateway is not None:
+                worker = GatewayProcess(triton_url=triton_grpc, jobs=options.jobs, module=WORKER_MODULE)
+                worker.start()
+                say(f"job worker started on the shared queue {redact_url(options.jobs)}")
+            elif options.jobs != "local":
+                say(f"gateway joined the shared job queue {redact_url(options.jobs)} (no local worker)")
         say("press Ctrl-C to stop")
-        return wait(triton, gateway)
+        return wait(triton, gateway, worker) if worker is not None else wait(triton, gateway)
     except KeyboardInterrupt:
         say("stopping")
         return 0
@@ -353,6 +386,8 @@ def serve(options: ServeOptions, wait: Callable[..., int] = _wait_forever) -> in
             signal.signal(sig, signal.SIG_IGN)
         if gateway is not None:
             gateway.stop()
+        if worker is not None:
+            worker.stop()
         if triton is not None and triton.process is not None:
             code = triton.stop()
             say(f"Triton stopped (exit code {code})")

@@ -79,6 +79,7 @@ def test_gateway_only_needs_a_triton_url():
 
 
 SERVE_ENV = (
+    "FACECRAFT_JOB_BACKEND",
     "FACECRAFT_HOST",
     "FACECRAFT_PORT",
     "FACECRAFT_TRITON_URL",
@@ -148,6 +149,24 @@ def test_serve_settings_flags_beat_environment_beat_defaults(serve_options):
     )
     assert (flags.triton_url, flags.gateway_port, flags.host, flags.instances) == ("flag:1", 9280, "::1", 1)
     assert flags.grpc_port == 9101  # not given as a flag: still the environment's
+
+
+def test_serve_jobs_backend_from_flag_or_environment_default_local(serve_options, capsys):
+    assert serve_options("--gateway-only", "--triton-url", "t:1").jobs == "local"
+    from_env = serve_options(
+        "--gateway-only", "--triton-url", "t:1", FACECRAFT_JOB_BACKEND="redis://r:6379/0"
+    )
+    assert from_env.jobs == "redis://r:6379/0"
+    assert (
+        serve_options("--gateway-only", "--triton-url", "t:1", "--jobs", "redis://f:1/2").jobs
+        == "redis://f:1/2"
+    )
+    from facecraft.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["serve", "--jobs", "amqp://x"])
+    assert refused.value.code == 2
+    assert "is not 'local' or a Redis URL" in capsys.readouterr().err
 
 
 def test_serve_ignores_an_environment_triton_url_when_it_runs_triton(serve_options, capsys):
@@ -407,3 +426,71 @@ def test_serve_refuses_bad_ports_hosts_and_gateway_settings_before_starting(
     assert main(argv) == 1
     assert message.format(a=a) in capsys.readouterr().err
     assert not (tmp_path / "rt").exists(), "nothing was prepared or started"
+
+
+@pytest.mark.integration
+def test_serve_with_redis_jobs_runs_a_worker_and_a_gateway_only_serve_joins_the_queue(
+    tiny_model_repo, redis_url, tmp_path, astronaut_jpeg
+):
+    """``facecraft serve --jobs redis://…`` starts a job worker beside its gateway; a second
+    ``serve --gateway-only`` with the same setting has none and joins the shared queue: a job it
+    accepts is run by the first one's worker."""
+    import httpx
+
+    ports = [free_port() for _ in range(5)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FACECRAFT_OUTPUT_DIR": str(tmp_path / "outputs")}
+    full = [
+        sys.executable, "-m", "facecraft.cli", "serve", "--repo", str(tiny_model_repo),
+        "--runtime-dir", str(tmp_path / "runtime"), "--host", "127.0.0.1",
+        "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
+        "--gateway-port", str(ports[3]), "--ready-timeout", "300", "--jobs", redis_url,
+    ]  # fmt: skip
+    joined = [
+        sys.executable, "-m", "facecraft.cli", "serve", "--gateway-only", "--host", "127.0.0.1",
+        "--triton-url", f"127.0.0.1:{ports[1]}", "--gateway-port", str(ports[4]),
+    ]  # fmt: skip
+    processes = []
+    try:
+        processes.append(
+            subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        )
+        _, output = _read_until(processes[0], r"press Ctrl-C to stop", 420)
+        assert "job worker started on the shared queue" in output
+        # the setting from the environment, as a deployment would give it
+        processes.append(
+            subprocess.Popen(
+                joined,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**env, "FACECRAFT_JOB_BACKEND": redis_url},
+            )
+        )
+        _, output = _read_until(processes[1], r"press Ctrl-C to stop", 120)
+        assert "gateway joined the shared job queue" in output and "job worker started" not in output
+        base = f"http://127.0.0.1:{ports[4]}"
+        submitted = httpx.post(
+            f"{base}/api/v1/jobs",
+            files={"file": ("a.jpg", astronaut_jpeg, "image/jpeg")},
+            data={"width": "128", "height": "128", "enhance_face": "false"},
+            timeout=60,
+        )
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["job_id"]
+        deadline = time.monotonic() + 180
+        while (body := httpx.get(f"{base}/api/v1/jobs/{job_id}", timeout=30).json())["status"] not in (
+            "completed",
+            "failed",
+        ):
+            assert time.monotonic() < deadline, body
+            time.sleep(0.1)
+        assert body["status"] == "completed", body
+        for process in reversed(processes):
+            process.send_signal(signal.SIGINT)
+            rest, _ = process.communicate(timeout=120)
+            assert process.returncode == 0, rest
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)

@@ -48,6 +48,24 @@ def tracked_pids(gateway, triton_server) -> dict[str, int]:
     return pids
 
 
+def assert_nothing_lost(runs, job_ids: list[str], jobs: dict, figures: dict) -> None:
+    """The promises of every load run: answers, no undocumented 5xx, no transport error, every
+    accepted async job finished (completed, or failed with its reason)."""
+    assert runs[-1].requests >= CLIENTS, figures
+    statuses = runs[-1].statuses()
+    assert statuses[200] + statuses[202] > 0, figures
+    for run in runs:
+        assert not run.undocumented_5xx(allowed=("server_busy",)), figures
+        assert not run.transport_errors, figures
+    unfinished = [
+        job_id for job_id in job_ids if jobs.get(job_id, {}).get("status") not in ("completed", "failed")
+    ]
+    assert not unfinished, f"async jobs lost or stuck: {unfinished[:5]} ({len(unfinished)})"
+    for job in jobs.values():
+        if job["status"] == "failed":
+            assert job.get("error") and job.get("error_message"), job
+
+
 def test_bounded_load_serves_everything_without_leaks(
     reliability_gateway, triton_server, astronaut_jpeg, load_seconds
 ):
@@ -80,7 +98,6 @@ def test_bounded_load_serves_everything_without_leaks(
             assert response.status_code == 200
             Image.open(io.BytesIO(response.content)).load()
 
-    statuses = result.statuses()
     figures = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "clients": CLIENTS,
@@ -103,19 +120,55 @@ def test_bounded_load_serves_everything_without_leaks(
     (REPORT_DIR / f"load-{int(load_seconds)}s.json").write_text(json.dumps(figures, indent=1))
     print("\nload figures:", json.dumps(figures))
 
-    assert result.requests >= CLIENTS, figures
-    assert statuses[200] + statuses[202] > 0, figures
-    for run in (warm, result):
-        assert not run.undocumented_5xx(allowed=("server_busy",)), figures
-        assert not run.transport_errors, figures
-    unfinished = [
-        job_id for job_id in all_job_ids if jobs.get(job_id, {}).get("status") not in ("completed", "failed")
-    ]
-    assert not unfinished, f"async jobs lost or stuck: {unfinished[:5]} ({len(unfinished)})"
-    for job in jobs.values():
-        if job["status"] == "failed":
-            assert job.get("error") and job.get("error_message"), job
+    assert_nothing_lost([warm, result], all_job_ids, jobs, figures)
     for label in pids:
         assert after.fds[label] - before.fds[label] <= MAX_FD_GROWTH, (label, figures)
         assert after.rss[label] - before.rss[label] <= MAX_RSS_GROWTH_BYTES, (label, figures)
     assert reliability_gateway.alive() and triton_server.is_running()
+
+
+def test_bounded_load_on_the_redis_job_backend_loses_no_job(
+    triton_server, redis_url, tmp_path, astronaut_jpeg, load_seconds
+):
+    """The same load against a gateway on the Redis job backend, its async jobs run by a
+    ``facecraft worker``: 0 lost jobs, 0 undocumented 5xx (the figures go to load-redis-*.json)."""
+    from tests.fixtures.gateway import JobWorker
+    from tests.reliability.processes import GatewayProcess
+
+    photos = load_photos(astronaut_jpeg)
+    gateway = GatewayProcess(
+        tmp_path / "gateway", triton_server.grpc_url, triton_server.repo, job_backend=redis_url, job_sweep_s=1
+    )
+    gateway.start()
+    worker = JobWorker(redis_url, gateway.output_dir, triton_server.grpc_url, tmp_path / "worker.log")
+    try:
+        worker.start()
+        result = run_load(gateway.url, photos, clients=CLIENTS, seconds=max(5.0, load_seconds / 2))
+        jobs = wait_for_jobs(gateway.url, result.job_ids, timeout=180.0)
+        completed = [job for job in jobs.values() if job.get("status") == "completed"]
+        figures = {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "backend": "redis",
+            "clients": CLIENTS,
+            "seconds": round(result.seconds, 1),
+            "requests": result.requests,
+            "outcomes": dict(result.outcomes),
+            "transport_errors": dict(result.transport_errors),
+            "async_jobs": len(result.job_ids),
+            "async_completed": len(completed),
+            "async_failed": sum(1 for job in jobs.values() if job.get("status") == "failed"),
+        }
+        REPORT_DIR.mkdir(parents=True, exist_ok=True)
+        (REPORT_DIR / f"load-redis-{int(load_seconds)}s.json").write_text(json.dumps(figures, indent=1))
+        print("\nload figures (redis):", json.dumps(figures))
+        assert result.job_ids, ("no async job was accepted", figures)
+        assert_nothing_lost([result], result.job_ids, jobs, figures)
+        with httpx.Client(base_url=gateway.url, timeout=60) as http:
+            for job in completed[:5]:
+                response = http.get(f"/api/v1/jobs/{job['job_id']}/result", params={"format": "png"})
+                assert response.status_code == 200
+                Image.open(io.BytesIO(response.content)).load()
+    finally:
+        worker.stop()
+        gateway.stop()
+    assert triton_server.is_running()

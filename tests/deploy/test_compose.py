@@ -142,3 +142,20 @@ def test_raw_file_has_no_latest_tags():
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     images = [service["image"] for service in raw["services"].values() if "image" in service]
     assert images and not any(image.endswith(":latest") or ":" not in image for image in images)
+
+
+def test_jobs_profile_adds_a_persistent_redis_and_workers_on_the_shared_outputs():
+    services = compose_config("cpu", "jobs")["services"]
+    assert {"redis", "worker"} <= set(services)
+    redis_command = services["redis"]["command"]
+    redis_command = redis_command.split() if isinstance(redis_command, str) else redis_command
+    assert redis_command[redis_command.index("--appendfsync") + 1] == "always"
+    worker = services["worker"]
+    assert worker["environment"]["FACECRAFT_JOB_BACKEND"] == "redis://redis:6379/0"
+    assert worker["image"] == services["gateway"]["image"]
+    shared = {volume["target"] for volume in volumes(worker)} & {
+        volume["target"] for volume in volumes(services["gateway"])
+    }
+    assert worker["environment"]["FACECRAFT_OUTPUT_DIR"] in shared
+    # without the variable the gateway keeps its own queue
+    assert services["gateway"]["environment"]["FACECRAFT_JOB_BACKEND"] == "local"

@@ -75,13 +75,14 @@ def test_every_object_has_a_known_kind_and_a_dns_name(objects):
 
 def test_deployments_select_their_own_pods_and_probe_named_ports(objects):
     deployments = by_kind(objects, "Deployment")
-    assert set(deployments) == {"triton", "gateway"}
+    assert set(deployments) == {"triton", "gateway", "redis", "worker"}
     for name, deployment in deployments.items():
         assert matches(deployment["spec"]["selector"]["matchLabels"], deployment), name
         spec = container(deployment)
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             if probe in spec:
-                assert spec[probe]["httpGet"]["port"] in port_names(deployment), (name, probe)
+                action = spec[probe].get("httpGet") or spec[probe]["tcpSocket"]
+                assert action["port"] in port_names(deployment), (name, probe)
 
 
 def test_images_match_the_compose_stack(objects):
@@ -147,13 +148,18 @@ def test_autoscalers_target_deployments_and_defined_metrics(objects):
     )
     custom_metrics = {rule["name"]["as"]: rule for rule in adapter["rules"]}
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
-    assert set(hpas) == {"triton", "gateway"}
+    external_metrics = {rule["name"]["as"]: rule for rule in adapter["externalRules"]}
+    assert set(hpas) == {"triton", "gateway", "worker"}
     for hpa in hpas.values():
         assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
         assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         for metric in hpa["spec"]["metrics"]:
             if metric["type"] == "Pods":
                 assert metric["pods"]["metric"]["name"] in custom_metrics
+            if metric["type"] == "External":
+                assert metric["external"]["metric"]["name"] in external_metrics
+    (worker_metric,) = hpas["worker"]["spec"]["metrics"]
+    assert worker_metric["type"] == "External", "workers scale on the shared queue's depth"
 
 
 def test_adapter_queries_use_metrics_the_verified_rules_use():
@@ -168,3 +174,44 @@ def test_adapter_queries_use_metrics_the_verified_rules_use():
         query = re.sub(r"<<[^>]*>>", "", rule["metricsQuery"]).replace("{,", "{")
         used = promql_metric_names(query) | promql_metric_names(rule["seriesQuery"])
         assert used and used <= rules_metrics, used - rules_metrics
+
+
+def test_workers_and_gateways_share_one_redis_queue_and_the_results_volume(objects):
+    """Gateways only enqueue; worker pods run the jobs: same Redis URL, same outputs claim, same
+    image; the worker's queue-depth autoscaling metric is a gateway metric."""
+    from facecraft.gateway.metrics import GatewayMetrics
+
+    deployments = by_kind(objects, "Deployment")
+    gateway, worker = deployments["gateway"], deployments["worker"]
+    assert env(gateway)["FACECRAFT_JOB_BACKEND"] == env(worker)["FACECRAFT_JOB_BACKEND"]
+    host, port = env(worker)["FACECRAFT_JOB_BACKEND"].removeprefix("redis://").split("/")[0].split(":")
+    redis_service = by_kind(objects, "Service")[host]
+    assert (
+        next(entry for entry in redis_service["spec"]["ports"] if entry["port"] == int(port))["targetPort"]
+        == "redis"
+    )
+    assert container(worker)["command"] == ["facecraft", "worker"]
+    assert container(worker)["image"] == container(gateway)["image"]
+
+    def claim(deployment):
+        return next(
+            volume["persistentVolumeClaim"]["claimName"]
+            for volume in deployment["spec"]["template"]["spec"]["volumes"]
+            if "persistentVolumeClaim" in volume
+        )
+
+    assert claim(worker) == claim(gateway) == "facecraft-outputs"
+    redis_args = container(deployments["redis"])["args"]
+    assert redis_args[redis_args.index("--appendfsync") + 1] == "always", (
+        "docs/deploy.md: no accepted job lost"
+    )
+    assert "metrics" in port_names(worker)
+    assert env(worker)["FACECRAFT_WORKER_METRICS_PORT"] == str(
+        next(p["containerPort"] for p in container(worker)["ports"] if p["name"] == "metrics")
+    )
+    adapter = yaml.safe_load(
+        by_kind(objects, "ConfigMap")["facecraft-prometheus-adapter-rules"]["data"]["config.yaml"]
+    )
+    gateway_metrics = {metric.name for metric in GatewayMetrics().registry.collect()}
+    for rule in adapter["externalRules"]:
+        assert promql_metric_names(rule["seriesQuery"]) <= gateway_metrics

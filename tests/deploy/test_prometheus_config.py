@@ -69,11 +69,13 @@ def test_stall_rule_needs_pending_requests_and_no_success():
 def test_scrape_targets_cover_triton_metrics_port_and_gateway():
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     targets = {
-        job["job_name"]: [target for static in job["static_configs"] for target in static["targets"]]
+        job["job_name"]: [target for static in job.get("static_configs", []) for target in static["targets"]]
         for job in config["scrape_configs"]
     }
     assert targets["triton"] == ["triton:8002"]
     assert targets["gateway"] == ["gateway:8080"]
+    (worker,) = [job for job in config["scrape_configs"] if job["job_name"] == "worker"]
+    assert worker["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": 9100}], "every replica"
     assert config["rule_files"] == ["rules.yml"]
 
 

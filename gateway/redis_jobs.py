@@ -61,6 +61,14 @@ def make_queue(settings: GatewaySettings) -> Queue:
     return Queue.from_url(settings.job_backend, name=QUEUE_NAME)
 
 
+async def disconnect(queue: Queue) -> None:
+    """Close the queue's connections; a broker that is down meanwhile is no error at shutdown."""
+    try:
+        await queue.disconnect()
+    except Exception as error:
+        log.warning("closing the job queue's connections: %s", error)
+
+
 class RetryLater(Exception):
     """Raised to SAQ by a job whose attempt ended with a retryable error (SAQ retries it)."""
 
@@ -85,7 +93,7 @@ class RedisJobQueue(JobBackend):
 
     async def stop(self) -> None:
         await cancel_and_wait(lambda: [self._reconciler] if self._reconciler else [])
-        await self.queue.disconnect()
+        await disconnect(self.queue)
 
     async def _broker(self, call):
         try:
@@ -251,7 +259,7 @@ async def serve_worker(settings: GatewaySettings) -> None:
     try:
         await worker.start()
     finally:
-        await worker.queue.disconnect()
+        await disconnect(worker.queue)
 
 
 def run_worker_command(args: argparse.Namespace) -> int:

@@ -16,9 +16,8 @@ import httpx
 import pytest
 
 from facecraft.gateway.redis_jobs import QUEUE_NAME
-from tests.fixtures.gateway import GatewayServer, JobWorker
-
-pytestmark = pytest.mark.integration
+from facecraft.runtime.ports import free_port
+from tests.fixtures.gateway import GatewayServer, JobWorker, make_gateway_settings
 
 WAIT_S = 180.0  # generous: 2 loaded cores, a worker taking over after a heartbeat timeout
 FLEET_ENV = {"FACECRAFT_JOB_SWEEP_S": "1", "FACECRAFT_JOB_HEARTBEAT_S": "3", "FACECRAFT_JOB_WORKERS": "1"}
@@ -54,14 +53,16 @@ class Fleet:
             for index in range(2)
         ]
         self.workers: list[JobWorker] = []
+        self.started_workers = 0
 
-    def start_worker(self) -> JobWorker:
+    def start_worker(self, **env: str) -> JobWorker:
+        self.started_workers += 1
         worker = JobWorker(
             self.redis.url,
             self.output_dir,
             self.triton.grpc_url,
-            self.root / f"worker-{len(self.workers)}.log",
-            env=FLEET_ENV,
+            self.root / f"worker-{self.started_workers}.log",
+            env={**FLEET_ENV, **env},
         )
         self.workers.append(worker)
         worker.start()
@@ -143,9 +144,14 @@ def triton_pending_requests(triton_server) -> float:
     )
 
 
+@pytest.mark.integration
 def test_two_gateways_and_two_workers_share_one_queue(workers, astronaut_jpeg):
     fleet = workers
-    names = {fleet.start_worker().name, fleet.start_worker().name}
+    metrics_port = free_port()
+    names = {
+        fleet.start_worker(FACECRAFT_WORKER_METRICS_PORT=str(metrics_port)).name,
+        fleet.start_worker().name,
+    }
     first, second = fleet.gateways
     jobs = [fleet.submit(fleet.gateways[index % 2], astronaut_jpeg) for index in range(4)]
     for index, job_id in enumerate(jobs):
@@ -164,8 +170,17 @@ def test_two_gateways_and_two_workers_share_one_queue(workers, astronaut_jpeg):
     )
     assert float(registered.split()[1]) >= 2, "both workers are registered with the queue"
     assert 'facecraft_gateway_job_states{state="queued"} 0.0' in metrics
+    # the worker's own endpoint: the durations of the jobs it ran
+    worker_metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).text
+    ran = next(
+        line
+        for line in worker_metrics.splitlines()
+        if line.startswith('facecraft_gateway_job_duration_seconds_count{job_type="portrait"}')
+    )
+    assert float(ran.split()[1]) >= 1
 
 
+@pytest.mark.integration
 def test_a_worker_killed_mid_job_leaves_it_to_the_other_which_completes_it_once(
     workers, triton_server, astronaut_jpeg
 ):
@@ -202,6 +217,7 @@ def test_a_worker_killed_mid_job_leaves_it_to_the_other_which_completes_it_once(
     assert wait_until(lambda: fleet.saq_status(job_id) == "complete", "the queue's job to be complete")
 
 
+@pytest.mark.integration
 def test_a_job_accepted_by_a_gateway_that_dies_is_reported_by_another(workers, astronaut_jpeg):
     fleet = workers
     doomed, other = fleet.gateways
@@ -217,6 +233,7 @@ def test_a_job_accepted_by_a_gateway_that_dies_is_reported_by_another(workers, a
     assert fleet.status(doomed, job_id)["status"] == "completed", "the restarted gateway reports it too"
 
 
+@pytest.mark.integration
 def test_a_redis_crash_loses_no_accepted_job(workers, astronaut_jpeg):
     """Accepted jobs survive a SIGKILLed Redis (AOF, appendfsync always); while it is down a submit
     is refused with 503 ``queue_unavailable`` and nothing is stored."""
@@ -249,6 +266,7 @@ def test_a_redis_crash_loses_no_accepted_job(workers, astronaut_jpeg):
         assert body["attempts"] == 1
 
 
+@pytest.mark.integration
 def test_delete_cancels_a_running_job_on_a_worker(workers, triton_server, astronaut_jpeg):
     fleet = workers
     fleet.start_worker()
@@ -272,3 +290,61 @@ def test_delete_cancels_a_running_job_on_a_worker(workers, triton_server, astron
     assert fleet.status(gateway, job_id)["status"] == "cancelled", "the dropped call never completes it"
     assert httpx.delete(f"{gateway.url}/api/v1/jobs/{job_id}", timeout=30).json()["deleted"] is True
     assert httpx.get(f"{gateway.url}/api/v1/jobs/{job_id}", timeout=30).status_code == 404
+
+
+def _redis_app(tmp_path, redis_url: str, **overrides):
+    from fastapi.testclient import TestClient
+
+    from facecraft.gateway.app import create_app
+
+    settings = make_gateway_settings(tmp_path / "outputs", "127.0.0.1:1", job_backend=redis_url, **overrides)
+    return TestClient(create_app(settings))
+
+
+PNG_1x1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+    "0000000c4944415408d763f8cfc000000301010018dd8db00000000049454e44ae426082"
+)
+
+
+def test_the_queue_ui_is_mounted_behind_the_api_key(tmp_path, redis_url):
+    with _redis_app(tmp_path, redis_url, api_key="s3cret") as client:
+        refused = client.get("/api/v1/queue-ui/api/queues")
+        assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
+        shown = client.get("/api/v1/queue-ui/api/queues", headers={"X-API-Key": "s3cret"})
+        assert shown.status_code == 200
+        assert [queue["name"] for queue in shown.json()["queues"]] == [QUEUE_NAME]
+
+
+def test_a_job_is_queued_in_redis_and_a_full_backlog_is_refused(tmp_path, redis_url):
+    """Submit = record on disk + one SAQ job keyed by the job id; past FACECRAFT_MAX_QUEUED_JOBS
+    503 server_busy; the gauges read the queue."""
+    import json
+
+    import redis
+
+    with _redis_app(tmp_path, redis_url, max_queued_jobs=2) as client:
+        ids = [
+            client.post("/api/v1/jobs", files={"file": ("a.png", PNG_1x1, "image/png")}).json()["job_id"]
+            for _ in range(2)
+        ]
+        refused = client.post("/api/v1/jobs", files={"file": ("a.png", PNG_1x1, "image/png")})
+        assert (refused.status_code, refused.json()["error"]) == (503, "server_busy")
+        assert refused.headers["Retry-After"] == "1"
+        metrics = client.get("/metrics").text
+        assert "facecraft_gateway_job_queue_depth 2.0" in metrics
+    with redis.Redis.from_url(redis_url) as broker:
+        for job_id in ids:
+            job = json.loads(broker.get(f"saq:job:{QUEUE_NAME}:{job_id}"))
+            assert (job["status"], job["kwargs"]) == ("queued", {"job_id": job_id})
+            assert job["heartbeat"] == 30 and job["timeout"] == 600, "the portrait job type's limits"
+    assert sorted(path.name for path in (tmp_path / "outputs" / "jobs").iterdir()) == sorted(ids)
+
+
+def test_a_submit_while_the_broker_is_down_is_503_queue_unavailable_and_stores_nothing(tmp_path):
+    with _redis_app(tmp_path, f"redis://127.0.0.1:{free_port()}/0") as client:
+        refused = client.post("/api/v1/jobs", files={"file": ("a.png", PNG_1x1, "image/png")})
+        assert (refused.status_code, refused.json()["error"]) == (503, "queue_unavailable")
+        assert refused.headers["Retry-After"] == "1"
+        assert client.get("/health").status_code == 200, "the gateway itself stays up"
+    assert not any((tmp_path / "outputs" / "jobs").iterdir())

@@ -70,6 +70,33 @@ class JobBackend:
         self.storage = storage
         self.metrics = metrics
         self.runner = JobRunner(settings, service, storage, metrics)
+        self._setup()
+
+    def _setup(self) -> None:
+        """The backend's own state (called by ``__init__``)."""
+
+    def _requeue_or_fail(self, record: JobRecord, note: str) -> str | None:
+        """A queued or running async job that no queue holds (a restart, a lost broker entry): set
+        back to ``queued`` with ``note`` when its input is still stored (``"requeued"``: enqueue
+        it), else failed with the reason (``"failed"``). None when its status changed meanwhile
+        (it is left as it is)."""
+        if record.kind == "async" and self.storage.file_path(record.job_id, INPUT_NAME).is_file():
+            record.status = "queued"
+            record.note = note
+            outcome = "requeued"
+        else:
+            record.status = "failed"
+            record.error = "internal_error"
+            record.error_message = f"{note}, but its input is no longer available"
+            outcome = "failed"
+        try:
+            changed = self.storage.transition(record, PENDING_STATUSES)
+        except JobGone:
+            changed = False
+        if not changed:
+            return None
+        self.metrics.jobs.labels(outcome).inc()
+        return outcome
 
     async def queued_count(self) -> int:
         raise NotImplementedError
@@ -175,14 +202,7 @@ def create_job_backend(
 class JobQueue(JobBackend):
     """The in-process async job queue (``FACECRAFT_JOB_BACKEND=local``) and its worker tasks."""
 
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        service: PortraitService,
-        storage: JobStorage,
-        metrics: GatewayMetrics,
-    ):
-        super().__init__(settings, service, storage, metrics)
+    def _setup(self) -> None:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._workers: list[asyncio.Task] = []
         self._retry_tasks: set[asyncio.Task] = set()
@@ -219,26 +239,16 @@ class JobQueue(JobBackend):
     def recover(self) -> dict[str, int]:
         """Re-queue (or fail, with a reason) jobs a previous process left queued or running."""
         counts = {"requeued": 0, "failed": 0}
-        pending: list[JobRecord] = []
-        for record in self.storage.iter_records():
-            if record.status not in ("queued", "running"):
-                continue
-            if record.kind == "async" and self.storage.file_path(record.job_id, INPUT_NAME).is_file():
-                record.status = "queued"
-                record.note = "re-queued after a gateway restart"
-                pending.append(record)
-            else:
-                record.status = "failed"
-                record.error = "internal_error"
-                record.error_message = "interrupted by a gateway restart and its input is no longer available"
-                self.storage.save(record)
-                counts["failed"] += 1
-                self.metrics.jobs.labels("failed").inc()
-        for record in sorted(pending, key=lambda r: r.created_at):
-            self.storage.save(record)
-            self._put(record.job_id)
-            counts["requeued"] += 1
-            self.metrics.jobs.labels("requeued").inc()
+        pending = sorted(
+            (record for record in self.storage.iter_records() if record.status in PENDING_STATUSES),
+            key=lambda record: record.created_at,
+        )
+        for record in pending:
+            outcome = self._requeue_or_fail(record, "re-queued after a gateway restart")
+            if outcome == "requeued":
+                self._put(record.job_id)
+            if outcome is not None:
+                counts[outcome] += 1
         if any(counts.values()):
             log.warning("job recovery after restart: %s", counts)
         return counts

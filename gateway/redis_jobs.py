@@ -35,7 +35,7 @@ from facecraft.gateway.metrics import GatewayMetrics
 from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_type_of, job_types
 from facecraft.gateway.service import PortraitService
 from facecraft.gateway.settings import GatewaySettings, describe_settings_error
-from facecraft.gateway.storage import INPUT_NAME, JobRecord, JobStorage
+from facecraft.gateway.storage import JobRecord, JobStorage
 from facecraft.gateway.tasks import cancel_and_wait
 from facecraft.gateway.triton import TritonGateway
 
@@ -76,15 +76,8 @@ class RetryLater(Exception):
 class RedisJobQueue(JobBackend):
     """The gateway's side of the Redis backend: enqueue, cancel, reconcile, queue metrics."""
 
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        service: PortraitService,
-        storage: JobStorage,
-        metrics: GatewayMetrics,
-    ):
-        super().__init__(settings, service, storage, metrics)
-        self.queue = make_queue(settings)
+    def _setup(self) -> None:
+        self.queue = make_queue(self.settings)
         self._reconciler: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -160,22 +153,12 @@ class RedisJobQueue(JobBackend):
             current = await asyncio.to_thread(self.storage.load, record.job_id)
             if current is None or current.status not in PENDING_STATUSES:
                 continue  # finished meanwhile
-            has_input = await asyncio.to_thread(self.storage.file_path(record.job_id, INPUT_NAME).is_file)
-            if not has_input:
-                await asyncio.to_thread(
-                    self.runner._finish,
-                    current,
-                    "failed",
-                    GatewayError(
-                        500, "internal_error", "the job left the queue and its input is no longer available"
-                    ),
-                    PENDING_STATUSES,
-                )
-                counts["failed"] += 1
-                continue
-            await self._enqueue(current)
-            counts["requeued"] += 1
-            self.metrics.jobs.labels("requeued").inc()
+            note = "re-queued: the job queue had lost it"
+            outcome = await asyncio.to_thread(self._requeue_or_fail, current, note)
+            if outcome == "requeued":
+                await self._enqueue(current)
+            if outcome is not None:
+                counts[outcome] += 1
         if any(counts.values()):
             log.warning("job reconciliation with the queue: %s", counts)
         return counts

@@ -161,7 +161,14 @@ class JobRunner:
             return None
         if await asyncio.to_thread(self._finish, record, "completed"):
             self.metrics.job_duration.labels(job_type_of(record)).observe(time.perf_counter() - started)
+        else:  # cancelled while its outputs were written: a cancelled job has no result
+            await asyncio.to_thread(self._drop_outputs, record)
         return None
+
+    def _drop_outputs(self, record: JobRecord) -> None:
+        for name in record.files.values():
+            with contextlib.suppress(FileNotFoundError, GatewayError):
+                self.storage.file_path(record.job_id, name).unlink()
 
     async def execute(self, record: JobRecord) -> None:
         """The work of the job: reads ``input.bin``; a job with ``processors`` runs that chain

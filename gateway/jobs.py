@@ -29,7 +29,7 @@ from dataclasses import asdict
 
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.metrics import GatewayMetrics
-from facecraft.gateway.runner import PENDING_STATUSES, JobRunner
+from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_types
 from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id
 from facecraft.gateway.settings import GatewaySettings
@@ -286,7 +286,7 @@ class JobQueue(JobBackend):
             self.metrics.job_queue_depth.set(self._queue.qsize())
             worker = asyncio.current_task()
             self._busy.add(worker)
-            attempt = asyncio.create_task(self.runner.run(job_id), name=f"facecraft-job-{job_id}")
+            attempt = asyncio.create_task(self._attempt(job_id), name=f"facecraft-job-{job_id}")
             self._running[job_id] = attempt
             try:
                 retry = await attempt
@@ -299,6 +299,9 @@ class JobQueue(JobBackend):
                 if stored is None or stored.status != "cancelled":  # not a DELETE: unexpected
                     log.error("job %s: its step was cancelled unexpectedly", job_id)
                     await self.runner.fail_crashed(job_id, "the job was cancelled unexpectedly")
+            except TimeoutError as error:  # the job type's limit: tried again, as on the Redis backend
+                log.warning("job %s: %s", job_id, error)
+                self._schedule_retry(job_id, delay_s=float(self.settings.retry_after_s))
             except Exception as error:  # a worker must survive any single job
                 log.exception("job %s crashed the worker step", job_id)
                 await self.runner.fail_crashed(job_id, f"the job crashed: {type(error).__name__}: {error}")
@@ -308,6 +311,18 @@ class JobQueue(JobBackend):
                 self._queue.task_done()
             if self._stopping:
                 return  # stop() let this job finish; take no other
+
+    async def _attempt(self, job_id: str):
+        """One attempt of a job within its job type's timeout (``FACECRAFT_JOB_TIMEOUT_S`` for a
+        portrait), as on the Redis backend; past it ``TimeoutError``: the job, still ``running``
+        on disk, is run again, until the runner fails it after ``FACECRAFT_JOB_MAX_ATTEMPTS``."""
+        limit = job_types(self.settings)["portrait"].timeout_s
+        try:
+            return await asyncio.wait_for(self.runner.run(job_id), limit)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"the job ran longer than its {limit} s limit (FACECRAFT_JOB_TIMEOUT_S)"
+            ) from None
 
     def _schedule_retry(self, job_id: str, delay_s: float) -> None:
         if self._stopping:

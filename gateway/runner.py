@@ -128,7 +128,8 @@ class JobRunner:
                 GatewayError(
                     500,
                     "internal_error",
-                    f"the job was interrupted in each of its {record.attempts} attempts",
+                    f"the job was interrupted in each of its {record.attempts} attempts "
+                    "(its time limit, or its worker stopped or died)",
                 ),
                 expected=PENDING_STATUSES,
             )

@@ -78,7 +78,7 @@ class GatewaySettings(BaseSettings):
         "SAQ queue worked by `facecraft worker` processes",
     )
     job_timeout_s: float = Field(
-        600.0, ge=1, description="per-attempt limit of a portrait job (Redis backend)"
+        600.0, ge=1, description="per-attempt limit of a portrait job (both backends)"
     )
     job_heartbeat_s: float = Field(
         30.0, ge=1, description="a running job silent this long is handed to another worker (Redis backend)"

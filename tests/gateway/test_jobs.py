@@ -442,3 +442,26 @@ def test_delete_cancels_a_running_job_and_the_worker_goes_on(tmp_path):
     assert not cancelled.files, "a cancelled job gets no result"
     assert after.status == "completed"
     assert second == "deleted"
+
+
+def test_a_job_past_its_timeout_is_tried_again_then_failed(tmp_path):
+    """The job type's per-attempt limit (FACECRAFT_JOB_TIMEOUT_S) holds on the local backend too:
+    an attempt cut off is run again, and after FACECRAFT_JOB_MAX_ATTEMPTS the job fails with the
+    reason; the worker goes on."""
+    queue, storage, settings = _queue(tmp_path, job_workers=1, job_timeout_s=1, job_max_attempts=2)
+    queue.service.infer = _ScriptedInfer("block", "block", ProcessOutcome(OUTPUT, 3.0))
+
+    async def scenario():
+        await queue.start()
+        try:
+            record = await queue.submit(PNG_1x1, resolve_request(settings), "a.png")
+            timed_out = await _wait_terminal(storage, record.job_id, timeout_s=60)
+            after = await queue.submit(PNG_1x1, resolve_request(settings), "b.png")
+            return timed_out, await _wait_terminal(storage, after.job_id)
+        finally:
+            await queue.stop()
+
+    timed_out, after = asyncio.run(scenario())
+    assert (timed_out.status, timed_out.error, timed_out.attempts) == ("failed", "internal_error", 2)
+    assert "interrupted in each of its 2 attempts" in timed_out.error_message
+    assert queue.service.infer.calls == 3 and after.status == "completed"

@@ -1,8 +1,8 @@
 """Running processors (``facecraft.processors``): one image, a chain, a chain as an async job.
 
-The routes (``routes_processors``) and the job queue (``jobs``) call these functions; the queue
-mechanics stay in ``jobs.py`` — a processors-chain job is executed by :func:`execute_chain_job`
-alone. Inference shares the portrait's slots (``PortraitService.inference_slot``) and is counted
+The routes (``routes_processors``) and the job runner (``runner``, for both job backends) call
+these functions; the queue mechanics stay in ``jobs.py`` / ``redis_jobs.py`` — a processors-chain
+job is executed by :func:`execute_chain_job` alone. Inference shares the portrait's slots (``PortraitService.inference_slot``) and is counted
 per processor in ``facecraft_gateway_processor_*`` metrics.
 """
 

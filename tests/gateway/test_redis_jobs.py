@@ -173,6 +173,12 @@ def test_two_gateways_and_two_workers_share_one_queue(workers, astronaut_jpeg):
         for gateway in (first, second):
             png = httpx.get(f"{gateway.url}{body['png_url']}", timeout=30)
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    # a processors-chain job runs on the workers too (the same runner)
+    chain = fleet.submit(first, astronaut_jpeg, {"processors": "face_analyser"})
+    body = fleet.wait_status(second, chain, "completed", "failed")
+    assert body["status"] == "completed", (body, fleet.log_tails())
+    report = httpx.get(f"{second.url}/api/v1/jobs/{chain}/result", timeout=30)
+    assert report.status_code == 200 and report.json()["face_count"] == 1
     metrics = httpx.get(f"{first.url}/metrics", timeout=30).text
     registered = next(
         line for line in metrics.splitlines() if line.startswith("facecraft_gateway_job_workers ")

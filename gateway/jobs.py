@@ -166,8 +166,9 @@ class JobBackend:
 
     async def cancel_or_delete(self, job_id: str) -> str:
         """``DELETE /api/v1/jobs/{id}``: a queued or running job is cancelled (kept, status
-        ``cancelled``; a running one stops within seconds: the backend aborts it), a finished one
-        is deleted with its files. Returns ``"cancelled"`` or ``"deleted"``; 404 ``not_found``."""
+        ``cancelled``; a running one stops within seconds: the backend aborts it; with the broker
+        down it runs to its end, and the runner drops its result), a finished one is deleted with
+        its files. Returns ``"cancelled"`` or ``"deleted"``; 404 ``not_found``."""
         record = await asyncio.to_thread(self.storage.require, job_id)
         if record.status in PENDING_STATUSES:
             record.status = "cancelled"
@@ -181,7 +182,12 @@ class JobBackend:
                 with contextlib.suppress(FileNotFoundError, GatewayError):
                     self.storage.file_path(job_id, INPUT_NAME).unlink()
                 self.metrics.jobs.labels("cancelled").inc()
-                await self._abort(job_id)
+                try:
+                    await self._abort(job_id)
+                except GatewayError as error:  # the broker is down: the job is cancelled all the same
+                    log.warning(
+                        "job %s: cancelled, but its worker could not be told to stop: %s", job_id, error
+                    )
                 return "cancelled"
         if not await asyncio.to_thread(self.storage.delete, job_id):
             raise GatewayError(404, "not_found", f"job {job_id} not found (unknown or expired)")

@@ -26,6 +26,7 @@ import logging
 import sys
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from saq import Queue, Worker
 from saq.job import TERMINAL_STATUSES
 
@@ -89,16 +90,11 @@ class RedisJobQueue(JobBackend):
         await disconnect(self.queue)
 
     async def _broker(self, call):
+        """Await a queue call; a broker that cannot be reached is 503 ``queue_unavailable``."""
         try:
             return await call
-        except GatewayError:
-            raise
-        except (OSError, ConnectionError, TimeoutError) as error:
+        except (RedisError, OSError) as error:
             raise broker_error(error, self.settings) from error
-        except Exception as error:  # redis.exceptions.* (ConnectionError is not the builtin one)
-            if type(error).__module__.startswith("redis"):
-                raise broker_error(error, self.settings) from error
-            raise
 
     async def queued_count(self) -> int:
         return await self._broker(self.queue.count("queued"))

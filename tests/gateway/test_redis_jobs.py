@@ -392,3 +392,23 @@ def test_a_submit_while_the_broker_is_down_is_503_queue_unavailable_and_stores_n
         assert refused.headers["Retry-After"] == "1"
         assert client.get("/health").status_code == 200, "the gateway itself stays up"
     assert not any((tmp_path / "outputs" / "jobs").iterdir())
+
+
+def test_delete_cancels_a_job_even_while_the_broker_is_down(tmp_path):
+    """The cancellation is the job record's: with Redis unreachable the DELETE still cancels (the
+    worker, if one runs the job, finishes it and the runner drops its result)."""
+    from tests.fixtures.redis import RedisServer
+
+    broker = RedisServer(tmp_path / "redis")
+    broker.start()
+    try:
+        with _redis_app(tmp_path, broker.url) as client:
+            job_id = client.post("/api/v1/jobs", files={"file": ("a.png", PNG_1x1, "image/png")}).json()[
+                "job_id"
+            ]
+            broker.kill()
+            deleted = client.delete(f"/api/v1/jobs/{job_id}")
+            assert deleted.json() == {"success": True, "job_id": job_id, "deleted": False, "cancelled": True}
+            assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    finally:
+        broker.kill()

@@ -65,11 +65,9 @@ class JobBackend:
         storage: JobStorage,
         metrics: GatewayMetrics,
     ):
-        self.settings = settings
-        self.service = service
-        self.storage = storage
-        self.metrics = metrics
+        # the runner executes the jobs (both backends); the backend shares its parts
         self.runner = JobRunner(settings, service, storage, metrics)
+        self.settings, self.service, self.storage, self.metrics = settings, service, storage, metrics
         self._setup()
 
     def _setup(self) -> None:

@@ -1,4 +1,4 @@
-"""``facecraft export codeformer|u2net|all``: ONNX export into the Triton model repository."""
+"""``facecraft export <model>|all``: ONNX export into the Triton model repository."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ TARGETS = (*MODEL_NAMES, "all")
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export CodeFormer / U2-Net to ONNX in the Triton model repository",
-        description="Export CodeFormer and/or U2-Net to <repo>/<model>/1/model.onnx with a "
+        help="export the ONNX models (CodeFormer, U2-Net, ArcFace, inswapper, Real-ESRGAN) to the Triton repository",
+        description="Export a model to <repo>/<model>/1/model.onnx with a "
         "PyTorch-vs-onnxruntime parity check and an export.json record. `all` is "
         f"{' + '.join(DEFAULT_EXPORTS)}; u2net_general (U2NET, u2net.pth) and u2netp (U2NETP, "
-        "u2netp.pth) are exported by name and get a config.pbtxt derived from u2net's.",
+        "u2netp.pth) are exported by name and get a config.pbtxt derived from u2net's. "
+        "arcface_w600k_r50, inswapper_128 (non-commercial licence) and realesrgan_x4plus/x2plus are "
+        "exported by name and get their committed config.pbtxt; the first two are published as ONNX "
+        "only, so their official file is installed as published.",
     )
     parser.add_argument("model", choices=TARGETS, help="which model to export")
     parser.add_argument(
@@ -37,7 +40,8 @@ def register(subparsers) -> None:
         default="auto",
         metavar="auto|official|random|PATH",
         help="auto: official, else seeded random (UNTRAINED) when offline; official: fail if unavailable; "
-        "random: seeded random (UNTRAINED); PATH: a local checkpoint file",
+        "random: seeded random (UNTRAINED); PATH: a local checkpoint file (.pth, or .onnx for "
+        "arcface_w600k_r50 / inswapper_128)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights and parity inputs")
     parser.add_argument(
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights not in ("auto", "official", "random") and not Path(args.weights).expanduser().is_file():
         raise CliError(f"weights file not found: {args.weights}")
     if args.weights not in ("auto", "official", "random") and len(names) > 1:
-        raise CliError("a weights file fits one model: export codeformer and u2net separately")
+        raise CliError("a weights file fits one model: export the models separately")
     if args.opset is not None and not 13 <= args.opset <= 21:
         raise CliError(f"--opset {args.opset} is outside the supported range 13..21")
 
@@ -110,6 +114,15 @@ def summary_line(result) -> str:
     """One line: where, what, parity figures, and UNTRAINED when random weights were used."""
     meta = result.metadata
     status = "trained" if meta["trained"] else f"UNTRAINED (random weights, seed {meta['seed']})"
+    licence = meta.get("licence") or {}
+    terms = "" if licence.get("commercial_use", True) else f"; licence: {licence['name']}"
+    if "installed_as_published" in meta:  # a published ONNX file, installed
+        renamed = meta.get("renamed_io") or {}
+        changes = f", I/O renamed {renamed}" if renamed else ""
+        return (
+            f"installed {meta['model']} ({meta['variant']}, published ONNX{changes}) -> {result.onnx_path}; "
+            f"weights: {meta['weights_source']}, {status}{terms}"
+        )
     if meta.get("precision") == "int8":
         q = meta["quantization"]
         return (
@@ -122,5 +135,5 @@ def summary_line(result) -> str:
     return (
         f"exported {meta['model']} ({meta['variant']}, {meta['preset']}, {meta['parameter_count']:,} params, "
         f"{'fp16' if meta['fp16'] else 'fp32'}) -> {result.onnx_path}; parity max|diff| {diffs} "
-        f"<= {parity['tolerance']:.0e}; weights: {meta['weights_source']}, {status}"
+        f"<= {parity['tolerance']:.0e}; weights: {meta['weights_source']}, {status}{terms}"
     )

@@ -1,4 +1,5 @@
-"""PyTorch module → ONNX file with fixed tensor names, a dynamic batch axis and metadata_props."""
+"""PyTorch module → ONNX file with fixed tensor names, a dynamic batch axis (and dynamic height and
+width where the spec has ``-1``), metadata_props, and the swap model's emap initializer."""
 
 from __future__ import annotations
 
@@ -14,13 +15,26 @@ from facecraft.export.models import ModelSpec
 # onnxruntime >= 1.14 and the ONNX Runtime backends of Triton 23.x and later.
 DEFAULT_OPSET = 17
 BATCH_AXIS = "batch"
+EMAP_INITIALIZER = "emap"
+# Names of the dynamic height/width axes: input and output differ by the model's scale.
+SPATIAL_AXES = {"input": ("height", "width"), "output": ("out_height", "out_width")}
+
+
+def _axes(tensor, role: str) -> dict[int, str]:
+    axes = {0: BATCH_AXIS}
+    if tensor.dynamic:
+        rank = len(tensor.shape) + 1
+        axes.update({rank - 2: SPATIAL_AXES[role][0], rank - 1: SPATIAL_AXES[role][1]})
+    return axes
 
 
 def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, *, opset: int = DEFAULT_OPSET) -> None:
-    """Trace ``model`` (eval, fp32) to ``path``: inputs/outputs named as in ``spec``, batch dynamic."""
-    dummy = tuple(torch.zeros((2, *tensor.shape)) for tensor in spec.inputs)
+    """Trace ``model`` (eval, fp32) to ``path``: inputs/outputs named as in ``spec``, batch dynamic,
+    and height/width dynamic for tensors whose spec has ``-1`` there."""
+    dummy = tuple(torch.zeros(spec.input_shape(tensor, 2)) for tensor in spec.inputs)
     names = [tensor.name for tensor in spec.inputs]
-    dynamic_axes = {name: {0: BATCH_AXIS} for name in [*names, spec.output.name]}
+    dynamic_axes = {tensor.name: _axes(tensor, "input") for tensor in spec.inputs}
+    dynamic_axes[spec.output.name] = _axes(spec.output, "output")
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         # Tracer warnings about shapes turned into constants are expected: all non-batch dims are fixed.
         warnings.simplefilter("ignore")
@@ -39,15 +53,21 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, *, opset: int = D
 
 
 def _pin_output_shape(path: Path, spec: ModelSpec) -> None:
-    """Declare the output's fixed non-batch dims (the tracer leaves some of them symbolic)."""
+    """Declare the output's fixed non-batch dims (the tracer leaves some of them symbolic) and name
+    its dynamic ones."""
     import onnx
 
     model = onnx.load(str(path))
     (output,) = model.graph.output
     dims = output.type.tensor_type.shape.dim
-    for dim, size in zip(dims[1:], spec.output.shape, strict=True):
+    spatial = iter(SPATIAL_AXES["output"])
+    rank = len(spec.output.shape)
+    for index, (dim, size) in enumerate(zip(dims[1:], spec.output.shape, strict=True)):
         dim.Clear()
-        dim.dim_value = size
+        if size == -1:
+            dim.dim_param = next(spatial) if index >= rank - 2 else f"dim{index + 1}"
+        else:
+            dim.dim_value = size
     dims[0].Clear()
     dims[0].dim_param = BATCH_AXIS
     onnx.checker.check_model(model)
@@ -75,4 +95,23 @@ def set_metadata_props(path: Path, props: dict[str, str], *, doc: str) -> None:
         entry.key, entry.value = key, str(value)
     model.doc_string = doc
     model.producer_name = "facecraft"
+    onnx.save(model, str(path))
+
+
+def append_emap(path: Path, emap) -> None:
+    """Store the float32 ``[512, 512]`` ``emap`` as the graph's **last** initializer (named
+    ``emap``, used by no node), where insightface's ``inswapper_128.onnx`` keeps it and where
+    ``facecraft.pipeline.swap.read_emap`` reads it. Raises ``ValueError`` on another shape."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    emap = np.asarray(emap, dtype=np.float32)
+    if emap.shape != (512, 512):
+        raise ValueError(f"emap must be [512, 512], got {list(emap.shape)}")
+    model = onnx.load(str(path))
+    kept = [init for init in model.graph.initializer if init.name != EMAP_INITIALIZER]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    model.graph.initializer.append(numpy_helper.from_array(emap, EMAP_INITIALIZER))
     onnx.save(model, str(path))

@@ -11,6 +11,7 @@ import pickle
 import sys
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ class DownloadError(WeightsError):
 
 
 class ChecksumMismatchError(WeightsError):
-    """A file's sha256 or size differs from the registry."""
+    """A file's sha256, CRC32 (published ``.hash`` file) or size differs from the registry."""
 
 
 class CorruptCheckpointError(WeightsError):
@@ -56,6 +57,11 @@ class OfficialWeights:
     ``sha256`` is None where the authors publish no checksum; then only the size is checked
     (``approx_bytes`` within ``size_tolerance``, the authors state sizes rounded to 0.1 MB) and
     the strict architecture load is what proves the file right.
+
+    ``format`` is ``"pth"`` (a PyTorch state dict, loaded strictly into our definition) or
+    ``"onnx"`` (published as ONNX only: installed as the published file, see
+    ``facecraft.export.onnx_install``). ``hash_url`` is a published CRC32 ``.hash`` file (8 hex
+    digits, FaceFusion's asset convention) that the download is checked against.
     """
 
     variant: str
@@ -66,6 +72,29 @@ class OfficialWeights:
     size_tolerance: float
     checkpoint_key: str | None
     source: str
+    format: str = "pth"
+    hash_url: str | None = None
+
+
+def _facefusion_asset(release: str, filename: str) -> str:
+    return f"https://github.com/facefusion/facefusion-assets/releases/download/{release}/{filename}"
+
+
+def _facefusion_onnx(variant: str, original: str) -> OfficialWeights:
+    """An insightface ONNX-only model as FaceFusion's ``models-3.0.0`` asset, checked against the
+    CRC32 ``.hash`` file FaceFusion publishes beside it (no sha256 or size is published)."""
+    return OfficialWeights(
+        variant=variant,
+        filename=f"{variant}.onnx",
+        url=_facefusion_asset("models-3.0.0", f"{variant}.onnx"),
+        sha256=None,
+        approx_bytes=None,
+        size_tolerance=0.0,
+        checkpoint_key=None,
+        source=f"{original}, as FaceFusion's models-3.0.0 asset",
+        format="onnx",
+        hash_url=_facefusion_asset("models-3.0.0", f"{variant}.hash"),
+    )
 
 
 def _gdrive(file_id: str) -> str:
@@ -114,8 +143,29 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
         checkpoint_key=None,
         source="xuebinqin/U-2-Net README (Google Drive)",
     ),
+    "arcface_w600k_r50": _facefusion_onnx("arcface_w600k_r50", "insightface buffalo_l w600k_r50.onnx"),
+    "inswapper_128": _facefusion_onnx("inswapper_128", "insightface inswapper_128.onnx"),
+    "realesrgan_x4plus": OfficialWeights(
+        variant="realesrgan_x4plus",
+        filename="RealESRGAN_x4plus.pth",
+        url="https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
+        sha256=None,  # not published by the authors
+        approx_bytes=66_800_000,  # 16,697,987 float32 parameters (our count, not a published size)
+        size_tolerance=0.03,
+        checkpoint_key="params_ema",
+        source="xinntao/Real-ESRGAN release v0.1.0",
+    ),
+    "realesrgan_x2plus": OfficialWeights(
+        variant="realesrgan_x2plus",
+        filename="RealESRGAN_x2plus.pth",
+        url="https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
+        sha256=None,  # not published by the authors
+        approx_bytes=66_800_000,  # 16,703,171 float32 parameters (our count, not a published size)
+        size_tolerance=0.03,
+        checkpoint_key="params_ema",
+        source="xinntao/Real-ESRGAN release v0.2.1",
+    ),
 }
-
 
 MIRROR_ENV = "FACECRAFT_WEIGHTS_MIRROR"
 # (bytes received, bytes expected or None) after each block of a download.
@@ -194,8 +244,31 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: Path, *, sha256: str | None, approx_bytes: int | None, size_tolerance: float) -> None:
-    """Raise ``ChecksumMismatchError`` when the file's sha256 (or, without one, its size) is off."""
+def crc32_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The file's CRC32 as 8 lower-case hex digits (the form of FaceFusion's ``.hash`` files)."""
+    value = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            value = zlib.crc32(block, value)
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+def verify_file(
+    path: Path,
+    *,
+    sha256: str | None,
+    approx_bytes: int | None,
+    size_tolerance: float,
+    crc32: str | None = None,
+) -> None:
+    """Raise ``ChecksumMismatchError`` when the file's sha256 or CRC32 (or, without either, its
+    size) is off."""
+    if crc32 is not None:
+        actual = crc32_of(path)
+        if actual != crc32.strip().lower():
+            raise ChecksumMismatchError(
+                f"{path.name}: CRC32 {actual} does not match the published {crc32.strip()}"
+            )
     if sha256 is not None:
         actual = sha256_of(path)
         if actual != sha256.lower():
@@ -217,6 +290,7 @@ def download(
     sha256: str | None = None,
     approx_bytes: int | None = None,
     size_tolerance: float = 0.0,
+    crc32: str | None = None,
     progress: bool = True,
     timeout: float = 30.0,
     on_progress: ProgressCallback | None = None,
@@ -271,11 +345,28 @@ def download(
                     raise DownloadError(f"downloading {url} was interrupted: {error}") from error
         if total is not None and tmp.stat().st_size != total:
             raise DownloadError(f"downloading {url}: got {tmp.stat().st_size} of {total} bytes")
-        verify_file(tmp, sha256=sha256, approx_bytes=approx_bytes, size_tolerance=size_tolerance)
+        verify_file(tmp, sha256=sha256, approx_bytes=approx_bytes, size_tolerance=size_tolerance, crc32=crc32)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+HASH_SUFFIX = ".hash"
+
+
+def _published_crc32(entry: OfficialWeights, *, timeout: float) -> str | None:
+    """The CRC32 of ``entry``'s published ``.hash`` file (cached beside the weights), or None."""
+    if entry.hash_url is None:
+        return None
+    path = cache_dir() / (Path(entry.filename).stem + HASH_SUFFIX)
+    if not path.is_file():
+        download(entry.hash_url, path, progress=False, timeout=timeout)
+    text = path.read_text(encoding="ascii", errors="replace").strip().lower()
+    if len(text) != 8 or any(c not in "0123456789abcdef" for c in text):
+        path.unlink()
+        raise ChecksumMismatchError(f"{entry.hash_url} is not a CRC32 hash file (got {text[:40]!r})")
+    return text
 
 
 def fetch_official(
@@ -288,6 +379,9 @@ def fetch_official(
 ) -> FetchedWeights:
     """The verified official checkpoint for ``variant`` (and ``preset``): from the cache, else
     downloaded (:func:`weights_location`; a mirror's ``.sha256`` is checked besides the registry's).
+
+    Entries with a ``hash_url`` (FaceFusion's ONNX assets) are also checked against the CRC32 it
+    publishes (fetched first, cached beside the file) unless a mirror is in use.
 
     Raises ``DownloadError`` (``offline`` when the host cannot be reached), ``ChecksumMismatchError``,
     or ``WeightsError`` for a preset without official weights and no mirror.
@@ -304,10 +398,12 @@ def fetch_official(
         expected = expected or published
     if preset != "full" and expected is None:
         raise WeightsError(f"{url}: a {preset!r} checkpoint needs its sha256 beside it ({url}.sha256)")
+    crc32 = _published_crc32(entry, timeout=timeout) if mirror_url() is None else None
     checks = {
         "sha256": expected,
         "approx_bytes": None if expected else entry.approx_bytes,
         "size_tolerance": entry.size_tolerance,
+        "crc32": crc32,
     }
     if path.is_file():
         try:

@@ -1,5 +1,6 @@
-"""Face alignment for CodeFormer: 68 landmarks → FFHQ 512 template, network (de)normalisation,
-and pasting the restored face back with a feathered mask."""
+"""Face alignment: 68 landmarks → 5 points → a similarity transform onto a template (FFHQ 512 for
+CodeFormer; the ArcFace 112 and swap 128 templates in ``facecraft.pipeline.swap``), the warped
+crop, CodeFormer's network (de)normalisation, and pasting a processed crop back with a mask."""
 
 from __future__ import annotations
 
@@ -30,22 +31,29 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
-def estimate_alignment(landmarks: np.ndarray) -> np.ndarray:
-    """Similarity transform (float32 [2, 3]) mapping image pixels onto the 512 template (LMEDS)."""
-    matrix, _ = cv2.estimateAffinePartial2D(five_points(landmarks), FFHQ_TEMPLATE_512, method=cv2.LMEDS)
+def estimate_alignment(landmarks: np.ndarray, template: np.ndarray = FFHQ_TEMPLATE_512) -> np.ndarray:
+    """Similarity transform (float32 [2, 3]) mapping image pixels onto ``template`` (float32 [5, 2]
+    in crop pixels; default the FFHQ 512 one), fitted to the 5 points of ``landmarks`` (LMEDS).
+
+    Raises ``ValueError`` when no transform fits."""
+    matrix, _ = cv2.estimateAffinePartial2D(five_points(landmarks), template, method=cv2.LMEDS)
     if matrix is None:
         raise ValueError("could not estimate the face alignment from the landmarks")
     return matrix.astype(np.float32)
 
 
-def warp_face(rgb: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """The aligned 512×512 HWC uint8 RGB face crop."""
+def warp_face(
+    rgb: np.ndarray, affine: np.ndarray, size: int = FACE_SIZE, *, border_replicate: bool = False
+) -> np.ndarray:
+    """The aligned ``size``×``size`` HWC uint8 RGB face crop; outside the image it is filled with
+    ``BORDER_RGB`` (CodeFormer) or, with ``border_replicate``, the nearest edge pixel."""
+    border = cv2.BORDER_REPLICATE if border_replicate else cv2.BORDER_CONSTANT
     return cv2.warpAffine(
         rgb,
         np.asarray(affine, dtype=np.float64),
-        (FACE_SIZE, FACE_SIZE),
+        (size, size),
         flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
+        borderMode=border,
         borderValue=BORDER_RGB,
     )
 
@@ -77,7 +85,6 @@ def paste_back(rgb: np.ndarray, restored_face: np.ndarray, affine: np.ndarray) -
     """
     h, w = rgb.shape[:2]
     inverse = cv2.invertAffineTransform(np.asarray(affine, dtype=np.float64))
-    face_back = cv2.warpAffine(restored_face, inverse, (w, h), flags=cv2.INTER_LINEAR)
     mask = cv2.warpAffine(
         np.ones((FACE_SIZE, FACE_SIZE), np.float32), inverse, (w, h), flags=cv2.INTER_LINEAR
     )
@@ -86,8 +93,17 @@ def paste_back(rgb: np.ndarray, restored_face: np.ndarray, affine: np.ndarray) -
     if edge > 0:
         mask = cv2.erode(mask, np.ones((2 * edge, 2 * edge), np.uint8))
         mask = cv2.GaussianBlur(mask, (2 * edge + 1, 2 * edge + 1), 0)
-    mask = mask[:, :, None]
-    blended = face_back.astype(np.float32) * mask + rgb.astype(np.float32) * (1.0 - mask)
+    return blend_back(rgb, restored_face, inverse, mask)
+
+
+def blend_back(rgb: np.ndarray, crop: np.ndarray, inverse: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """HWC uint8 RGB ``rgb`` with the HWC uint8 ``crop`` warped back by ``inverse`` (float [2, 3],
+    crop → image) and blended by ``mask`` (float32 [H, W] in [0, 1], image size). Where the mask
+    is 0 the result equals ``rgb`` exactly."""
+    h, w = rgb.shape[:2]
+    crop_back = cv2.warpAffine(crop, np.asarray(inverse, dtype=np.float64), (w, h), flags=cv2.INTER_LINEAR)
+    mask = np.asarray(mask, dtype=np.float32)[:, :, None]
+    blended = crop_back.astype(np.float32) * mask + rgb.astype(np.float32) * (1.0 - mask)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 

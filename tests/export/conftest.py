@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from facecraft.export.catalog import SWAP_AND_ENHANCE_MODELS
 from facecraft.export.exporter import ExportResult, UntrainedWeightsWarning, export_model
 
 
@@ -20,9 +21,10 @@ def export_tiny(name: str, repo: Path, seed: int = 0) -> ExportResult:
 
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory) -> Path:
-    """A model repository with tiny random-weight exports of codeformer and u2net (seed 0)."""
+    """A model repository with tiny random-weight exports (seed 0) of codeformer, u2net and the
+    face-swap / frame-enhancer models (which bring their committed config.pbtxt)."""
     repo = tmp_path_factory.mktemp("repo")
-    for name in ("codeformer", "u2net"):
+    for name in ("codeformer", "u2net", *SWAP_AND_ENHANCE_MODELS):
         export_tiny(name, repo)
     return repo
 

@@ -24,8 +24,12 @@ def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+NEW_MODELS = ("arcface_w600k_r50", "inswapper_128", "realesrgan_x4plus", "realesrgan_x2plus")
+TINY_REPO_MODELS = ("codeformer", "u2net", *NEW_MODELS)  # what the tiny_repo fixture exports
+
+
 def test_model_names():
-    assert MODEL_NAMES == ("codeformer", "u2net", "u2net_general", "u2netp")
+    assert ("codeformer", "u2net", "u2net_general", "u2netp", *NEW_MODELS) == MODEL_NAMES
 
 
 @pytest.mark.parametrize(
@@ -33,6 +37,22 @@ def test_model_names():
     [
         ("codeformer", {"input": ["batch", 3, 512, 512], "w": ["batch", 1]}, ["batch", 3, 512, 512]),
         ("u2net", {"input": ["batch", 3, 320, 320]}, ["batch", 1, 320, 320]),
+        ("arcface_w600k_r50", {"input": ["batch", 3, 112, 112]}, ["batch", 512]),
+        (
+            "inswapper_128",
+            {"target": ["batch", 3, 128, 128], "source": ["batch", 512]},
+            ["batch", 3, 128, 128],
+        ),
+        (
+            "realesrgan_x4plus",
+            {"input": ["batch", 3, "height", "width"]},
+            ["batch", 3, "out_height", "out_width"],
+        ),
+        (
+            "realesrgan_x2plus",
+            {"input": ["batch", 3, "height", "width"]},
+            ["batch", 3, "out_height", "out_width"],
+        ),
     ],
 )
 def test_onnx_io_contract(tiny_repo, name, inputs, output):
@@ -51,7 +71,7 @@ def test_onnx_io_contract(tiny_repo, name, inputs, output):
     assert props["facecraft.model"] == name and props["facecraft.preset"] == "tiny"
 
 
-@pytest.mark.parametrize("name", ["codeformer", "u2net"])
+@pytest.mark.parametrize("name", TINY_REPO_MODELS)
 def test_parity_with_pytorch_at_batch_1_and_4(tiny_repo, name):
     meta = read_export_metadata(tiny_repo / name)
     spec = resolve(name, preset="tiny")
@@ -62,7 +82,7 @@ def test_parity_with_pytorch_at_batch_1_and_4(tiny_repo, name):
         with torch.inference_mode():
             expected = model(*(torch.from_numpy(feeds[t.name]) for t in spec.inputs)).numpy()
         (actual,) = session.run(["output"], feeds)
-        assert actual.shape == (batch, *spec.output.shape)
+        assert actual.shape == spec.output_shape(feeds[spec.inputs[0].name].shape) == expected.shape
         assert np.abs(actual - expected).max() <= meta["parity"]["tolerance"]
         assert expected.std() > 1e-3  # not a saturated/constant output
     assert meta["parity"]["passed"] is True
@@ -77,14 +97,17 @@ def test_codeformer_fidelity_changes_the_onnx_output(tiny_repo):
     assert np.abs(w0 - w1).max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["codeformer", "u2net"])
+@pytest.mark.parametrize("name", TINY_REPO_MODELS)
 def test_batch_items_are_independent(tiny_repo, name):
     spec = resolve(name, preset="tiny")
     session = _session(tiny_repo / name / "1" / "model.onnx")
     feeds = example_inputs(spec, 3, seed=11)
     (together,) = session.run(["output"], feeds)
     altered = {k: v.copy() for k, v in feeds.items()}
-    altered["input"][0] = -altered["input"][0]  # change item 0 only
+    first = spec.inputs[0].name
+    altered[first][0] = (
+        (1.0 - altered[first][0]) if name in NEW_MODELS[1:] else -altered[first][0]
+    )  # item 0 only
     (changed,) = session.run(["output"], altered)
     assert np.abs(changed[0] - together[0]).max() > 1e-6
     np.testing.assert_allclose(changed[1:], together[1:], atol=1e-5)
@@ -226,3 +249,90 @@ def test_a_derived_model_needs_its_template_config(tmp_path):
     with pytest.raises(UnknownModelError, match=r"u2net/config\.pbtxt"):
         export_model("u2net_general", preset="tiny", weights="random", repo=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["realesrgan_x4plus", "realesrgan_x2plus"])
+def test_realesrgan_export_takes_any_size_and_scales_it(tiny_repo, name):
+    spec = resolve(name, preset="tiny")
+    model = random_model(spec, 0)
+    session = _session(tiny_repo / name / "1" / "model.onnx")
+    for height, width in ((16, 16), (30, 52)):  # neither is the size it was traced at
+        x = np.random.default_rng(height).uniform(0, 1, (2, 3, height, width)).astype(np.float32)
+        (out,) = session.run(["output"], {"input": x})
+        assert out.shape == (2, 3, height * spec.scale, width * spec.scale)
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x)).numpy()
+        assert np.abs(out - expected).max() <= 1e-3
+        assert out.min() >= 0.0 and out.max() <= 1.0 and out.std() > 0.05  # calibrated, not saturated
+    assert not any(n.op_type in ("SpaceToDepth", "DepthToSpace") for n in onnx.load(
+        str(tiny_repo / name / "1" / "model.onnx")).graph.node)  # fmt: skip
+
+
+def test_swap_stand_in_stores_a_seeded_emap_as_its_last_initializer(tiny_repo, tmp_path):
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tiny_repo / "inswapper_128" / "1" / "model.onnx"))
+    emap = numpy_helper.to_array(model.graph.initializer[-1])
+    assert emap.shape == (512, 512) and emap.dtype == np.float32
+    np.testing.assert_array_equal(emap, exporter.random_emap(0))
+    assert not any("emap" in node.input for node in model.graph.node)  # the graph does not use it
+    other = export_tiny("inswapper_128", tmp_path, seed=1)
+    other_emap = numpy_helper.to_array(onnx.load(str(other.onnx_path)).graph.initializer[-1])
+    assert not np.array_equal(other_emap, emap)
+
+
+@pytest.mark.parametrize("name", NEW_MODELS)
+def test_new_models_record_their_licence_and_untrained_state(tiny_repo, name):
+    meta = read_export_metadata(tiny_repo / name)
+    assert meta["trained"] is False and meta["weights_source"] == "random"
+    assert meta["licence"]["commercial_use"] is (name.startswith("realesrgan"))
+    props = {p.key: p.value for p in onnx.load(str(tiny_repo / name / "1" / "model.onnx")).metadata_props}
+    assert props["facecraft.trained"] == "false"
+
+
+def test_realesrgan_refuses_fp16_and_a_pth_cannot_become_a_swap_model(tmp_path):
+    from facecraft.export.models import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="fp16"):
+        export_model(
+            "realesrgan_x4plus", preset="tiny", weights="random", fp16=True, repo=tmp_path, progress=False
+        )
+    pth = tmp_path / "g.pth"
+    torch.save({}, pth)
+    with pytest.raises(weights.WeightsError, match="no emap"):
+        export_model("inswapper_128", preset="tiny", weights=str(pth), repo=tmp_path, progress=False)
+    assert not (tmp_path / "realesrgan_x4plus" / "1" / "model.onnx").exists()
+    assert not (tmp_path / "inswapper_128" / "1" / "model.onnx").exists()
+
+
+def test_realesrgan_params_ema_checkpoint_path_is_trained(tmp_path):
+    spec = resolve("realesrgan_x2plus", preset="tiny")
+    torch.manual_seed(2)
+    path = tmp_path / "RealESRGAN_x2plus.pth"
+    torch.save({"params_ema": build_model(spec).state_dict(), "params": {"junk": torch.zeros(1)}}, path)
+    result = export_model(
+        "realesrgan_x2plus", preset="tiny", weights=str(path), repo=tmp_path, progress=False
+    )
+    assert result.metadata["trained"] is True and result.metadata["weights_source"] == "path"
+
+
+def test_onnx_only_models_fall_back_to_untrained_stand_ins_when_offline(tmp_path, monkeypatch):
+    port = free_port()
+    for name in ("arcface_w600k_r50", "inswapper_128"):
+        entry = weights.OFFICIAL_WEIGHTS[name]
+        unreachable = f"http://127.0.0.1:{port}/{name}"
+        monkeypatch.setitem(
+            weights.OFFICIAL_WEIGHTS,
+            name,
+            weights.OfficialWeights(
+                **{**entry.__dict__, "url": unreachable + ".onnx", "hash_url": unreachable + ".hash"}
+            ),
+        )
+    monkeypatch.setenv("FACECRAFT_CACHE_DIR", str(tmp_path))
+    swap = resolve("inswapper_128", preset="full")
+    assert exporter.published_onnx(swap, "auto", progress=False) is None  # offline: trace a stand-in
+    with pytest.raises(weights.DownloadError):
+        exporter.published_onnx(swap, "official", progress=False)
+    with pytest.warns(UntrainedWeightsWarning, match="Official ONNX file unavailable"):
+        _, choice = load_weights(resolve("arcface_w600k_r50", preset="full"), "auto", seed=2, progress=False)
+    assert choice.source == "random" and choice.trained is False

@@ -121,11 +121,49 @@ def test_a_preset_without_official_weights_needs_a_mirror(monkeypatch):
 
 
 def test_registry_covers_all_official_variants():
-    assert set(weights.OFFICIAL_WEIGHTS) == {"codeformer", "u2net", "u2net_human_seg", "u2netp"}
+    assert set(weights.OFFICIAL_WEIGHTS) == {
+        "codeformer", "u2net", "u2net_human_seg", "u2netp",
+        "arcface_w600k_r50", "inswapper_128", "realesrgan_x4plus", "realesrgan_x2plus",
+    }  # fmt: skip
     assert weights.OFFICIAL_WEIGHTS["codeformer"].url.endswith("/v0.1.0/codeformer.pth")
     assert weights.OFFICIAL_WEIGHTS["codeformer"].checkpoint_key == "params_ema"
     for entry in weights.OFFICIAL_WEIGHTS.values():
-        assert entry.sha256 is not None or entry.approx_bytes  # always something to verify
+        # always something to verify
+        assert entry.sha256 is not None or entry.approx_bytes or entry.hash_url
+    x4, x2 = weights.OFFICIAL_WEIGHTS["realesrgan_x4plus"], weights.OFFICIAL_WEIGHTS["realesrgan_x2plus"]
+    assert x4.url.endswith("/v0.1.0/RealESRGAN_x4plus.pth") and x4.checkpoint_key == "params_ema"
+    assert x2.url.endswith("/v0.2.1/RealESRGAN_x2plus.pth") and x2.checkpoint_key == "params_ema"
+    for name in ("arcface_w600k_r50", "inswapper_128"):
+        entry = weights.OFFICIAL_WEIGHTS[name]
+        assert entry.format == "onnx" and "/models-3.0.0/" in entry.url
+        assert entry.hash_url == entry.url.removesuffix(".onnx") + ".hash"
+
+
+def test_fetch_official_checks_the_published_crc32_hash_file(file_server, tmp_path, monkeypatch):
+    import zlib
+
+    root, base = file_server
+    (root / "model.onnx").write_bytes(PAYLOAD)
+    (root / "model.hash").write_text(f"{zlib.crc32(PAYLOAD):08x}")
+    monkeypatch.setenv("FACECRAFT_CACHE_DIR", str(tmp_path / "cache"))
+    entry = weights.OfficialWeights(
+        "inswapper_128", "model.onnx", f"{base}/model.onnx", None, None, 0.0, None, "test",
+        format="onnx", hash_url=f"{base}/model.hash",
+    )  # fmt: skip
+    monkeypatch.setitem(weights.OFFICIAL_WEIGHTS, "inswapper_128", entry)
+    path = weights.fetch_official("inswapper_128", progress=False).path
+    assert path.read_bytes() == PAYLOAD and (path.parent / "model.hash").is_file()
+    # A published hash that does not match: the download is refused and nothing is kept.
+    path.unlink()
+    (path.parent / "model.hash").unlink()
+    (root / "model.hash").write_text("deadbeef")
+    with pytest.raises(weights.ChecksumMismatchError, match="CRC32"):
+        weights.fetch_official("inswapper_128", progress=False)
+    assert not path.exists()
+    (root / "model.hash").write_text("<html>quota</html>")
+    (path.parent / "model.hash").unlink()
+    with pytest.raises(weights.ChecksumMismatchError, match="not a CRC32 hash file"):
+        weights.fetch_official("inswapper_128", progress=False)
 
 
 def test_official_format_codeformer_checkpoint_loads_strict(tmp_path):

@@ -1,0 +1,92 @@
+"""The face-swap and frame-enhancer ONNX models on the real embedded Triton (tiny exports).
+
+They are not in the committed repository (``facecraft export <name>`` writes their committed
+config, export/configs/): the module exports them into the session Triton's repository, loads
+them through the repository API (explicit model control) and, at the end, unloads them and
+removes their folders, so the shared server is left as it was found.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.request
+import warnings
+
+import numpy as np
+import pytest
+
+from facecraft.export.catalog import SWAP_AND_ENHANCE_MODELS
+
+pytestmark = pytest.mark.integration
+
+
+def _post(server, path: str) -> None:
+    request = urllib.request.Request(f"http://{server.http_url}{path}", data=b"{}", method="POST")
+    urllib.request.urlopen(request, timeout=300).read()
+
+
+@pytest.fixture(scope="module")
+def loaded(triton_server):
+    from facecraft.export.exporter import UntrainedWeightsWarning, export_model
+
+    repo = triton_server.repo
+    try:
+        for name in SWAP_AND_ENHANCE_MODELS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UntrainedWeightsWarning)
+                export_model(name, preset="tiny", weights="random", seed=0, repo=repo, progress=False)
+            _post(triton_server, f"/v2/repository/models/{name}/load")
+        yield triton_server
+    finally:
+        for name in SWAP_AND_ENHANCE_MODELS:
+            if (repo / name).exists():
+                _post(triton_server, f"/v2/repository/models/{name}/unload")
+                deadline = time.monotonic() + 120
+                while triton_server.model_states().get(name) == "READY" and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                shutil.rmtree(repo / name)
+        triton_server.wait_ready(300)
+
+
+def _infer(server, model: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url, network_timeout=300, connection_timeout=300)
+    try:
+        inputs = []
+        for name, array in arrays.items():
+            tensor = httpclient.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        return client.infer(model, inputs).as_numpy("output")
+    finally:
+        client.close()
+
+
+def test_exported_models_load_with_their_committed_config_and_are_labelled_untrained(loaded):
+    states = loaded.model_states()
+    log = loaded.log_path.read_text()
+    for name in SWAP_AND_ENHANCE_MODELS:
+        assert states.get(name) == "READY"
+        assert f"onnxruntime backend: {name}: UNTRAINED weights" in log
+
+
+@pytest.mark.parametrize(("name", "scale"), [("realesrgan_x4plus", 4), ("realesrgan_x2plus", 2)])
+def test_realesrgan_serves_any_tile_size_as_one_batch(loaded, name, scale):
+    rng = np.random.default_rng(0)
+    for shape in ((3, 3, 24, 40), (1, 3, 30, 16)):  # a batch of tiles, then another size
+        out = _infer(loaded, name, {"input": rng.uniform(0, 1, shape).astype(np.float32)})
+        assert out.shape == (shape[0], 3, shape[2] * scale, shape[3] * scale)
+        assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_arcface_and_swap_generator_keep_the_official_io(loaded):
+    rng = np.random.default_rng(1)
+    faces = rng.uniform(-1, 1, (2, 3, 112, 112)).astype(np.float32)
+    assert _infer(loaded, "arcface_w600k_r50", {"input": faces}).shape == (2, 512)
+    latent = rng.normal(size=(2, 512)).astype(np.float32)
+    latent /= np.linalg.norm(latent, axis=1, keepdims=True)
+    target = rng.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32)
+    swapped = _infer(loaded, "inswapper_128", {"target": target, "source": latent})
+    assert swapped.shape == (2, 3, 128, 128) and swapped.min() >= 0.0 and swapped.max() <= 1.0

@@ -27,12 +27,17 @@ from torch import nn
 
 from facecraft import __version__
 from facecraft.export import weights as weights_mod
-from facecraft.export.catalog import COMMITTED_CONFIGS, CONFIG_TEMPLATES, LICENCES, NON_COMMERCIAL
+from facecraft.export.catalog import (
+    COMMITTED_CONFIGS,
+    CONFIG_TEMPLATES,
+    LICENCES,
+    NON_COMMERCIAL,
+    ONNX_ONLY,
+    REALESRGAN_MODELS,
+)
 from facecraft.export.metadata import MODEL_VERSION, metadata_path, write_json_atomic
 from facecraft.export.models import (
     MODEL_NAMES,
-    ONNX_ONLY,
-    REALESRGAN_MODELS,
     ModelSpec,
     UnknownModelError,
     build_model,

@@ -213,6 +213,7 @@ def write_derived_config(repo: Path, name: str) -> Path | None:
     """
     target = Path(repo) / name / "config.pbtxt"
     if name in COMMITTED_CONFIGS and not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name("config.pbtxt.tmp")
         temporary.write_text(COMMITTED_CONFIGS[name].read_text())
         temporary.replace(target)

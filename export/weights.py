@@ -97,6 +97,20 @@ def _facefusion_onnx(variant: str, original: str) -> OfficialWeights:
     )
 
 
+def _realesrgan(variant: str, filename: str, release: str) -> OfficialWeights:
+    """A Real-ESRGAN release asset (weights under ``params_ema``), checked by size and strict load."""
+    return OfficialWeights(
+        variant=variant,
+        filename=filename,
+        url=f"https://github.com/xinntao/Real-ESRGAN/releases/download/{release}/{filename}",
+        sha256=None,  # not published by the authors
+        approx_bytes=66_800_000,
+        size_tolerance=0.03,
+        checkpoint_key="params_ema",
+        source=f"xinntao/Real-ESRGAN release {release}",
+    )
+
+
 def _gdrive(file_id: str) -> str:
     # The usercontent endpoint with confirm=t skips Drive's "cannot scan for viruses" page.
     return f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
@@ -145,26 +159,9 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
     ),
     "arcface_w600k_r50": _facefusion_onnx("arcface_w600k_r50", "insightface buffalo_l w600k_r50.onnx"),
     "inswapper_128": _facefusion_onnx("inswapper_128", "insightface inswapper_128.onnx"),
-    "realesrgan_x4plus": OfficialWeights(
-        variant="realesrgan_x4plus",
-        filename="RealESRGAN_x4plus.pth",
-        url="https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
-        sha256=None,  # not published by the authors
-        approx_bytes=66_800_000,  # 16,697,987 float32 parameters (our count, not a published size)
-        size_tolerance=0.03,
-        checkpoint_key="params_ema",
-        source="xinntao/Real-ESRGAN release v0.1.0",
-    ),
-    "realesrgan_x2plus": OfficialWeights(
-        variant="realesrgan_x2plus",
-        filename="RealESRGAN_x2plus.pth",
-        url="https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
-        sha256=None,  # not published by the authors
-        approx_bytes=66_800_000,  # 16,703,171 float32 parameters (our count, not a published size)
-        size_tolerance=0.03,
-        checkpoint_key="params_ema",
-        source="xinntao/Real-ESRGAN release v0.2.1",
-    ),
+    # No checksum is published; ≈ 66.8 MB is 16.70 M float32 parameters (our count, not a published size).
+    "realesrgan_x4plus": _realesrgan("realesrgan_x4plus", "RealESRGAN_x4plus.pth", "v0.1.0"),
+    "realesrgan_x2plus": _realesrgan("realesrgan_x2plus", "RealESRGAN_x2plus.pth", "v0.2.1"),
 }
 
 MIRROR_ENV = "FACECRAFT_WEIGHTS_MIRROR"

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from facecraft.pipeline import options as portrait_ranges
+from facecraft.pipeline import tiles as frame_tiles
 from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
 
 OPTION_KINDS = ("int", "float", "bool", "color", "choice")
@@ -257,6 +258,8 @@ FORMAT = Option(
 
 # Segmentation models of background_remover: request name -> Triton model. `u2net` (Triton) holds
 # the human-segmentation weights and is the one the portrait ensembles use.
+# frame_enhancer scale → the Real-ESRGAN model behind it.
+FRAME_ENHANCER_MODELS = {"4": "realesrgan_x4plus", "2": "realesrgan_x2plus"}
 SEGMENTATION_MODELS = {"u2net_human_seg": "u2net", "u2net": "u2net_general", "u2netp": "u2netp"}
 
 D = portrait_ranges.DEFAULT_OPTIONS
@@ -379,6 +382,50 @@ PROCESSORS: dict[str, Processor] = {
             ensembles=("background_remover",),
             models=("background_remove", "u2net"),
             notes="jpeg needs background or mask_only (JPEG has no alpha)",
+        ),
+        Processor(
+            name="frame_enhancer",
+            description="Real-ESRGAN x4 or x2 upscaling of the whole image, in overlapping tiles "
+            "sent to the model as one batch, seams cross-faded",
+            input_kind="image",
+            output_kind="image",
+            options=(
+                Option(
+                    "scale",
+                    "choice",
+                    "4",
+                    "upscaling factor: 4 (realesrgan_x4plus) or 2 (realesrgan_x2plus)",
+                    choices=tuple(FRAME_ENHANCER_MODELS),
+                    tensor="SCALE",
+                    datatype="BYTES",
+                ),
+                Option(
+                    "tile",
+                    "int",
+                    frame_tiles.DEFAULT_TILE,
+                    "tile side in input pixels (even)",
+                    frame_tiles.MIN_TILE,
+                    frame_tiles.MAX_TILE,
+                    tensor="TILE",
+                    datatype="INT32",
+                ),
+                Option(
+                    "overlap",
+                    "int",
+                    frame_tiles.DEFAULT_OVERLAP,
+                    "overlap of neighbouring tiles in input pixels (at most a quarter of the tile)",
+                    0,
+                    frame_tiles.MAX_TILE // 4,
+                    tensor="OVERLAP",
+                    datatype="INT32",
+                ),
+                FORMAT,
+            ),  # fmt: skip
+            ensembles=("frame_enhancer",),
+            models=("enhance_frame", *FRAME_ENHANCER_MODELS.values()),
+            notes=f"input at most {frame_tiles.MAX_INPUT_PIXELS} pixels, output at most "
+            f"{frame_tiles.MAX_OUTPUT_PIXELS}; the Real-ESRGAN models are exported by name "
+            "(`facecraft export realesrgan_x4plus`)",
         ),
         Processor(
             name="face_analyser",

@@ -295,11 +295,13 @@ def cut_out(rgb: np.ndarray, alpha: np.ndarray, background, mask_only: bool, fmt
     return encode_image(rgba, fmt)
 
 
-def unavailable_model_error(model: str, triton_model: str, detail: str) -> PipelineError:
-    """``model_unavailable`` for a segmentation model Triton does not serve (not exported/loaded)."""
+def unavailable_model_error(
+    model: str, triton_model: str, detail: str, step: str = "background_remove"
+) -> PipelineError:
+    """``model_unavailable`` for a model Triton does not serve (not exported/loaded)."""
     return PipelineError(
         MODEL_UNAVAILABLE,
-        "background_remove",
+        step,
         f"model={model} needs the Triton model {triton_model}, which is not loaded ({detail}); "
         "export it with `facecraft export` or pick another model",
     )
@@ -335,4 +337,51 @@ def background_remove_stage(inputs: Tensors, infer: Infer) -> dict[str, np.ndarr
     return {
         "OUTPUT": bytes_tensor(data),
         "OUTPUT_SIZE": np.array([rgb.shape[1], rgb.shape[0]], dtype=np.int32),
+    }
+
+
+# -- enhance_frame (BLS → realesrgan_x4plus / realesrgan_x2plus) -----------------------------------
+
+ENHANCE_FRAME_INPUTS = ("IMAGE", *option_inputs("frame_enhancer"))
+
+
+def upscale_in_batches(model: str, tiles: np.ndarray, infer: Infer, max_batch: int) -> np.ndarray:
+    """Real-ESRGAN on the [N, 3, h, w] float32 tiles of one image, in as few calls as ``max_batch``
+    allows (one call when N ≤ ``max_batch``)."""
+    step = max(1, int(max_batch))
+    outputs = []
+    for start in range(0, len(tiles), step):
+        chunk = np.ascontiguousarray(tiles[start : start + step], dtype=np.float32)
+        outputs.append(np.asarray(infer(model, {"input": chunk}, ("output",))["output"], dtype=np.float32))
+    return np.concatenate(outputs)
+
+
+def enhance_frame_stage(inputs: Tensors, infer: Infer, max_batch: int) -> dict[str, np.ndarray]:
+    """IMAGE BYTES [1], SCALE, TILE, OVERLAP, FORMAT → OUTPUT BYTES [1] (PNG or JPEG exactly
+    scale × the input size), OUTPUT_SIZE INT32 [2] (w, h of the output).
+
+    Options and the pixel caps are checked before any model call (``tiles.enhance_frame``); a
+    Real-ESRGAN model that is not loaded raises ``PipelineError(model_unavailable, ...)``."""
+    from facecraft.pipeline.tiles import enhance_frame
+    from facecraft.pipeline.triton_adapter import bytes_tensor
+
+    options = read_options("frame_enhancer", inputs, "enhance_frame")
+    rgb = decode_full(_require(inputs, "IMAGE", "enhance_frame"), "enhance_frame")
+    scale = int(options["scale"])
+    model = registry.FRAME_ENHANCER_MODELS[options["scale"]]
+
+    def upscale(tiles: np.ndarray) -> np.ndarray:
+        try:
+            return upscale_in_batches(model, tiles, infer, max_batch)
+        except PipelineError as error:
+            if error.code == MODEL_UNAVAILABLE:
+                raise unavailable_model_error(
+                    f"scale={scale}", model, error.detail, "enhance_frame"
+                ) from None
+            raise
+
+    enhanced = enhance_frame(rgb, upscale, scale=scale, tile=options["tile"], overlap=options["overlap"])
+    return {
+        "OUTPUT": bytes_tensor(encode_image(enhanced, options["format"])),
+        "OUTPUT_SIZE": np.array([enhanced.shape[1], enhanced.shape[0]], dtype=np.int32),
     }

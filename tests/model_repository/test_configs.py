@@ -24,8 +24,9 @@ PYTHON_MODELS = (
     "face_enhance",
     "face_analyse",
     "background_remove",
+    "enhance_frame",
 )
-PROCESSOR_ENSEMBLES = ("face_enhancer", "face_analyser", "background_remover")
+PROCESSOR_ENSEMBLES = ("face_enhancer", "face_analyser", "background_remover", "frame_enhancer")
 
 
 def load_config(name: str) -> model_config_pb2.ModelConfig:
@@ -214,7 +215,8 @@ def test_segmentation_waits_for_detection_and_runs_beside_enhancement(name):
 @pytest.mark.parametrize("name", PROCESSOR_ENSEMBLES)
 def test_processor_ensemble_contract_is_the_registry(name):
     """IMAGE plus one optional input per registry option (its tensor and datatype), the registry's
-    outputs, and every model the registry names is in the repository."""
+    outputs, and every model the registry names is in the repository (or exported by name with a
+    committed config: export/configs/)."""
     from facecraft import processors
 
     processor = processors.get(name)
@@ -228,4 +230,10 @@ def test_processor_ensemble_contract_is_the_registry(name):
     assert processor.ensembles == (name,)
     steps = {s.model_name for s in ensemble.ensemble_scheduling.step}
     assert steps <= set(processor.models)
-    assert all((REPOSITORY / model / "config.pbtxt").is_file() for model in processor.models)
+    from facecraft.export.catalog import COMMITTED_CONFIGS
+
+    # in the repository, or exported by name with its committed config (Real-ESRGAN)
+    assert all(
+        (REPOSITORY / model / "config.pbtxt").is_file() or model in COMMITTED_CONFIGS
+        for model in processor.models
+    )

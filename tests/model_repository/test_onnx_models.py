@@ -90,3 +90,33 @@ def test_arcface_and_swap_generator_keep_the_official_io(loaded):
     target = rng.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32)
     swapped = _infer(loaded, "inswapper_128", {"target": target, "source": latent})
     assert swapped.shape == (2, 3, 128, 128) and swapped.min() >= 0.0 and swapped.max() <= 1.0
+
+
+def test_frame_enhancer_ensemble_upscales_a_photo_exactly(loaded, faces_dir):
+    import io
+
+    import tritonclient.http as httpclient
+    from PIL import Image
+
+    photo = Image.open(faces_dir / "fr__obama_small.jpg").convert("RGB").crop((0, 0, 101, 75))  # odd sides
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    arrays = {
+        "IMAGE": (np.array([[buffer.getvalue()]], dtype=np.object_), "BYTES"),
+        "SCALE": (np.array([[b"2"]], dtype=np.object_), "BYTES"),
+        "TILE": (np.array([[32]], dtype=np.int32), "INT32"),
+        "OVERLAP": (np.array([[8]], dtype=np.int32), "INT32"),
+    }
+    client = httpclient.InferenceServerClient(loaded.http_url, network_timeout=300, connection_timeout=300)
+    try:
+        inputs = []
+        for name, (array, datatype) in arrays.items():
+            tensor = httpclient.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        result = client.infer("frame_enhancer", inputs)
+    finally:
+        client.close()
+    out = Image.open(io.BytesIO(result.as_numpy("OUTPUT").reshape(-1)[0]))
+    assert out.format == "PNG" and out.size == (202, 150)
+    assert result.as_numpy("OUTPUT_SIZE").reshape(-1).tolist() == [202, 150]

@@ -189,3 +189,62 @@ def test_background_remover_maps_the_model_option_and_names_an_absent_variant():
 def test_jpeg_without_background_or_mask_is_refused():
     with pytest.raises(PipelineError, match="format=jpeg has no alpha"):
         _remove(b"unused", FlatU2Net(), FORMAT=np.array([b"jpeg"], np.object_))
+
+
+class NearestRealESRGAN:
+    """Stands in for the Real-ESRGAN BLS call: nearest-neighbour ×scale, records the batches."""
+
+    def __init__(self, unavailable: bool = False):
+        self.calls: list[tuple[str, tuple[int, ...]]] = []
+        self.unavailable = unavailable
+
+    def __call__(self, model, inputs, outputs):
+        assert outputs == ("output",)
+        if self.unavailable:
+            raise PipelineError("model_unavailable", "bls", f"{model}: not found")
+        self.calls.append((model, inputs["input"].shape))
+        scale = 4 if model == "realesrgan_x4plus" else 2
+        return {"output": inputs["input"].repeat(scale, axis=2).repeat(scale, axis=3)}
+
+
+def _enhance(image: bytes, infer, max_batch: int = 16, **options):
+    tensors = {"IMAGE": np.array([image], dtype=np.object_)}
+    for name, value in options.items():
+        tensors[name] = np.asarray(value)
+    return ps.enhance_frame_stage(tensors, infer=infer, max_batch=max_batch)
+
+
+def test_frame_enhancer_upscales_exactly_and_sends_the_tiles_as_one_batch():
+    rgb = np.random.default_rng(0).integers(0, 255, (90, 141, 3), dtype=np.uint8)
+    model = NearestRealESRGAN()
+    out = _enhance(
+        encode(rgb, "PNG"),
+        model,
+        max_batch=32,
+        TILE=np.array([32], np.int32),
+        OVERLAP=np.array([8], np.int32),
+    )
+    image = np.asarray(Image.open(io.BytesIO(out["OUTPUT"][0])))
+    assert image.shape == (360, 564, 3) and out["OUTPUT_SIZE"].tolist() == [564, 360]
+    np.testing.assert_array_equal(image, rgb.repeat(4, axis=0).repeat(4, axis=1))
+    assert len(model.calls) == 1 and model.calls[0][0] == "realesrgan_x4plus"  # 24 tiles, one batch
+    assert model.calls[0][1] == (24, 3, 32, 32)
+    x2 = NearestRealESRGAN()
+    out = _enhance(encode(rgb, "PNG"), x2, max_batch=4, SCALE=np.array([b"2"], np.object_),
+                   TILE=np.array([32], np.int32), OVERLAP=np.array([8], np.int32))  # fmt: skip
+    assert out["OUTPUT_SIZE"].tolist() == [282, 180]
+    assert {m for m, _ in x2.calls} == {"realesrgan_x2plus"} and max(s[0] for _, s in x2.calls) <= 4
+    assert len(x2.calls) > 1  # chunked by the served max_batch_size
+
+
+def test_frame_enhancer_refuses_bad_options_and_names_an_absent_model():
+    image = encode(np.full((64, 64, 3), 90, np.uint8), "PNG")
+    with pytest.raises(PipelineError, match="invalid_option: enhance_frame: .*scale"):
+        _enhance(image, NearestRealESRGAN(), SCALE=np.array([b"3"], np.object_))
+    with pytest.raises(PipelineError, match="invalid_option: enhance_frame: tile must be even"):
+        _enhance(image, NearestRealESRGAN(), TILE=np.array([33], np.int32))
+    with pytest.raises(
+        PipelineError,
+        match="model_unavailable: enhance_frame: model=scale=2 needs the Triton model realesrgan_x2plus",
+    ):
+        _enhance(image, NearestRealESRGAN(unavailable=True), SCALE=np.array([b"2"], np.object_))

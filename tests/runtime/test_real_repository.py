@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 EXPECTED_MODELS = {
     "decode", "detect", "enhance_pre", "codeformer", "enhance_post", "segment_pre", "u2net", "compose",
     "portrait", "portrait_basic",
-    "faces", "face_enhance", "face_analyse", "background_remove",
+    "faces", "face_enhance", "face_analyse", "background_remove", "enhance_frame", "frame_enhancer",
     "face_enhancer", "face_analyser", "background_remover",
 }  # fmt: skip
 

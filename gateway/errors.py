@@ -70,6 +70,11 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "model_not_found": (404, "no model of that name; the message lists the valid ones"),
     "model_load_failed": (409, "Triton could not load the model (its files are missing or broken)"),
     "admin_disabled": (403, "model administration is switched off (FACECRAFT_ADMIN_ROUTES=false)"),
+    "processor_disabled": (
+        403,
+        "the operator switched the processor off (FACECRAFT_DISABLED_PROCESSORS); it is absent from "
+        "GET /api/v1/processors",
+    ),
     "export_unavailable": (501, "this gateway cannot export models (the `export` extra is not installed)"),
     "repository_unknown": (409, "FACECRAFT_MODEL_REPOSITORY is not set, so models cannot be exported"),
     "queue_unavailable": (

@@ -29,6 +29,22 @@ def unknown_processor(name: str) -> GatewayError:
     return GatewayError(404, "not_found", f"unknown processor {name!r}; valid: {', '.join(registry.names())}")
 
 
+def disabled_processor(name: str) -> GatewayError:
+    """403 ``processor_disabled``: the operator switched ``name`` off (FACECRAFT_DISABLED_PROCESSORS)."""
+    return GatewayError(
+        403,
+        "processor_disabled",
+        f"processor {name!r} is disabled on this server by its operator (FACECRAFT_DISABLED_PROCESSORS)",
+    )
+
+
+def check_enabled(names, disabled) -> None:
+    """Raise :func:`disabled_processor` for the first of ``names`` in ``disabled``."""
+    for name in names:
+        if name in disabled:
+            raise disabled_processor(name)
+
+
 def resolve_options(name: str, values: dict[str, object]) -> dict[str, object]:
     """Every option of processor ``name`` (registry defaults filled in; for ``portrait`` only the
     given ones and ``format``, so the gateway's settings supply the rest, as on ``/process``): 404

@@ -49,7 +49,9 @@ async def _record(request: Request, job_id: str) -> JobRecord:
     status_code=202,
     response_model=JobSubmitted,
     summary="Queue one photo for asynchronous processing (the portrait, or a processors chain)",
-    responses=error_responses(*UPLOAD_ERRORS, "storage_error", "not_found", "queue_unavailable"),
+    responses=error_responses(
+        *UPLOAD_ERRORS, "storage_error", "not_found", "queue_unavailable", "processor_disabled"
+    ),
 )
 async def submit_job(
     request: Request,
@@ -72,6 +74,7 @@ async def submit_job(
     chain = chain_options = None
     if processors is not None:
         chain = processors_service.parse_chain(processors)
+        processors_service.check_enabled(chain, settings.disabled_processors)
         chain_options = processors_service.resolve_chain_options(chain, processor_options)
     image = await read_upload_capped(file, settings.max_upload_bytes)
     record = await request.app.state.jobs.submit(

@@ -14,7 +14,12 @@ from starlette.datastructures import UploadFile
 from facecraft import processors as registry
 from facecraft.gateway.errors import GatewayError, error_responses
 from facecraft.gateway.health import UNTRAINED_WARNING
-from facecraft.gateway.processors_service import resolve_options, run_processor, unknown_processor
+from facecraft.gateway.processors_service import (
+    check_enabled,
+    resolve_options,
+    run_processor,
+    unknown_processor,
+)
 from facecraft.gateway.routes_process import INFERENCE_ERRORS, UPLOAD_ERRORS
 from facecraft.gateway.schemas import ProcessorList
 from facecraft.gateway.security import read_upload_capped, require_api_key
@@ -22,7 +27,9 @@ from facecraft.pipeline.decode import SUPPORTED_TYPES
 
 router = APIRouter(prefix="/api/v1", tags=["processors"], dependencies=[Depends(require_api_key)])
 
-PROCESSOR_ERRORS = (*UPLOAD_ERRORS, *INFERENCE_ERRORS, "no_face_detected", "model_unavailable", "not_found")
+PROCESSOR_ERRORS = (
+    *UPLOAD_ERRORS, *INFERENCE_ERRORS, "no_face_detected", "model_unavailable", "not_found", "processor_disabled",
+)  # fmt: skip
 _JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "choice": "string", "color": "string"}
 
 
@@ -87,6 +94,7 @@ async def read_form(request: Request, name: str) -> tuple[bytes, dict[str, objec
 
 def processor_route(name: str):
     async def handler(request: Request) -> Response:
+        check_enabled((name,), request.app.state.settings.disabled_processors)
         image, options = await read_form(request, name)
         result = await run_processor(request.app.state.service, name, image, options)
         weights = await request.app.state.weights.get()
@@ -112,8 +120,9 @@ def processor_route(name: str):
     summary="Every processor: options (type, range, default), output, ensembles, models",
     responses=error_responses("unauthorized"),
 )
-async def list_processors() -> dict:
-    return {"processors": [processor.as_dict() for processor in registry.PROCESSORS.values()]}
+async def list_processors(request: Request) -> dict:
+    disabled = request.app.state.settings.disabled_processors
+    return {"processors": [p.as_dict() for p in registry.PROCESSORS.values() if p.name not in disabled]}
 
 
 for _processor in registry.PROCESSORS.values():

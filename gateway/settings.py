@@ -99,6 +99,9 @@ class GatewaySettings(BaseSettings):
     api_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ready_cache_s: float = Field(5.0, ge=0, description="how long a readiness probe result is reused")
+    # Operator switch (e.g. face swapping off): comma-separated processor names, absent from
+    # GET /api/v1/processors and answered 403 processor_disabled (docs/processors.md).
+    disabled_processors: Annotated[tuple[str, ...], NoDecode] = ()
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 responses")
 
     @field_validator("default_background", mode="before")
@@ -130,6 +133,20 @@ class GatewaySettings(BaseSettings):
     @property
     def uses_redis(self) -> bool:
         return self.job_backend != "local"
+
+    @field_validator("disabled_processors", mode="before")
+    @classmethod
+    def _parse_disabled_processors(cls, value):
+        from facecraft import processors as registry
+
+        names = [part.strip() for part in value.split(",")] if isinstance(value, str) else list(value)
+        names = tuple(name for name in names if name)
+        unknown = [name for name in names if name not in registry.PROCESSORS]
+        if unknown:
+            raise ValueError(
+                f"disabled_processors: unknown processor(s) {', '.join(unknown)}; valid: {', '.join(registry.names())}"
+            )
+        return names
 
     @field_validator("cors_origins", mode="before")
     @classmethod

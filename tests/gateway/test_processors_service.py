@@ -43,3 +43,29 @@ def test_chain_options_force_png_between_steps():
     assert options["face_enhancer"]["format"] == "png" and options["background_remover"]["format"] == "png"
     with pytest.raises(GatewayError, match="not in the chain"):
         resolve_chain_options(chain, '{"face_analyser": {}}')
+
+
+def test_an_operator_disabled_processor_is_absent_and_answers_403(tmp_path):
+    from tests.gateway.test_app import make_client, small_jpeg
+
+    with make_client(tmp_path, disabled_processors="frame_enhancer, face_enhancer") as client:
+        listed = [p["name"] for p in client.get("/api/v1/processors").json()["processors"]]
+        assert "frame_enhancer" not in listed and "face_enhancer" not in listed and "portrait" in listed
+        files = {"file": ("p.jpg", small_jpeg(), "image/jpeg")}
+        refused = client.post("/api/v1/processors/frame_enhancer", files=files)
+        assert refused.status_code == 403 and refused.json()["error"] == "processor_disabled"
+        assert "FACECRAFT_DISABLED_PROCESSORS" in refused.json()["error_message"]
+        job = client.post(
+            "/api/v1/jobs", files=files, data={"processors": "background_remover,face_enhancer"}
+        )
+        assert job.status_code == 403 and "'face_enhancer'" in job.json()["error_message"]
+        enabled = client.post("/api/v1/processors/background_remover", files=files)
+        assert enabled.status_code != 403  # Triton is down here: 503, never processor_disabled
+
+
+def test_disabled_processors_setting_names_an_unknown_processor():
+    from facecraft.gateway.settings import GatewaySettings
+
+    with pytest.raises(ValueError, match="unknown processor.*face_swapperz"):
+        GatewaySettings(disabled_processors="face_swapperz")
+    assert GatewaySettings(disabled_processors="").disabled_processors == ()

@@ -339,10 +339,19 @@ PROCESSORS: dict[str, Processor] = {
                     tensor="BLEND",
                     datatype="FP32",
                 ),
+                Option(
+                    "background_enhance",
+                    "bool",
+                    False,
+                    "also upscale the whole image x2 with Real-ESRGAN (realesrgan_x2plus) and paste the "
+                    "restored faces into it, as CodeFormer's --bg_upsampler realesrgan: the output is 2x the input",
+                    tensor="BACKGROUND_ENHANCE",
+                    datatype="BOOL",
+                ),
                 FORMAT,
             ),  # fmt: skip
             ensembles=("face_enhancer",),
-            models=("faces", "face_enhance", "codeformer"),
+            models=("faces", "face_enhance", "codeformer", FRAME_ENHANCER_MODELS["2"]),
             outputs=("OUTPUT", "OUTPUT_SIZE", "FACE_COUNT"),
         ),
         Processor(

@@ -179,17 +179,24 @@ def enhance_faces(
     blend: float,
     infer: Infer,
     max_batch: int,
+    canvas: np.ndarray | None = None,
 ) -> np.ndarray:
     """Every face of HWC uint8 RGB ``rgb`` (landmarks float32 [N, 68, 2]) aligned on the FFHQ 512
     template (``align.prepare_face``), restored by CodeFormer as one batch (``restore_in_batches``)
     and pasted back with the feathered mask (``align.paste_back``), one after the other, largest
-    first; ``blend`` in 0..1 mixes each restored face with the input. Same shape and dtype as ``rgb``."""
+    first; ``blend`` in 0..1 mixes each restored face with the input. Same shape and dtype as ``rgb``.
+
+    ``canvas``: paste into this image instead, an upscaled ``rgb`` (``background_enhance``); the
+    faces are cut from ``rgb`` and placed at the canvas's scale."""
     prepared = [prepare_face(rgb, points) for points in np.asarray(landmarks, dtype=np.float32)]
     faces = np.stack([face for face, _ in prepared])
     restored = restore_in_batches(faces, fidelity, infer, max_batch)
-    result = rgb
+    result = rgb if canvas is None else canvas
+    scale = result.shape[1] / rgb.shape[1]
     for (_, affine), output in zip(prepared, restored, strict=True):
-        pasted = paste_back(result, from_network(output), affine)
+        placed = affine.copy()
+        placed[:, :2] /= scale  # crop = A (x / scale) + t for canvas pixels x
+        pasted = paste_back(result, from_network(output), placed)
         if blend < 1.0:
             mixed = pasted.astype(np.float32) * blend + result.astype(np.float32) * (1.0 - blend)
             pasted = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
@@ -197,7 +204,8 @@ def enhance_faces(
     return result
 
 
-FACE_ENHANCE_INPUTS = ("RGB", "FACE_LANDMARKS", "FIDELITY", "BLEND", "FORMAT")
+FACE_ENHANCE_INPUTS = ("RGB", "FACE_LANDMARKS", "FIDELITY", "BLEND", "BACKGROUND_ENHANCE", "FORMAT")
+BACKGROUND_UPSCALER = registry.FRAME_ENHANCER_MODELS["2"]  # CodeFormer's background upsampler
 
 
 def face_enhance_stage(inputs: Tensors, infer: Infer, max_batch: int) -> dict[str, np.ndarray]:
@@ -210,12 +218,27 @@ def face_enhance_stage(inputs: Tensors, infer: Infer, max_batch: int) -> dict[st
     landmarks = np.asarray(_require(inputs, "FACE_LANDMARKS", "face_enhance"), dtype=np.float32)
     if landmarks.size == 0:
         raise PipelineError(NO_FACE_DETECTED, "face_enhance", "no face to enhance")
+    canvas = None
+    if options["background_enhance"]:
+        from facecraft.pipeline.tiles import enhance_frame
+
+        def upscale(tiles: np.ndarray) -> np.ndarray:
+            try:
+                return upscale_in_batches(BACKGROUND_UPSCALER, tiles, infer, max_batch)
+            except PipelineError as error:
+                if error.code == MODEL_UNAVAILABLE:
+                    raise unavailable_model_error(
+                        "background_enhance", BACKGROUND_UPSCALER, error.detail, "face_enhance"
+                    ) from None
+                raise
+
+        canvas = enhance_frame(rgb, upscale, scale=2)
     enhanced = enhance_faces(
-        rgb, landmarks.reshape(-1, 68, 2), options["fidelity"], options["blend"], infer, max_batch
+        rgb, landmarks.reshape(-1, 68, 2), options["fidelity"], options["blend"], infer, max_batch, canvas
     )
     return {
         "OUTPUT": bytes_tensor(encode_image(enhanced, options["format"])),
-        "OUTPUT_SIZE": np.array([rgb.shape[1], rgb.shape[0]], dtype=np.int32),
+        "OUTPUT_SIZE": np.array([enhanced.shape[1], enhanced.shape[0]], dtype=np.int32),
     }
 
 

@@ -248,3 +248,45 @@ def test_frame_enhancer_refuses_bad_options_and_names_an_absent_model():
         match="model_unavailable: enhance_frame: model=scale=2 needs the Triton model realesrgan_x2plus",
     ):
         _enhance(image, NearestRealESRGAN(unavailable=True), SCALE=np.array([b"2"], np.object_))
+
+
+class CodeFormerAndRealESRGAN:
+    """codeformer → flat mid-grey faces; realesrgan_x2plus → nearest ×2; records the models."""
+
+    def __init__(self, upscaler_served: bool = True):
+        self.models: list[str] = []
+        self.upscaler_served = upscaler_served
+
+    def __call__(self, model, inputs, outputs):
+        self.models.append(model)
+        if model == "codeformer":
+            return {"output": np.zeros_like(inputs["input"])}
+        if not self.upscaler_served:
+            raise PipelineError("model_unavailable", "bls", f"{model}: not found")
+        return NearestRealESRGAN()(model, inputs, outputs)
+
+
+def test_background_enhance_upscales_x2_and_pastes_the_faces_at_the_new_scale(group):
+    _, outputs = group
+    rgb, landmarks = outputs["RGB"], outputs["FACE_LANDMARKS"]
+    infer = CodeFormerAndRealESRGAN()
+    result = ps.face_enhance_stage(
+        {"RGB": rgb, "FACE_LANDMARKS": landmarks, "BACKGROUND_ENHANCE": np.array([True])},
+        infer=infer,
+        max_batch=16,
+    )
+    h, w = rgb.shape[:2]
+    image = np.asarray(Image.open(io.BytesIO(result["OUTPUT"][0])))
+    assert image.shape[:2] == (2 * h, 2 * w) and tuple(result["OUTPUT_SIZE"]) == (2 * w, 2 * h)
+    assert infer.models[0] == "realesrgan_x2plus" and "codeformer" in infer.models
+    nose = landmarks.reshape(-1, 68, 2)[0, 30]
+    x, y = int(round(nose[0] * 2)), int(round(nose[1] * 2))
+    assert np.abs(image[y, x].astype(int) - 128).max() <= 2  # the restored (mid-grey) face is there
+    far = (2, 2)  # a background corner is the ×2 upscale of the input's
+    assert np.array_equal(image[far], rgb[far[0] // 2, far[1] // 2])
+    with pytest.raises(PipelineError, match="model_unavailable: face_enhance: model=background_enhance"):
+        ps.face_enhance_stage(
+            {"RGB": rgb, "FACE_LANDMARKS": landmarks, "BACKGROUND_ENHANCE": np.array([True])},
+            infer=CodeFormerAndRealESRGAN(upscaler_served=False),
+            max_batch=16,
+        )

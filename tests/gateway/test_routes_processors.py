@@ -126,7 +126,7 @@ def test_bad_requests_get_documented_codes(gateway_client, name, files, data, st
     response = gateway_client.post(f"/api/v1/processors/{name}", files=files, data=data)
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
     if error == "not_found":
-        assert "face_enhancer, background_remover, face_analyser" in response.json()["error_message"]
+        assert "face_enhancer, background_remover, frame_enhancer, face_analyser" in response.json()["error_message"]
 
 
 def test_metrics_count_each_processor_and_its_errors(gateway_client):

@@ -13,7 +13,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "processors.md"
 
 
 def test_every_processor_is_listed_portrait_first():
-    assert processors.names() == ("portrait", "face_enhancer", "background_remover", "face_analyser")
+    assert processors.names() == (
+        "portrait", "face_enhancer", "background_remover", "frame_enhancer", "face_analyser",
+    )  # fmt: skip
     for processor in processors.PROCESSORS.values():
         described = processor.as_dict()
         assert described["name"] == processor.name and described["options"]
@@ -43,6 +45,8 @@ def test_portrait_ranges_are_the_pipeline_ones():
         ("background_remover", {"background": "1, 2, 3", "mask_only": "true"}, {"background": (1, 2, 3), "mask_only": True}),
         ("face_analyser", {"annotate": "0"}, {"annotate": False}),
         ("face_enhancer", {"format": "JPEG"}, {"format": "jpeg"}),
+        ("face_enhancer", {"background_enhance": "yes"}, {"background_enhance": True}),
+        ("frame_enhancer", {"scale": "2", "tile": "128", "overlap": "0"}, {"scale": "2", "tile": 128, "overlap": 0}),
     ],
 )  # fmt: skip
 def test_options_parse_form_strings(processor, values, expected):

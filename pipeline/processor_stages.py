@@ -222,16 +222,7 @@ def face_enhance_stage(inputs: Tensors, infer: Infer, max_batch: int) -> dict[st
     if options["background_enhance"]:
         from facecraft.pipeline.tiles import enhance_frame
 
-        def upscale(tiles: np.ndarray) -> np.ndarray:
-            try:
-                return upscale_in_batches(BACKGROUND_UPSCALER, tiles, infer, max_batch)
-            except PipelineError as error:
-                if error.code == MODEL_UNAVAILABLE:
-                    raise unavailable_model_error(
-                        "background_enhance", BACKGROUND_UPSCALER, error.detail, "face_enhance"
-                    ) from None
-                raise
-
+        upscale = upscaler(BACKGROUND_UPSCALER, infer, max_batch, "background_enhance", "face_enhance")
         canvas = enhance_frame(rgb, upscale, scale=2)
     enhanced = enhance_faces(
         rgb, landmarks.reshape(-1, 68, 2), options["fidelity"], options["blend"], infer, max_batch, canvas
@@ -379,6 +370,23 @@ def upscale_in_batches(model: str, tiles: np.ndarray, infer: Infer, max_batch: i
     return np.concatenate(outputs)
 
 
+def upscaler(
+    model: str, infer: Infer, max_batch: int, option: str, step: str
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``tiles → upscaled tiles`` through ``model`` (``upscale_in_batches``); a model Triton does
+    not serve becomes ``model_unavailable`` naming ``option`` and the model."""
+
+    def upscale(tiles: np.ndarray) -> np.ndarray:
+        try:
+            return upscale_in_batches(model, tiles, infer, max_batch)
+        except PipelineError as error:
+            if error.code == MODEL_UNAVAILABLE:
+                raise unavailable_model_error(option, model, error.detail, step) from None
+            raise
+
+    return upscale
+
+
 def enhance_frame_stage(inputs: Tensors, infer: Infer, max_batch: int) -> dict[str, np.ndarray]:
     """IMAGE BYTES [1], SCALE, TILE, OVERLAP, FORMAT → OUTPUT BYTES [1] (PNG or JPEG exactly
     scale × the input size), OUTPUT_SIZE INT32 [2] (w, h of the output).
@@ -393,16 +401,7 @@ def enhance_frame_stage(inputs: Tensors, infer: Infer, max_batch: int) -> dict[s
     scale = int(options["scale"])
     model = registry.FRAME_ENHANCER_MODELS[options["scale"]]
 
-    def upscale(tiles: np.ndarray) -> np.ndarray:
-        try:
-            return upscale_in_batches(model, tiles, infer, max_batch)
-        except PipelineError as error:
-            if error.code == MODEL_UNAVAILABLE:
-                raise unavailable_model_error(
-                    f"scale={scale}", model, error.detail, "enhance_frame"
-                ) from None
-            raise
-
+    upscale = upscaler(model, infer, max_batch, f"scale={scale}", "enhance_frame")
     enhanced = enhance_frame(rgb, upscale, scale=scale, tile=options["tile"], overlap=options["overlap"])
     return {
         "OUTPUT": bytes_tensor(encode_image(enhanced, options["format"])),

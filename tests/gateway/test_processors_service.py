@@ -18,7 +18,14 @@ def test_portrait_keeps_only_given_options_so_settings_defaults_apply():
 
 def test_other_processors_get_every_registry_default():
     resolved = resolve_options("face_enhancer", {"blend": "0.5"})
-    assert resolved == {"fidelity": 0.7, "max_faces": 16, "min_face_size": 0, "blend": 0.5, "format": "png"}
+    assert resolved == {
+        "fidelity": 0.7,
+        "max_faces": 16,
+        "min_face_size": 0,
+        "blend": 0.5,
+        "background_enhance": False,
+        "format": "png",
+    }
 
 
 @pytest.mark.parametrize(

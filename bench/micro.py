@@ -3,7 +3,10 @@
 - ``facecraft bench-steps``: the Python steps of the portrait (PNG encoding: Pillow level 6, the
   encoder before, against ``facecraft.pipeline.compose.encode_png``; the JPEG size-cap search:
   the linear walk before against ``encode_jpeg_capped``, with encode counts; the whole compose
-  step; face detection), on the benchmark photos.
+  step; face detection, HOG on RGB before against HOG on the luma after, with face counts and box
+  IoU), on the benchmark photos; with a faces folder (the CLI's default: ../shared/data/faces),
+  the detection's face counts on all its photos and the landmark error on dlib's annotated faces
+  (``facecraft.bench.landmarks``), before and after.
 - ``facecraft bench-precision``: each ONNX model at fp32 against its ``model.int8.onnx`` (or
   ``model.fp16.onnx``) export on the same inputs: per-image time, speed-up, and the deviation of
   the output (U²-Net: alpha MAE and IoU at 0.5 of the pipeline's normalised alpha; CodeFormer:

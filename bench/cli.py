@@ -63,7 +63,10 @@ def run_steps_command(args: argparse.Namespace) -> int:
     photos = _photo_paths(args.photos)
     if not photos:
         raise CliError("no photos found")
-    md_path, json_path = run_steps(photos, repeats=args.repeats, out_dir=args.out)
+    from facecraft.bench.harness import SHARED_FACES
+
+    faces_dir = args.photos or (SHARED_FACES if SHARED_FACES.is_dir() else None)
+    md_path, json_path = run_steps(photos, repeats=args.repeats, out_dir=args.out, faces_dir=faces_dir)
     print(f"report: {md_path}\n        {json_path}")
     return 0
 

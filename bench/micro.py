@@ -3,7 +3,10 @@
 - ``facecraft bench-steps``: the Python steps of the portrait (PNG encoding: Pillow level 6, the
   encoder before, against ``facecraft.pipeline.compose.encode_png``; the JPEG size-cap search:
   the linear walk before against ``encode_jpeg_capped``, with encode counts; the whole compose
-  step; face detection), on the benchmark photos.
+  step; face detection, HOG on RGB before against HOG on the luma after, with face counts and box
+  IoU), on the benchmark photos; with a faces folder (the CLI's default: ../shared/data/faces),
+  the detection's face counts on all its photos and the landmark error on dlib's annotated faces
+  (``facecraft.bench.landmarks``), before and after.
 - ``facecraft bench-precision``: each ONNX model at fp32 against its ``model.int8.onnx`` (or
   ``model.fp16.onnx``) export on the same inputs: per-image time, speed-up, and the deviation of
   the output (U²-Net: alpha MAE and IoU at 0.5 of the pipeline's normalised alpha; CodeFormer:
@@ -362,7 +365,13 @@ def _measure_photo(path: Path, repeats: int, caps_kb: tuple[int, ...], probes: P
             "before": timing(times["before"]),
             "after": timing(times["after"]),
         }
-    whole = alternate({"compose": compose_once, "detect": lambda: detect_face(rgb)}, repeats)
+    whole = alternate(
+        {
+            "compose": compose_once,
+            **{name: (lambda c=c: detect_face(rgb, c)) for name, c in DETECT_VARIANTS.items()},
+        },
+        repeats,
+    )
     after = probes.take(f"after {path.name}")
     row = {
         "photo": path.name,
@@ -372,13 +381,58 @@ def _measure_photo(path: Path, repeats: int, caps_kb: tuple[int, ...], probes: P
         "compose_after": timing(whole["compose"]),
         "probe_window": (before, after),
     }
-    return row, {"photo": path.name, "detect": timing(whole["detect"])}
+    before_ms, after_ms = (statistics.median(whole[name]) for name in DETECT_VARIANTS)
+    return row, {
+        "photo": path.name,
+        **{name: timing(whole[name]) for name in DETECT_VARIANTS},
+        "speedup_median": before_ms / after_ms,
+        **same_faces(rgb),
+    }
+
+
+# face detection: HOG on RGB (before issue #12) against HOG on the luma (the pipeline now)
+DETECT_VARIANTS = {"detect rgb (before)": "rgb", "detect gray (after)": "gray"}
+
+
+def same_faces(rgb: np.ndarray) -> dict:
+    """Faces of both ``DETECT_VARIANTS`` on one HWC uint8 RGB image: the counts, and the worst IoU of
+    a box found before with its best match after (1.0 when there is none to match)."""
+    from facecraft.bench.landmarks import box_iou
+    from facecraft.pipeline.detect import find_faces
+
+    before, after = (find_faces(rgb, c) for c in DETECT_VARIANTS.values())
+    worst = min((max((box_iou(a, b) for b in after), default=0.0) for a in before), default=1.0)
+    return {"faces_before": len(before), "faces_after": len(after), "worst_box_iou": worst}
+
+
+def detection_coverage(faces_dir: Path) -> dict:
+    """:func:`same_faces` on every photo of ``faces_dir`` and the landmark error of each
+    ``DETECT_VARIANTS`` on its dlib-annotated photos (``facecraft.bench.landmarks.evaluate``)."""
+    from facecraft.bench.landmarks import evaluate
+    from facecraft.client.batch import collect_images
+    from facecraft.pipeline.decode import decode_image
+
+    photos = [
+        {"photo": path.name, **same_faces(decode_image(path.read_bytes()).rgb)}
+        for path in collect_images([str(faces_dir)])
+    ]
+    return {
+        "photos": photos,
+        "landmarks": {name: evaluate(faces_dir, c) for name, c in DETECT_VARIANTS.items()},
+    }
 
 
 def run_steps(
-    photos: list[Path], *, repeats: int = 5, caps_kb: tuple[int, ...] = (200, 60, 30), out_dir: Path
+    photos: list[Path],
+    *,
+    repeats: int = 5,
+    caps_kb: tuple[int, ...] = (200, 60, 30),
+    out_dir: Path,
+    faces_dir: Path | None = None,
 ) -> tuple[Path, Path]:
-    """PNG candidates, JPEG search before/after (same bytes, encode counts), compose and detect."""
+    """PNG candidates, JPEG search before/after (same bytes, encode counts), compose and detect
+    before/after; with ``faces_dir``, the detection's face counts on all its photos and landmark
+    error on its dlib-annotated ones, before and after (:func:`detection_coverage`)."""
     started = datetime.now(timezone.utc)
     probes = ProbeLog(measure=lambda: conv_probe("cpu").gflops)
     probes.take("start")
@@ -387,6 +441,7 @@ def run_steps(
         row, detect_row = _measure_photo(path, repeats, caps_kb, probes)
         rows.append(row)
         detect_rows.append(detect_row)
+    coverage = detection_coverage(faces_dir) if faces_dir is not None else None
     probes.take("end")
     report = {
         "kind": "steps",
@@ -395,6 +450,7 @@ def run_steps(
         "conv_probe_series": {**summary([s["gflops"] for s in probes.samples]), "samples": probes.samples},
         "compose": rows,
         "detect": detect_rows,
+        "detection_coverage": coverage,
     }
     stem = f"{started.strftime('%Y%m%dT%H%M%SZ')}-steps"
     return _write(out_dir, stem, report, render_steps(report))
@@ -437,12 +493,51 @@ def render_steps(report: dict) -> str:
         "",
         "## Whole steps (after)",
         "",
-        "| photo | input | compose ms | detect ms |",
-        "|---|---|---|---|",
+        "| photo | input | compose ms | detect rgb (before) ms | detect gray (after) ms | ratio | "
+        "faces before → after | worst box IoU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    before, after = DETECT_VARIANTS
     for r, d in zip(report["compose"], report["detect"], strict=True):
         lines.append(
             f"| {r['photo']} | {r['size'][0]}×{r['size'][1]} | {r['compose_after']['median_ms']:.0f} | "
-            f"{d['detect']['median_ms']:.0f} |"
+            f"{d[before]['median_ms']:.0f} | {d[after]['median_ms']:.0f} | **{d['speedup_median']:.2f}×** | "
+            f"{d['faces_before']} → {d['faces_after']} | {d['worst_box_iou']:.2f} |"
         )
+    coverage = report.get("detection_coverage")
+    if coverage:
+        lines += _render_coverage(coverage)
     return "\n".join(lines) + "\n"
+
+
+def _render_coverage(coverage: dict) -> list[str]:
+    photos = coverage["photos"]
+    changed = [p for p in photos if p["faces_before"] != p["faces_after"]]
+    lines = [
+        "",
+        "## Detection before / after on every shared photo",
+        "",
+        f"{len(photos)} photos; face count changed on {len(changed)}"
+        + "".join(f"; {p['photo']} {p['faces_before']} → {p['faces_after']}" for p in changed)
+        + f"; worst IoU of a face found before with its match after: "
+        f"{min((p['worst_box_iou'] for p in photos), default=1.0):.2f}",
+        "",
+        "## Landmark error on dlib's annotated faces (NME, inter-ocular)",
+        "",
+        "| variant | faces matched / annotated | NME mean | median | max | detected / annotated per photo |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in coverage["landmarks"].items():
+        per_photo = ", ".join(f"{p['detected']}/{p['annotated']}" for p in result["photos"])
+        nme = [result[k] for k in ("nme_mean", "nme_median", "nme_max")]
+        lines.append(
+            f"| {name} | {result['faces_matched']} / {result['faces_annotated']} | "
+            + " | ".join("n/a" if v is None else f"{v:.4f}" for v in nme)
+            + f" | {per_photo} |"
+        )
+    lines += [
+        "",
+        "The reference points are dlib's own landmark model on dlib's hand-drawn boxes "
+        "(facecraft.bench.landmarks): the error says what the detected box does to the landmarks.",
+    ]
+    return lines

@@ -25,6 +25,11 @@ SMALLEST_FACE_IN_COPY = 80 / 2**DETECTION_UPSAMPLE
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 # HOG SVM score (dlib default threshold 0); real frontal faces here score ~0.5-2.5.
 CONFIDENT_SCORE = 0.25
+# What HOG searches: "gray" (one luma channel, BT.601 as cv2.COLOR_RGB2GRAY) or "rgb" (dlib takes
+# the strongest of the three channels' gradients: ~1.4x the work). Chosen by `facecraft bench-steps`
+# (issue #12): gray finds every face rgb finds on the shared photos, with the same landmark error
+# on dlib's annotated faces; on gray content (R = G = B) the two give the same boxes.
+DETECTION_CHANNELS = "gray"
 
 
 @dataclass(frozen=True)
@@ -84,19 +89,24 @@ def min_face_size(width: int, height: int) -> float:
     return SMALLEST_FACE_IN_COPY / detection_scale(width, height)
 
 
-def find_scored_faces(rgb: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+def find_scored_faces(
+    rgb: np.ndarray, channels: str = DETECTION_CHANNELS
+) -> list[tuple[tuple[float, float, float, float], float]]:
     """Every frontal face in an HWC uint8 RGB image as ((x, y, w, h) in its pixels, HOG score), in a
     deterministic order: largest box first, equal sizes left to right (then top to bottom).
 
     One HOG pass with one upsampling step on a copy of ≤ ``DETECTION_MAX_PIXELS`` (the image itself
     when it is smaller; ``INTER_AREA`` otherwise): it finds faces from :func:`min_face_size` up to
-    the whole image. Detections scoring below ``CONFIDENT_SCORE`` (HOG false positives on hands,
+    the whole image. HOG searches the copy's luma (``channels="gray"``, the default) or its RGB
+    (``"rgb"``, the search before issue #12, kept for the benchmark). Detections scoring below ``CONFIDENT_SCORE`` (HOG false positives on hands,
     badges, fabric...) are dropped when a confident one exists, so such a false positive can neither
     beat the real face nor add to the count; a lone weak detection is kept. The score is dlib's SVM
     margin (0 = its threshold; real frontal faces here score ~0.5-2.5).
 
-    Raises ``ValueError`` for anything but a non-empty HWC uint8 RGB array.
+    Raises ``ValueError`` for anything but a non-empty HWC uint8 RGB array or an unknown ``channels``.
     """
+    if channels not in ("gray", "rgb"):
+        raise ValueError(f"channels must be 'gray' or 'rgb', got {channels!r}")
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
         raise ValueError(f"face detection expects non-empty HWC uint8 RGB, got {rgb.dtype} {rgb.shape}")
     h, w = rgb.shape[:2]
@@ -106,6 +116,8 @@ def find_scored_faces(rgb: np.ndarray) -> list[tuple[tuple[float, float, float, 
         if scale == 1.0
         else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     )
+    if channels == "gray":
+        small = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     rects, scores, _ = _face_detector().run(np.ascontiguousarray(small), DETECTION_UPSAMPLE, 0.0)
     found = list(zip(rects, scores, strict=True))
     if any(score >= CONFIDENT_SCORE for _, score in found):
@@ -117,9 +129,11 @@ def find_scored_faces(rgb: np.ndarray) -> list[tuple[tuple[float, float, float, 
     return sorted(scored, key=lambda item: (-item[0][2] * item[0][3], item[0][0], item[0][1]))
 
 
-def find_faces(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+def find_faces(
+    rgb: np.ndarray, channels: str = DETECTION_CHANNELS
+) -> list[tuple[float, float, float, float]]:
     """The boxes of :func:`find_scored_faces` (same order, same errors)."""
-    return [box for box, _ in find_scored_faces(rgb)]
+    return [box for box, _ in find_scored_faces(rgb, channels)]
 
 
 def landmarks_for_box(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -132,15 +146,15 @@ def landmarks_for_box(rgb: np.ndarray, box: tuple[float, float, float, float]) -
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
-def detect_face(rgb: np.ndarray) -> Detection:
+def detect_face(rgb: np.ndarray, channels: str = DETECTION_CHANNELS) -> Detection:
     """The largest frontal face of an HWC uint8 RGB image with its landmarks (computed on ``rgb`` at
     full resolution), and the number of faces :func:`find_faces` sees: every face whose box side is
     at least :func:`min_face_size` (40 px up to 0.64 MP, 1/20 of sqrt(W * H) above).
 
-    Raises ``ValueError`` for anything but a non-empty HWC uint8 RGB array, and
-    ``PipelineError(no_face_detected, "detect", ...)`` when there is no face.
+    ``channels``: what HOG searches (:func:`find_scored_faces`). Raises ``ValueError`` for anything
+    but a non-empty HWC uint8 RGB array, and ``PipelineError(no_face_detected, "detect", ...)`` when there is no face.
     """
-    boxes = find_faces(rgb)
+    boxes = find_faces(rgb, channels)
     if not boxes:
         h, w = rgb.shape[:2]
         raise PipelineError(NO_FACE_DETECTED, STEP, f"no face found in a {w}x{h} image")

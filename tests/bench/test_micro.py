@@ -51,6 +51,40 @@ def test_steps_report_compares_before_and_after_on_a_real_photo(faces_dir, tmp_p
     assert row["jpeg"]["20"]["encodes_before"] > 1 and row["jpeg"]["200"]["encodes_after"] == 1
     assert report["conv_probe_series"]["count"] == 3 and row["probe_window"] == [0, 1]
     assert "## JPEG size cap" in md_path.read_text()
+    (detect,) = report["detect"]
+    assert detect["faces_before"] == detect["faces_after"] == 1 and detect["worst_box_iou"] > 0.7
+    assert {"detect rgb (before)", "detect gray (after)"} <= set(detect) and detect["speedup_median"] > 0
+    assert report["detection_coverage"] is None
+
+
+def test_steps_report_has_detection_coverage_and_landmark_error(faces_dir, tmp_path):
+    from facecraft.bench.micro import detection_coverage
+
+    photos = tmp_path / "faces"
+    photos.mkdir()
+    for name in ("dlib__2008_001009.jpg", "dlib__2009_004587.jpg"):
+        (photos / name).write_bytes((faces_dir / name).read_bytes())
+    coverage = detection_coverage(photos)
+    assert [(p["faces_before"], p["faces_after"]) for p in coverage["photos"]] == [(2, 2), (2, 2)]
+    for result in coverage["landmarks"].values():
+        assert result["faces_matched"] == result["faces_annotated"] == 4
+        assert 0 < result["nme_mean"] < 0.05 and len(result["missing"]) == 7
+    from facecraft.bench.micro import render_steps
+
+    text = render_steps(
+        {
+            "timestamp": "t",
+            "conv_probe_series": _steady(),
+            "compose": [],
+            "detect": [],
+            "detection_coverage": coverage,
+        }
+    )
+    assert "## Landmark error on dlib's annotated faces" in text and "4 / 4" in text
+
+
+def _steady() -> dict:
+    return {"count": 2, "min": 100.0, "median": 100.0, "max": 100.0, "spread": 0.0, "disturbed": False}
 
 
 def test_precision_report_compares_two_files_on_the_same_inputs(tiny_model_repo, faces_dir, tmp_path):

@@ -3,7 +3,14 @@ import numpy as np
 import pytest
 
 from facecraft.pipeline.decode import decode_image
-from facecraft.pipeline.detect import LANDMARKS_FILE, detect_face, find_faces, min_face_size, models_dir
+from facecraft.pipeline.detect import (
+    LANDMARKS_FILE,
+    detect_face,
+    find_faces,
+    find_scored_faces,
+    min_face_size,
+    models_dir,
+)
 from facecraft.pipeline.errors import PipelineError
 from tests.fixtures.images import MULTI_FACE_PHOTOS, NO_FACE_PHOTOS, SINGLE_FACE_PHOTOS
 
@@ -127,3 +134,18 @@ def test_real_multi_face_photos(faces_dir, name, count):
 def test_bad_input_raises_value_error(bad):
     with pytest.raises(ValueError, match="non-empty HWC uint8 RGB"):
         find_faces(bad)
+
+
+def test_gray_search_equals_rgb_search_on_gray_content(faces_dir):
+    # Einstein01 is grayscale content stored as RGB: the luma search finds the RGB search's box
+    # (dlib's RGB gradient arithmetic moves the score a little: 1.208 vs 1.250).
+    rgb = decode_image((faces_dir / "cf__Einstein01.png").read_bytes()).rgb
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+    ((gray_box, gray_score),) = find_scored_faces(rgb, "gray")
+    ((rgb_box, rgb_score),) = find_scored_faces(rgb, "rgb")
+    assert gray_box == rgb_box and gray_score == pytest.approx(rgb_score, abs=0.1)
+
+
+def test_unknown_channels_raise_value_error(astronaut_rgb):
+    with pytest.raises(ValueError, match="channels"):
+        find_faces(astronaut_rgb, "bgr")

@@ -25,11 +25,13 @@ SMALLEST_FACE_IN_COPY = 80 / 2**DETECTION_UPSAMPLE
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 # HOG SVM score (dlib default threshold 0); real frontal faces here score ~0.5-2.5.
 CONFIDENT_SCORE = 0.25
-# What HOG searches: "gray" (one luma channel, BT.601 as cv2.COLOR_RGB2GRAY) or "rgb" (dlib takes
-# the strongest of the three channels' gradients: ~1.4x the work). Chosen by `facecraft bench-steps`
-# (issue #12): gray finds every face rgb finds on the shared photos, with the same landmark error
-# on dlib's annotated faces; on gray content (R = G = B) the two give the same boxes.
-DETECTION_CHANNELS = "gray"
+# What HOG searches: "rgb" (dlib takes the strongest of the three channels' gradients) or "gray"
+# (one luma channel, BT.601 as cv2.COLOR_RGB2GRAY: ~1.2-1.5x less work, `facecraft bench-steps`).
+# RGB stays the default: the luma scores real faces ~0.9x lower, so CONFIDENT_SCORE (calibrated on
+# RGB) let a 0.26 false positive larger than the face through on the 15-degree rotated astronaut
+# (tests/pipeline/test_compose.py), and "largest face wins" then levelled the wrong box; no single
+# threshold separated it from the weakest real luma face (0.29) with a margin (docs/pipeline.md).
+DETECTION_CHANNELS = "rgb"
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,8 @@ def find_scored_faces(
 
     One HOG pass with one upsampling step on a copy of ≤ ``DETECTION_MAX_PIXELS`` (the image itself
     when it is smaller; ``INTER_AREA`` otherwise): it finds faces from :func:`min_face_size` up to
-    the whole image. HOG searches the copy's luma (``channels="gray"``, the default) or its RGB
-    (``"rgb"``, the search before issue #12, kept for the benchmark). Detections scoring below ``CONFIDENT_SCORE`` (HOG false positives on hands,
+    the whole image. HOG searches the copy's RGB (``channels="rgb"``, the default) or its luma
+    (``"gray"``, cheaper, measured and not adopted: see ``DETECTION_CHANNELS``). Detections scoring below ``CONFIDENT_SCORE`` (HOG false positives on hands,
     badges, fabric...) are dropped when a confident one exists, so such a false positive can neither
     beat the real face nor add to the count; a lone weak detection is kept. The score is dlib's SVM
     margin (0 = its threshold; real frontal faces here score ~0.5-2.5).

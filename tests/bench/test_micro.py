@@ -53,7 +53,9 @@ def test_steps_report_compares_before_and_after_on_a_real_photo(faces_dir, tmp_p
     assert "## JPEG size cap" in md_path.read_text()
     (detect,) = report["detect"]
     assert detect["faces_before"] == detect["faces_after"] == 1 and detect["worst_box_iou"] > 0.7
-    assert {"detect rgb (before)", "detect gray (after)"} <= set(detect) and detect["speedup_median"] > 0
+    assert {"detect rgb (pipeline)", "detect gray (candidate)"} <= set(detect) and detect[
+        "speedup_median"
+    ] > 0
     assert report["detection_coverage"] is None
 
 

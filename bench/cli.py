@@ -170,6 +170,14 @@ def _register_bench(subparsers) -> None:
         help="benchmark model repository (default .facecraft/bench-repo-<preset>)",
     )
     parser.add_argument("--no-gateway", action="store_true", help="skip the gateway scenario")
+    from facecraft import processors
+
+    parser.add_argument(
+        "--processor",
+        choices=processors.names(),
+        help="benchmark this processor's ensemble (registry, docs/processors.md) through Triton gRPC "
+        "instead of the portrait scenarios: images/s at --concurrency (default 1,16) with conv probes",
+    )
     parser.add_argument(
         "--plans",
         default="auto",
@@ -189,7 +197,8 @@ def _register_bench(subparsers) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from facecraft.bench.harness import BenchConfig, run_benchmark
 
-    concurrency = args.concurrency or ([1, 2] if args.quick else [1, 4, 16])
+    default_concurrency = [1, 16] if args.processor else [1, 4, 16]
+    concurrency = args.concurrency or ([1, 2] if args.quick else default_concurrency)
     requests = args.requests or (3 if args.quick else 16)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if args.no_gateway and "gateway" in scenarios:
@@ -220,6 +229,14 @@ def run_bench(args: argparse.Namespace) -> int:
             parse_plan_spec(spec, instance_plan(config))
     except ValueError as error:
         raise CliError(str(error)) from error
-    md_path, json_path = run_benchmark(config)
+    if args.processor:
+        from facecraft.bench.processors import run_processor_benchmark
+
+        try:
+            md_path, json_path = run_processor_benchmark(config, args.processor)
+        except ValueError as error:
+            raise CliError(str(error)) from error
+    else:
+        md_path, json_path = run_benchmark(config)
     print(f"report: {md_path}\n        {json_path}")
     return 0

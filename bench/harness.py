@@ -178,15 +178,17 @@ def export_records(repo: Path) -> dict[str, dict]:
     return records
 
 
-def select_photos(photos_dir: Path | None, limit: int | None = None) -> list[tuple[str, bytes]]:
-    """(name, bytes) of the benchmark photos: ``photos_dir``'s images, else the shared default set,
-    else the public-domain astronaut from scikit-image."""
+def select_photos(
+    photos_dir: Path | None, limit: int | None = None, names: tuple[str, ...] = DEFAULT_PHOTOS
+) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the benchmark photos: ``photos_dir``'s images, else the shared photos
+    ``names`` (default: the six single-face ones), else the public-domain astronaut from scikit-image."""
     if photos_dir is not None:
         paths = sorted(p for p in Path(photos_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise FileNotFoundError(f"no photos in {photos_dir}")
     else:
-        paths = [SHARED_FACES / name for name in DEFAULT_PHOTOS if (SHARED_FACES / name).is_file()]
+        paths = [SHARED_FACES / name for name in names if (SHARED_FACES / name).is_file()]
     photos = [(p.name, p.read_bytes()) for p in paths]
     if not photos:
         import io
@@ -317,32 +319,77 @@ async def measure_served_scenario(
     for enhance in enhance_modes:
         options = PortraitOptions(enhance=enhance)
         await process(photos[0][1], photos[0][0], options)  # warm-up
-        requests = requests_for(config, enhance)
-        for concurrency in config.concurrency:
-            probe_before = probes.last
-            before = snapshot(stats_url)
-            with _progress(requests, f"{scenario} enhance={enhance} c{concurrency}") as bar:
-                load = await run_async_load(
-                    lambda data, name, o=options: process(data, name, o),
-                    photos,
-                    requests=requests,
-                    concurrency=concurrency,
-                    on_request=bar.update,
-                )
-            deltas = diff_statistics(before, snapshot(stats_url))
-            probe_after = probes.take(f"after {scenario} enhance={enhance} c{concurrency}")
-            results.append(
-                {
-                    "scenario": scenario,
-                    "enhance": enhance,
-                    "concurrency": concurrency,
-                    "effective_concurrency": min(concurrency, requests),
-                    **load.summary(),
-                    "triton_models": [d.to_dict() for d in deltas],
-                    "probe_window": (probe_before, probe_after),
-                }
+        await measure_concurrencies(
+            scenario,
+            lambda data, name, o=options: process(data, name, o),
+            samples=photos,
+            requests=requests_for(config, enhance),
+            concurrency=config.concurrency,
+            stats_url=stats_url,
+            results=results,
+            probes=probes,
+            fields={"enhance": enhance},
+        )
+
+
+async def measure_concurrencies(
+    scenario: str,
+    call: Callable[[object, str], Awaitable[object]],
+    *,
+    samples: list[tuple[str, object]],
+    requests: int,
+    concurrency: list[int],
+    stats_url: str,
+    results: list[dict],
+    probes: ProbeLog,
+    fields: dict,
+) -> None:
+    """``requests`` calls of ``call(sample, name)`` (round-robin over ``samples``) at each
+    ``concurrency``, each bracketed by Triton statistics snapshots (per-model queue/compute time
+    and batch sizes in ``triton_models``) and followed by a conv probe (``probe_window``). One
+    record per concurrency (``scenario``, ``fields``, images/s, latencies) is appended to ``results``."""
+    label = " ".join(f"{key}={value}" for key, value in fields.items())
+    for level in concurrency:
+        probe_before = probes.last
+        before = snapshot(stats_url)
+        with _progress(requests, f"{scenario} {label} c{level}") as bar:
+            load = await run_async_load(
+                call, samples, requests=requests, concurrency=level, on_request=bar.update
             )
-            log(_line(results[-1]))
+        deltas = diff_statistics(before, snapshot(stats_url))
+        probe_after = probes.take(f"after {scenario} {label} c{level}")
+        results.append(
+            {
+                "scenario": scenario,
+                **fields,
+                "concurrency": level,
+                "effective_concurrency": min(level, requests),
+                **load.summary(),
+                "triton_models": [d.to_dict() for d in deltas],
+                "probe_window": (probe_before, probe_after),
+            }
+        )
+        log(_line(results[-1]))
+
+
+def start_triton(repo: Path, runtime_dir: Path):
+    """The embedded Triton over ``repo`` on free loopback ports, started (every model ready; a
+    generous 30 min for full models on loaded cores). The caller must ``stop()`` it."""
+    from facecraft.runtime.server import TritonServer
+
+    server = TritonServer(
+        repo,
+        runtime_dir=runtime_dir,
+        host="127.0.0.1",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        ready_timeout=1800,
+        exit_timeout=5,
+    )
+    log(f"starting embedded Triton over {repo} ...")
+    server.start()
+    return server
 
 
 def serve_and_measure(
@@ -363,22 +410,10 @@ def serve_and_measure(
     stop it. Returns peak RSS per group (``triton``, ``gateway``)."""
     from facecraft.client.async_portrait_client import AsyncPortraitClient
     from facecraft.client.gateway_client import AsyncGatewayClient
-    from facecraft.runtime.server import TritonServer
 
     first = len(results)
     rss: dict[str, dict[str, float]] = {}
-    server = TritonServer(
-        repo,
-        runtime_dir=runtime_dir,
-        host="127.0.0.1",
-        http_port=0,
-        grpc_port=0,
-        metrics_port=0,
-        ready_timeout=1800,
-        exit_timeout=5,
-    )
-    log(f"starting embedded Triton over {repo} ...")
-    server.start()
+    server = start_triton(repo, runtime_dir)
     try:
         log(f"Triton ready: grpc {server.grpc_url}, http {server.http_url}")
 
@@ -514,11 +549,17 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
         notes=notes,
         reference_gmac=REFERENCE_GMAC,
     )
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{config.preset}-{config.device}"
-    json_path, md_path = config.out_dir / f"{stem}.json", config.out_dir / f"{stem}.md"
+    return write_report(config.out_dir, started_at, f"{config.preset}-{config.device}", report,
+                        render_markdown(report))  # fmt: skip
+
+
+def write_report(out_dir: Path, started_at: datetime, suffix: str, report: dict, markdown: str):
+    """Write ``<out_dir>/<UTC timestamp>-<suffix>.{json,md}`` atomically; returns (md, json) paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{suffix}"
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     write_atomically(json_path, json.dumps(report, indent=2).encode())
-    write_atomically(md_path, render_markdown(report).encode())
+    write_atomically(md_path, markdown.encode())
     return md_path, json_path
 
 
@@ -526,7 +567,8 @@ def _line(result: dict) -> str:
     latency = result["latency_ms"]
     p50 = f"{latency['p50']:.0f}" if latency.get("p50") is not None else "-"
     name = f"{result['scenario']} ({result['pass']})" if result.get("pass") else result["scenario"]
+    mode = f"enhance={str(result['enhance']):<5}" if "enhance" in result else result.get("processor", "")
     return (
-        f"{name:<20} enhance={str(result['enhance']):<5} c{result['concurrency']:<3} "
+        f"{name:<20} {mode} c{result['concurrency']:<3} "
         f"{result['images_per_s']:.3f} img/s  p50 {p50} ms  ok {result['ok']}/{result['requests']}"
     )

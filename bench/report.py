@@ -216,17 +216,10 @@ def _probe_line(report: dict) -> str:
     )
 
 
-def render_markdown(report: dict) -> str:
-    """A human-readable Markdown version of ``report`` (same numbers as the JSON)."""
+def machine_lines(report: dict) -> list[str]:
+    """The ``## Machine`` section of a report (machine, conv probe and its series, instance plan)."""
     m = report["machine"]
-    lines = [
-        f"# Facecraft benchmark — preset `{report['preset']}`, device `{report['device']}`",
-        "",
-        f"{report['timestamp']} · {report['requests_per_scenario']} requests per scenario "
-        f"({report['enhanced_requests_per_scenario']} with enhancement) · "
-        f"concurrency {', '.join(map(str, report['concurrency']))}"
-        + (" · quick smoke run" if report["quick"] else ""),
-        "",
+    return [
         "## Machine",
         "",
         f"- CPU: {m.get('cpu_model')} ({m.get('usable_cores')} usable of {m.get('logical_cores')} logical cores), "
@@ -238,6 +231,20 @@ def render_markdown(report: dict) -> str:
         f"{report['conv_probe']['provider']})",
         _probe_line(report),
         f"- Triton instance plan: {report['instance_plan']['description']}",
+    ]
+
+
+def render_markdown(report: dict) -> str:
+    """A human-readable Markdown version of ``report`` (same numbers as the JSON)."""
+    lines = [
+        f"# Facecraft benchmark — preset `{report['preset']}`, device `{report['device']}`",
+        "",
+        f"{report['timestamp']} · {report['requests_per_scenario']} requests per scenario "
+        f"({report['enhanced_requests_per_scenario']} with enhancement) · "
+        f"concurrency {', '.join(map(str, report['concurrency']))}"
+        + (" · quick smoke run" if report["quick"] else ""),
+        "",
+        *machine_lines(report),
         "",
         "## Models",
         "",

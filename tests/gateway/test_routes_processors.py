@@ -126,7 +126,10 @@ def test_bad_requests_get_documented_codes(gateway_client, name, files, data, st
     response = gateway_client.post(f"/api/v1/processors/{name}", files=files, data=data)
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
     if error == "not_found":
-        assert "face_enhancer, background_remover, frame_enhancer, face_analyser" in response.json()["error_message"]
+        assert (
+            "face_enhancer, background_remover, frame_enhancer, face_analyser"
+            in response.json()["error_message"]
+        )
 
 
 def test_metrics_count_each_processor_and_its_errors(gateway_client):
@@ -230,3 +233,32 @@ def test_frame_enhancer_without_its_exported_model_is_a_clear_503(gateway_client
         "/api/v1/processors/frame_enhancer", files=upload("p.jpg", data), data={"scale": "3"}
     )
     assert refused.status_code == 400 and "scale" in refused.json()["error_message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "photo_name"),
+    [("face_enhancer", "codeformer", "dlib__2008_001009.jpg"), ("background_remover", "u2net", "fr__two_people.jpg")],
+)  # fmt: skip
+def test_an_unloaded_model_makes_its_processor_503_model_unavailable_until_loaded(
+    gateway_client, triton_server, name, model, photo_name
+):
+    from tests.gateway.test_models import restore_loaded
+
+    assert model in processors.get(name).models
+    files = upload("g.jpg", photo(photo_name))
+    try:
+        unloaded = gateway_client.post(f"/api/v1/models/{model}/unload")
+        assert unloaded.json() == {"name": model, "state": "UNLOADED"}, unloaded.text
+        answer = gateway_client.post(f"/api/v1/processors/{name}", files=files)
+        assert (answer.status_code, answer.json()["error"]) == (503, "model_unavailable"), answer.text
+        assert int(answer.headers["Retry-After"]) >= 1
+        assert model in answer.json()["error_message"]
+        loaded = gateway_client.post(f"/api/v1/models/{model}/load")
+        assert loaded.json() == {"name": model, "state": "READY"}, loaded.text
+        again = gateway_client.post(f"/api/v1/processors/{name}", files=files)
+        assert again.status_code == 200, again.text
+        assert again.headers["content-type"] == "image/png" and size_of(again.content) == size_of(
+            files["file"][1]
+        )
+    finally:
+        restore_loaded(triton_server, model)

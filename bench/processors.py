@@ -35,7 +35,7 @@ from facecraft.bench.harness import (
 )
 from facecraft.bench.machine import conv_probe, describe_machine
 from facecraft.bench.probes import DISTURBED_SPREAD, ProbeLog, ratio_spread, summary
-from facecraft.bench.report import _fmt, machine_lines
+from facecraft.bench.report import _fmt, machine_lines, weights_label
 
 REPORT_VERSION = 1
 # Small group photos of the shared set (2-3 annotated faces each, 360-500 px; ../shared/data/faces/
@@ -235,6 +235,8 @@ def render_processor_markdown(report: dict) -> str:
         f"{report['timestamp']} · ensemble `{report['ensemble']}` over Triton gRPC · input "
         f"{report['input_kind']} · {report['requests_per_scenario']} requests per concurrency",
         "",
+        f"Photos: {', '.join(report['photos'])}",
+        "",
         *machine_lines(report),
         "",
         "## Models",
@@ -243,13 +245,12 @@ def render_processor_markdown(report: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, model in report["models"].items():
-        trained = {True: "trained", False: "**untrained** (seeded random)"}.get(model["trained"], "unknown")
-        lines.append(f"| {name} | {model['preset']} | {model['precision']} | {trained} |")
+        lines.append(
+            f"| {name} | {model['preset']} | {model['precision']} | {weights_label(model['trained'])} |"
+        )
     lines += [
         "",
-        f"Photos: {', '.join(report['photos'])}",
-        "",
-        "## Throughput and latency",
+        "## Images/s over Triton gRPC",
         "",
         "| concurrency (effective) | ok / requests | images/s | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|",

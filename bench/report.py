@@ -216,6 +216,11 @@ def _probe_line(report: dict) -> str:
     )
 
 
+def weights_label(trained: bool | None) -> str:
+    """Markdown for an export's ``trained`` flag: trained, **untrained** (seeded random) or unknown."""
+    return {True: "trained", False: "**untrained** (seeded random)"}.get(trained, "unknown")
+
+
 def machine_lines(report: dict) -> list[str]:
     """The ``## Machine`` section of a report (machine, conv probe and its series, instance plan)."""
     m = report["machine"]
@@ -252,7 +257,7 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, model in report["models"].items():
-        trained = {True: "trained", False: "**untrained** (seeded random)"}.get(model["trained"], "unknown")
+        trained = weights_label(model["trained"])
         lines.append(
             f"| {name} | {_fmt(model['gmac_per_image'])} | {_fmt(model['reference_gmac_full'], 1)} | {trained} |"
         )

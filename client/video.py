@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facecraft import processors as registry
 from facecraft.client.errors import NoFaceDetected
 from facecraft.client.processors import ProcessorResult
 
 # Processors that work on one image at a time only (docs/video.md).
-IMAGE_ONLY_PROCESSORS = ("portrait",)
+IMAGE_ONLY_PROCESSORS = tuple(name for name in registry.names() if not registry.get(name).per_frame)
 NO_FACE_REPORT = {"face_count": 0, "faces": []}
 
 

@@ -161,7 +161,9 @@ def _color(name: str, value: object) -> tuple[int, int, int]:
 @dataclass(frozen=True)
 class Processor:
     """One registry entry (see the module docstring). ``ensembles``: Triton ensemble names (the
-    first is the default); ``models``: every Triton model its ensembles need, by ensemble."""
+    first is the default); ``models``: every Triton model its ensembles need, by ensemble.
+    ``per_frame``: each output depends on its input image alone, so the processor also runs over
+    every frame of a video (docs/video.md); False for one that works on one photo at a time."""
 
     name: str
     description: str
@@ -173,6 +175,7 @@ class Processor:
     outputs: tuple[str, ...] = ("OUTPUT", "OUTPUT_SIZE")
     output_formats: tuple[str, ...] = OUTPUT_FORMATS
     notes: str = ""
+    per_frame: bool = True
 
     def option(self, name: str) -> Option:
         """The option called ``name``; :class:`OptionError` listing the valid ones otherwise."""
@@ -298,6 +301,7 @@ PROCESSORS: dict[str, Processor] = {
             output_kind="image",
             options=PORTRAIT_OPTIONS,
             ensembles=("portrait", "portrait_basic"),
+            per_frame=False,  # an ID photo of one person, cropped to its face: per image only
             models=(
                 "decode",
                 "detect",
@@ -461,6 +465,11 @@ PROCESSORS: dict[str, Processor] = {
         ),
     )
 }
+
+
+def per_frame_names() -> tuple[str, ...]:
+    """The processors that run over every frame of a video (``Processor.per_frame``)."""
+    return tuple(name for name, processor in PROCESSORS.items() if processor.per_frame)
 
 
 def names() -> tuple[str, ...]:

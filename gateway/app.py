@@ -31,6 +31,7 @@ from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import JobStorage
 from facecraft.gateway.tasks import cancel_and_wait
 from facecraft.gateway.triton import TritonGateway
+from facecraft.gateway.video_jobs import upload_cap
 
 log = logging.getLogger("facecraft.gateway")
 
@@ -52,19 +53,25 @@ class BodySizeLimitMiddleware:
     """Rejects request bodies above a cap with 413 ``file_too_large`` while they stream in.
 
     The cap is the per-file upload cap (plus multipart overhead), times the batch file limit on the
-    batch route. A declared Content-Length above it is rejected before reading anything.
+    batch route; ``POST /api/v1/jobs`` takes videos, up to ``FACECRAFT_VIDEO_MAX_MB`` (the route
+    holds an image to the image cap). A declared Content-Length above it is rejected before
+    reading anything.
     """
 
     def __init__(self, app, settings: GatewaySettings):
         self.app = app
         self.single_cap = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
         self.batch_cap = settings.max_upload_bytes * settings.batch_max_files + MULTIPART_OVERHEAD_BYTES
+        self.jobs_cap = upload_cap(settings) + MULTIPART_OVERHEAD_BYTES
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        cap = self.batch_cap if scope.get("path", "").rstrip("/").endswith("/batch") else self.single_cap
+        path = scope.get("path", "").rstrip("/")
+        cap = self.batch_cap if path.endswith("/batch") else self.single_cap
+        if path == "/api/v1/jobs":
+            cap = self.jobs_cap
         too_large = error_response(413, "file_too_large", f"request body is larger than {cap} bytes")
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > cap:

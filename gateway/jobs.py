@@ -29,13 +29,14 @@ from dataclasses import asdict
 
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.metrics import GatewayMetrics
-from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_types
+from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_type_of, job_types
 from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage
 from facecraft.gateway.tasks import cancel_and_wait, current_task_is_cancelled
 from facecraft.gateway.triton import PortraitRequest
+from facecraft.gateway.video_jobs import check_video_upload
 
 log = logging.getLogger("facecraft.gateway.jobs")
 
@@ -115,6 +116,7 @@ class JobBackend:
         filename: str | None,
         processors: tuple[str, ...] | None = None,
         processor_options: dict | None = None,
+        video_output: str | None = None,
     ) -> JobRecord:
         """Validate and persist an upload as a queued job; returns its record. With ``processors``
         (and their resolved ``processor_options``) the job runs that chain instead of the portrait.
@@ -128,7 +130,8 @@ class JobBackend:
         if queued >= self.settings.max_queued_jobs:
             self.metrics.jobs.labels("rejected").inc()
             raise busy_error(queued, self.settings)
-        validate_image_bytes(image, self.settings.max_image_pixels)
+        if video_output is None:
+            validate_image_bytes(image, self.settings.max_image_pixels)
         now = time.time()
         record = JobRecord(
             job_id=new_job_id(),
@@ -139,11 +142,17 @@ class JobBackend:
             options=asdict(request) if processors is None else processor_options,
             filename=filename,
             processors=None if processors is None else list(processors),
+            media="image" if video_output is None else "video",
+            video_output=video_output,
         )
 
         def persist() -> None:
             try:
                 self.storage.write_file(record.job_id, INPUT_NAME, image)
+                if video_output is not None:
+                    source = self.storage.file_path(record.job_id, INPUT_NAME)
+                    info = check_video_upload(source, self.settings)
+                    record.progress = {"frames_done": 0, "frames_total": info["frames_total"]}
                 self.storage.save(record)
             except GatewayError:
                 self._discard(record.job_id)
@@ -320,13 +329,14 @@ class JobQueue(JobBackend):
         """One attempt of a job within its job type's timeout (``FACECRAFT_JOB_TIMEOUT_S`` for a
         portrait), as on the Redis backend; past it ``TimeoutError``: the job, still ``running``
         on disk, is run again, until the runner fails it after ``FACECRAFT_JOB_MAX_ATTEMPTS``."""
-        limit = job_types(self.settings)["portrait"].timeout_s
+        record = await asyncio.to_thread(self.storage.load, job_id)
+        job_type = "portrait" if record is None else job_type_of(record)
+        limit = job_types(self.settings)[job_type].timeout_s
         try:
             return await asyncio.wait_for(self.runner.run(job_id), limit)
         except asyncio.TimeoutError:
-            raise TimeoutError(
-                f"the job ran longer than its {limit} s limit (FACECRAFT_JOB_TIMEOUT_S)"
-            ) from None
+            setting = "FACECRAFT_VIDEO_JOB_TIMEOUT_S" if job_type == "video" else "FACECRAFT_JOB_TIMEOUT_S"
+            raise TimeoutError(f"the job ran longer than its {limit} s limit ({setting})") from None
 
     def _schedule_retry(self, job_id: str, delay_s: float) -> None:
         if self._stopping:

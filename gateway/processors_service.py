@@ -21,7 +21,14 @@ from facecraft.gateway.service import PortraitService, resolve_request
 from facecraft.gateway.storage import JobGone, JobRecord
 
 RESULT_STEM = "result"
-FILE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "application/json": "json"}
+FILE_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "application/json": "json",
+    "video/mp4": "mp4",  # video jobs (facecraft.gateway.video_jobs)
+    "video/webm": "webm",
+    "application/x-ndjson": "jsonl",
+}
 
 
 def unknown_processor(name: str) -> GatewayError:

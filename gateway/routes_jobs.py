@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
-from facecraft.gateway import processors_service
+from facecraft.gateway import processors_service, video_jobs
 from facecraft.gateway.errors import GatewayError, error_responses
 from facecraft.gateway.forms import portrait_options
 from facecraft.gateway.routes_process import UPLOAD_ERRORS, download_url
@@ -50,7 +50,12 @@ async def _record(request: Request, job_id: str) -> JobRecord:
     response_model=JobSubmitted,
     summary="Queue one photo for asynchronous processing (the portrait, or a processors chain)",
     responses=error_responses(
-        *UPLOAD_ERRORS, "storage_error", "not_found", "queue_unavailable", "processor_disabled"
+        *UPLOAD_ERRORS,
+        *video_jobs.VIDEO_ERRORS,
+        "storage_error",
+        "not_found",
+        "queue_unavailable",
+        "processor_disabled",
     ),
 )
 async def submit_job(
@@ -67,18 +72,30 @@ async def submit_job(
         description='with `processors`: JSON `{"<processor>": {"<option>": value}}`; `format` '
         "applies to the last one (intermediate results are PNG)",
     ),
+    video_format: str | None = Form(
+        None,
+        description="a video upload: `mp4` (H.264, the default) or `webm` (VP9, with the alpha of "
+        "an RGBA result such as background_remover's); a chain ending with face_analyser gives JSON lines",
+    ),
 ) -> dict:
-    """Same options as ``/api/v1/process``, or a ``processors`` chain. Poll ``GET
-    /api/v1/jobs/{id}``; the job survives a gateway restart (re-queued from its stored input)."""
+    """Same options as ``/api/v1/process``, or a ``processors`` chain; a video (docs/video.md)
+    with ``processors`` runs the chain over every frame. Poll ``GET /api/v1/jobs/{id}``; the job
+    survives a gateway restart (re-queued from its stored input; a video job from its first frame)."""
     settings = request.app.state.settings
     chain = chain_options = None
     if processors is not None:
         chain = processors_service.parse_chain(processors)
         processors_service.check_enabled(chain, settings.disabled_processors)
         chain_options = processors_service.resolve_chain_options(chain, processor_options)
-    image = await read_upload_capped(file, settings.max_upload_bytes)
+    upload = await read_upload_capped(file, video_jobs.upload_cap(settings))
+    video_output = video_jobs.video_job_output(upload, chain, chain_options, video_format, settings)
     record = await request.app.state.jobs.submit(
-        image, options, sanitize_filename(file.filename), processors=chain, processor_options=chain_options
+        upload,
+        options,
+        sanitize_filename(file.filename),
+        processors=chain,
+        processor_options=chain_options,
+        video_output=video_output,
     )
     if chain is not None:
         return {
@@ -118,6 +135,8 @@ async def job_status(request: Request, job_id: str) -> dict:
             "result",
             "processing_time_ms",
             "processors",
+            "media",
+            "progress",
         }
     )
     if record.status == "completed" and record.files and not record.processors:
@@ -134,8 +153,16 @@ async def job_status(request: Request, job_id: str) -> dict:
     summary="The output of a completed async job",
     responses={
         200: {
-            "content": {"image/png": {}, "image/jpeg": {}, "application/json": {}},
-            "description": "the portrait, or the last processor's result (JSON for face_analyser)",
+            "content": {
+                "image/png": {},
+                "image/jpeg": {},
+                "application/json": {},
+                "video/mp4": {},
+                "video/webm": {},
+                "application/x-ndjson": {},
+            },
+            "description": "the portrait, or the last processor's result (JSON for face_analyser); "
+            "a video job's MP4 / WebM, or JSON lines for face_analyser",
         },
         **error_responses(
             *LOOKUP_ERRORS, "invalid_format", "job_not_finished", "job_failed", "job_cancelled"

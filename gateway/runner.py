@@ -40,6 +40,7 @@ from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import FINISHED_STATUSES, INPUT_NAME, JobGone, JobRecord, JobStorage
 from facecraft.gateway.tasks import current_task_is_cancelled
 from facecraft.gateway.triton import PortraitRequest, unavailable_error
+from facecraft.gateway.video_jobs import execute_video_job
 
 log = logging.getLogger("facecraft.gateway.runner")
 
@@ -52,7 +53,7 @@ class JobType:
     """Limits of one kind of async job: ``timeout_s`` per attempt, and ``heartbeat_s``, the
     longest a running attempt may go without a sign of life before a broker treats its worker as
     dead and hands the job to another (Redis backend). Size both for the slowest job of the type:
-    a portrait is one Triton call; a video job will run for minutes and needs its own entry."""
+    a portrait is one Triton call; a video job runs for minutes (one Triton call per frame)."""
 
     name: str
     timeout_s: int
@@ -60,19 +61,26 @@ class JobType:
 
 
 def job_types(settings: GatewaySettings) -> dict[str, JobType]:
-    """The job types and their limits (``FACECRAFT_JOB_TIMEOUT_S``, ``FACECRAFT_JOB_HEARTBEAT_S``)."""
+    """The job types and their limits: ``portrait`` (an image job, with or without ``processors``:
+    ``FACECRAFT_JOB_TIMEOUT_S``, ``FACECRAFT_JOB_HEARTBEAT_S``) and ``video``
+    (``FACECRAFT_VIDEO_JOB_TIMEOUT_S``, ``FACECRAFT_VIDEO_JOB_HEARTBEAT_S``)."""
     return {
         "portrait": JobType(
             "portrait",
             timeout_s=int(settings.job_timeout_s),
             heartbeat_s=int(settings.job_heartbeat_s),
-        )
+        ),
+        "video": JobType(
+            "video",
+            timeout_s=int(settings.video_job_timeout_s),
+            heartbeat_s=int(settings.video_job_heartbeat_s),
+        ),
     }
 
 
 def job_type_of(record: JobRecord) -> str:
-    """The job type of an async job record (every async job is a portrait today)."""
-    return "portrait"
+    """The job type of an async job record: ``video`` for a video upload, else ``portrait``."""
+    return "video" if record.media == "video" else "portrait"
 
 
 def worker_name() -> str:
@@ -173,9 +181,13 @@ class JobRunner:
 
     async def execute(self, record: JobRecord) -> None:
         """The work of the job: reads ``input.bin``; a job with ``processors`` runs that chain
-        (``processors_service.execute_chain_job``), a portrait job the ensemble, writing PNG + JPEG.
-        Fills ``record.result``, ``files`` and ``processing_time_ms``. Raises :class:`GatewayError`
+        (``processors_service.execute_chain_job``), a video job that chain over every frame
+        (``video_jobs.execute_video_job``: it stops between frames when cancelled, each Triton call
+        shielded), a portrait job the ensemble, writing PNG + JPEG. Fills ``record.result``, ``files`` and ``processing_time_ms``. Raises :class:`GatewayError`
         (``no_face_detected`` as 400; :class:`JobGone` when the job was deleted meanwhile)."""
+        if record.media == "video":
+            await execute_video_job(self.service, record)
+            return
         image = await asyncio.to_thread(self.storage.read_file, record.job_id, INPUT_NAME)
         if record.processors:  # a processors chain (facecraft.gateway.processors_service)
             if not await shielded(execute_chain_job(self.service, record, image)):

@@ -91,6 +91,22 @@ class ProcessorJobResult(BaseModel):
     media_type: str = Field(..., description="of GET /api/v1/jobs/{id}/result")
     face_count: int | None = Field(None, description="faces found by the last processor (face processors)")
     output_size: OutputSize | None = None
+    # a video job (docs/video.md): the output's
+    frames: int | None = Field(None, description="video job: frames written (the input's count)")
+    fps: float | None = Field(None, description="video job: frame rate (the input's)")
+    width: int | None = Field(None, description="video job: frame width, pixels")
+    height: int | None = Field(None, description="video job: frame height, pixels")
+    audio: str | None = Field(None, description="video job: copied, re-encoded to <codec>, or absent")
+
+
+class VideoProgress(BaseModel):
+    """``progress`` of a video job (persisted at most once a second while it runs)."""
+
+    frames_done: int = Field(..., description="frames written so far")
+    frames_total: int = Field(..., description="frames of the video")
+    fps: float | None = Field(None, description="frames written per second so far")
+    eta_s: float | None = Field(None, description="seconds left at that rate (absent before the first frame)")
+    elapsed_s: float | None = Field(None, description="seconds since the first frame was read")
 
 
 class ProcessorList(BaseModel):
@@ -117,6 +133,8 @@ class JobStatus(BaseModel):
     jpg_url: str | None = None
     layout_url: str | None = None
     processors: list[str] | None = Field(None, description="the processors chain of the job, when it has one")
+    media: str | None = Field(None, description="async jobs: image, or video")
+    progress: VideoProgress | None = Field(None, description="video jobs: frames done / total, fps, ETA")
 
 
 class DeleteResponse(BaseModel):

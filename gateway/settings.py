@@ -83,6 +83,12 @@ class GatewaySettings(BaseSettings):
     job_heartbeat_s: float = Field(
         30.0, ge=1, description="a running job silent this long is handed to another worker (Redis backend)"
     )
+    video_job_timeout_s: float = Field(
+        6 * 3600.0, ge=1, description="per-attempt limit of a video job (both backends)"
+    )
+    video_job_heartbeat_s: float = Field(
+        120.0, ge=1, description="the heartbeat interval of a video job (Redis backend)"
+    )
     job_sweep_s: float = Field(
         10.0, ge=1, description="how often workers look for abandoned jobs (Redis backend)"
     )

@@ -49,7 +49,7 @@ log = logging.getLogger("facecraft.gateway.storage")
 # portrait / batch outputs, a portrait's print sheet, a processors-chain result
 # (facecraft.gateway.processors_service), input, metadata
 FILE_NAME_PATTERN = re.compile(
-    r"^(portrait|file-\d{4})\.(png|jpg)$|^portrait-sheet\.jpg$|^result\.(png|jpg|json)$|^input\.bin$|^job\.json$"
+    r"^(portrait|file-\d{4})\.(png|jpg)$|^portrait-sheet\.jpg$|^result\.(png|jpg|json|mp4|webm|jsonl)$|^input\.bin$|^job\.json$"
 )
 METADATA_NAME = "job.json"
 INPUT_NAME = "input.bin"
@@ -77,6 +77,11 @@ class JobRecord(BaseModel):
         None, description="async: the processors chain run instead of the portrait (options by processor)"
     )
     worker: str | None = Field(None, description="the worker that ran the last attempt of an async job")
+    media: str = Field("image", description="async: image, or video (the chain runs over every frame)")
+    video_output: str | None = Field(None, description="a video job: mp4, webm or jsonl")
+    progress: dict[str, Any] | None = Field(
+        None, description="a running or finished video job: frames_done, frames_total, fps, eta_s"
+    )
 
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled")

@@ -3,16 +3,20 @@
 :func:`run_video_chain` is what a video job executes (docs/video.md): each frame, as a PNG, goes
 through :func:`facecraft.gateway.processors_service.run_processor` for each processor of the chain
 (inference slots, metrics, ``model_unavailable`` checks included), with up to ``max_in_flight``
-frames in flight; ``facecraft.pipeline.video`` decodes, re-orders and encodes. Not yet called by
-the job queue: ``POST /api/v1/jobs`` with a video waits for the distributed-jobs rework.
+frames in flight; ``facecraft.pipeline.video`` decodes, re-orders and encodes.
+:func:`execute_video_job` is that work as an async job (``JobRunner.execute``, both backends):
+the stored upload in, ``result.<mp4|webm|jsonl>`` out, the progress persisted on the job record.
+:func:`check_video_upload` is the submit-time check (``POST /api/v1/jobs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
+from facecraft import processors as registry
 from facecraft.client.processors import MEDIA_TYPES, ProcessorResult
 from facecraft.client.video import (
     IMAGE_ONLY_PROCESSORS,
@@ -20,9 +24,128 @@ from facecraft.client.video import (
     output_kind,
     processor_frame_function,
 )
-from facecraft.gateway.errors import GatewayError
+from facecraft.gateway.errors import ERROR_CATALOGUE, GatewayError
 from facecraft.gateway.processors_service import run_processor
 from facecraft.gateway.service import PortraitService
+from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord
+from facecraft.pipeline.errors import PipelineError
+
+# Job output by the video_format form field (the last processor's result), and its media type.
+VIDEO_FORMATS = ("mp4", "webm")
+RESULT_MEDIA_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "jsonl": "application/x-ndjson"}
+PROGRESS_WRITE_S = 1.0  # the least time between two progress writes of a job record
+
+
+def video_error(error: PipelineError) -> GatewayError:
+    """The gateway error of a bad video (status by code, gateway/errors.py; the message is the
+    pipeline's ``<code>: <step>: <detail>``)."""
+    return GatewayError(ERROR_CATALOGUE[error.code][0], error.code, str(error))
+
+
+def check_video_chain(chain: tuple[str, ...]) -> None:
+    """400 ``invalid_option`` unless every processor of ``chain`` runs per frame
+    (``Processor.per_frame`` in ``facecraft.processors``; ``portrait`` is per image only)."""
+    image_only = [name for name in chain if name in IMAGE_ONLY_PROCESSORS]
+    if image_only:
+        raise GatewayError(
+            400,
+            "invalid_option",
+            f"{image_only[0]} works on one image at a time only, not on a video; a video job takes "
+            f"per-frame processors: {', '.join(registry.per_frame_names())}",
+        )
+
+
+def job_output(chain: tuple[str, ...], video_format: str | None) -> str:
+    """The output kind of a video job: ``jsonl`` when ``chain`` ends with ``face_analyser``, else
+    ``video_format`` (``mp4``, the default, or ``webm``: VP9 with the alpha of an RGBA result).
+    400 ``invalid_option`` otherwise."""
+    if registry.get(chain[-1]).output_kind == "json":
+        if video_format not in (None, "jsonl"):
+            raise GatewayError(400, "invalid_option", f"{chain[-1]} writes JSON lines, not {video_format}")
+        return "jsonl"
+    video_format = video_format or "mp4"
+    if video_format not in VIDEO_FORMATS:
+        raise GatewayError(
+            400,
+            "invalid_option",
+            f"video_format must be one of {', '.join(VIDEO_FORMATS)}, not {video_format!r}",
+        )
+    return video_format
+
+
+VIDEO_ERRORS = (
+    "invalid_video",
+    "corrupt_video",
+    "no_video_stream",
+    "unsupported_video_codec",
+    "video_too_large",
+    "video_too_long",
+)
+
+
+def upload_cap(settings) -> int:
+    """Bytes ``POST /api/v1/jobs`` reads of an upload: the larger of the image cap
+    (``FACECRAFT_MAX_UPLOAD_MB``, enforced again for an image by :func:`video_job_output`) and the
+    video cap (``FACECRAFT_VIDEO_MAX_MB``)."""
+    return max(settings.max_upload_bytes, int(settings.video_max_mb * 1024 * 1024))
+
+
+def video_job_output(
+    upload: bytes,
+    chain: tuple[str, ...] | None,
+    chain_options: dict[str, dict[str, object]] | None,
+    video_format: str | None,
+    settings,
+) -> str | None:
+    """The submit-time checks of ``POST /api/v1/jobs`` by what the upload is (sniffed by content):
+    an image → None (413 ``file_too_large`` above ``FACECRAFT_MAX_UPLOAD_MB``; 400 with a
+    ``video_format``); a video → the job's output kind (:func:`job_output`), after 400
+    ``invalid_option`` for a video without ``processors`` or with a per-image one (``portrait``).
+    The last processor's ``format`` is set to PNG in ``chain_options`` (each frame lossless)."""
+    from facecraft.pipeline.video import video_container
+
+    if video_container(upload[:64]) is None:
+        if len(upload) > settings.max_upload_bytes:
+            raise GatewayError(
+                413,
+                "file_too_large",
+                f"upload is larger than the {settings.max_upload_bytes / 1048576:g} MB cap "
+                "(FACECRAFT_MAX_UPLOAD_MB; videos: FACECRAFT_VIDEO_MAX_MB)",
+            )
+        if video_format is not None:
+            raise GatewayError(400, "invalid_option", "video_format applies to a video upload only")
+        return None
+    if chain is None:
+        raise GatewayError(
+            400,
+            "invalid_option",
+            "the upload is a video: the portrait works on one image at a time only; send the video "
+            f"with processors= (per-frame: {', '.join(registry.per_frame_names())})",
+        )
+    check_video_chain(chain)
+    last = chain_options[chain[-1]]
+    if "format" in last:
+        last["format"] = "png"
+    return job_output(chain, video_format)
+
+
+def check_video_upload(path: str | os.PathLike, settings) -> dict:
+    """Probe the stored upload of a video job (blocking) against the ``FACECRAFT_VIDEO_*`` limits:
+    returns ``frames_total``, ``fps``, ``width``, ``height``, ``duration_s``; raises the video's
+    :class:`GatewayError` (``corrupt_video``, ``video_too_long``, …: :func:`video_error`)."""
+    from facecraft.pipeline.video import probe_video
+
+    try:
+        info = probe_video(path, settings.video_limits)
+    except PipelineError as error:
+        raise video_error(error) from None
+    return {
+        "frames_total": info.frames,
+        "fps": float(info.fps),
+        "width": info.width,
+        "height": info.height,
+        "duration_s": info.duration_s,
+    }
 
 
 async def _shielded(coroutine):
@@ -63,9 +186,14 @@ async def run_video_chain(
     destination: str | os.PathLike,
     *,
     progress=None,
+    output: str | None = None,
+    before_frame=None,
 ):
     """Run ``chain`` (resolved ``options`` per processor) over the video at ``source``; write
-    ``destination`` (``.mp4``/``.webm``, or ``.jsonl`` when the chain ends with ``face_analyser``).
+    ``destination`` (``.mp4``/``.webm``, or ``.jsonl`` when the chain ends with ``face_analyser``;
+    ``output`` names the kind when the destination's suffix does not, as for a job's result).
+    ``before_frame()``, when given, is called before each frame goes to Triton; what it raises
+    stops the video (the frames already in flight finish in Triton, their results dropped).
 
     Limits and frames in flight come from the settings (``FACECRAFT_VIDEO_*``). Returns the
     ``facecraft.pipeline.video.VideoResult``. Raises ``GatewayError`` 400 ``invalid_option`` for
@@ -75,15 +203,16 @@ async def run_video_chain(
     from facecraft.pipeline.video import process_video
 
     destination = Path(destination)
-    image_only = [name for name in chain if name in IMAGE_ONLY_PROCESSORS]
-    try:
-        if image_only:
-            raise ValueError(f"{image_only[0]} works on one image at a time only, not on a video")
-        output = output_kind(chain[-1], destination)
-    except ValueError as error:
-        raise GatewayError(400, "invalid_option", str(error)) from None
+    check_video_chain(chain)
+    if output is None:
+        try:
+            output = output_kind(chain[-1], destination)
+        except ValueError as error:
+            raise GatewayError(400, "invalid_option", str(error)) from None
 
     async def run(png: bytes) -> ProcessorResult:
+        if before_frame is not None:
+            before_frame()
         return await run_frame_chain(service, chain, png, options)
 
     settings = service.settings
@@ -96,3 +225,88 @@ async def run_video_chain(
         max_in_flight=settings.video_max_in_flight,
         progress=progress,
     )
+
+
+def progress_fields(progress) -> dict:
+    """A ``facecraft.pipeline.video.Progress`` as the job status's ``progress`` object."""
+    eta = progress.eta_s
+    return {
+        "frames_done": progress.frames_done,
+        "frames_total": progress.frames_total,
+        "fps": round(progress.fps, 3),
+        "eta_s": None if eta is None else round(eta, 3),
+        "elapsed_s": round(progress.elapsed_s, 3),
+    }
+
+
+async def execute_video_job(service: PortraitService, record: JobRecord) -> None:
+    """The work of a video job (``record.media == "video"``): ``record.processors`` over every
+    frame of the stored upload, written to ``result.<output>`` (renamed into place complete, so
+    a re-run after a restart replaces it whole and a cancelled run leaves none).
+
+    ``record.progress`` is persisted at most every :data:`PROGRESS_WRITE_S` seconds (and at the
+    end) by a status transition from ``running``: a write that finds the job cancelled or deleted
+    stops the job before its next frame (:class:`JobGone`; the frames in flight finish in Triton,
+    their results dropped). This is how a ``DELETE`` stops a job whose worker the broker could not
+    reach; normally the backend cancels the job's task (each Triton call is shielded from it).
+    Raises :class:`GatewayError` (a bad video: :func:`video_error`; :class:`JobGone`)."""
+    storage = service.storage
+    chain = tuple(record.processors or ())
+    output = record.video_output or "mp4"
+    name = f"result.{output}"
+    source = storage.file_path(record.job_id, INPUT_NAME)
+    destination = storage.file_path(record.job_id, name)
+    writes: dict = {"task": None, "at": 0.0, "stopped": False}
+
+    def persist(snapshot: JobRecord) -> None:
+        try:
+            still_running = storage.transition(snapshot, ("running",))
+        except JobGone:
+            still_running = False
+        if not still_running:
+            writes["stopped"] = True  # cancelled or deleted: the next frame stops the job
+
+    def check_running() -> None:
+        if writes["stopped"]:
+            raise JobGone(record.job_id)
+
+    def on_progress(progress) -> None:
+        record.progress = progress_fields(progress)
+        now = time.monotonic()
+        pending = writes["task"]
+        if (pending is not None and not pending.done()) or now - writes["at"] < PROGRESS_WRITE_S:
+            return
+        writes["at"] = now
+        writes["task"] = asyncio.ensure_future(asyncio.to_thread(persist, record.model_copy(deep=True)))
+
+    started = time.perf_counter()
+    try:
+        result = await run_video_chain(
+            service,
+            chain,
+            record.options,
+            source,
+            destination,
+            progress=on_progress,
+            output=output,
+            before_frame=check_running,
+        )
+    except PipelineError as error:
+        raise video_error(error) from None
+    except FileNotFoundError:  # the job folder went away under the encoder (deleted)
+        raise JobGone(record.job_id) from None
+    finally:
+        if writes["task"] is not None:
+            await asyncio.gather(writes["task"], return_exceptions=True)
+    record.files = {"result": name}
+    record.result = {
+        "processor": chain[-1],
+        "processors": list(chain),
+        "media_type": RESULT_MEDIA_TYPES[output],
+        "frames": result.frames,
+        "fps": float(result.fps),
+        "width": result.width,
+        "height": result.height,
+        "audio": result.audio,
+    }
+    record.processing_time_ms = (time.perf_counter() - started) * 1000.0

@@ -99,10 +99,11 @@ def video_job_output(
 ) -> str | None:
     """The submit-time checks of ``POST /api/v1/jobs`` by what the upload is (sniffed by content):
     an image → None (413 ``file_too_large`` above ``FACECRAFT_MAX_UPLOAD_MB``; 400 with a
-    ``video_format``); a video → the job's output kind (:func:`job_output`), after 400
-    ``invalid_option`` for a video without ``processors`` or with a per-image one (``portrait``).
+    ``video_format``); a video → the job's output kind (:func:`job_output`), after 415
+    ``unsupported_media_type`` for a video without ``processors`` (the portrait job) and 400
+    ``invalid_option`` for a chain with a per-image processor (``portrait``).
     The last processor's ``format`` is set to PNG in ``chain_options`` (each frame lossless)."""
-    from facecraft.pipeline.video import video_container
+    from facecraft.pipeline.video import CONTAINER_NAMES, video_container
 
     if video_container(upload[:64]) is None:
         if len(upload) > settings.max_upload_bytes:
@@ -115,12 +116,13 @@ def video_job_output(
         if video_format is not None:
             raise GatewayError(400, "invalid_option", "video_format applies to a video upload only")
         return None
-    if chain is None:
+    if chain is None:  # the portrait job, as the image endpoints refuse a video (415)
         raise GatewayError(
-            400,
-            "invalid_option",
-            "the upload is a video: the portrait works on one image at a time only; send the video "
-            f"with processors= (per-frame: {', '.join(registry.per_frame_names())})",
+            415,
+            "unsupported_media_type",
+            f"the upload is a video ({CONTAINER_NAMES[video_container(upload[:64])]}): the portrait "
+            "works on one image at a time only; send the video with processors= (per-frame: "
+            f"{', '.join(registry.per_frame_names())})",
         )
     check_video_chain(chain)
     last = chain_options[chain[-1]]

@@ -196,6 +196,49 @@ def test_two_gateways_and_two_workers_share_one_queue(workers, astronaut_jpeg):
 
 
 @pytest.mark.integration
+def test_a_video_job_runs_on_a_worker_as_the_video_job_type(workers, tmp_path):
+    """One short video job: submitted to one gateway, run by a worker with the video job type's
+    limits, its progress and MP4 result reported by the other gateway."""
+    from fractions import Fraction
+
+    from facecraft.pipeline.video import probe_video
+    from tests.fixtures.videos import video_packets, write_clip
+
+    fleet = workers
+    worker = fleet.start_worker()
+    first, second = fleet.gateways
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, frames=6, fps=6)
+    response = httpx.post(
+        f"{first.url}/api/v1/jobs",
+        files={"file": ("clip.mp4", clip.read_bytes(), "video/mp4")},
+        data={"processors": "face_enhancer"},
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    body = fleet.wait_status(second, job_id, "completed", "failed")
+    assert body["status"] == "completed", (body, fleet.log_tails())
+    assert (
+        body["media"] == "video" and body["progress"]["frames_done"] == body["progress"]["frames_total"] == 6
+    )
+    import json
+
+    with fleet.redis.client() as client:
+        queued = json.loads(client.get(f"saq:job:{QUEUE_NAME}:{job_id}"))
+    assert (queued["timeout"], queued["heartbeat"]) == (6 * 3600, 120)  # FACECRAFT_VIDEO_JOB_* defaults
+    assert worker.name in (fleet.output_dir / "jobs" / job_id / "job.json").read_text()
+    result = httpx.get(f"{second.url}/api/v1/jobs/{job_id}/result", timeout=30)
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    out = tmp_path / "out.mp4"
+    out.write_bytes(result.content)
+    info = probe_video(out)
+    assert (info.frames, info.fps, info.width, info.height) == (6, Fraction(6), 128, 96)
+    assert info.duration_s == probe_video(clip).duration_s
+    assert video_packets(out, "audio") == video_packets(clip, "audio")
+
+
+@pytest.mark.integration
 def test_a_worker_killed_mid_job_leaves_it_to_the_other_which_completes_it_once(
     workers, triton_server, astronaut_jpeg
 ):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -21,6 +20,7 @@ from facecraft.gateway.video_jobs import run_video_chain
 from facecraft.pipeline.video import probe_video
 from tests.fixtures.videos import decode_frames, video_packets, write_clip
 from tests.gateway.test_integration import wait_for_job
+from tests.gateway.test_redis_jobs import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +47,6 @@ def _run(triton_server, tmp_path, chain, source, destination, reports=None):
             await triton.close()
 
     return asyncio.run(asyncio.wait_for(scenario(), 600))
-
-
-def poll(condition, what: str, timeout_s: float = 180.0):
-    """``condition()``'s first truthy value, polled; AssertionError after a generous deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -163,7 +151,7 @@ def test_delete_stops_a_running_video_job_and_leaves_no_output(gateway_client, t
         assert body["status"] in ("queued", "running"), body
         return body["status"] == "running" and body.get("progress", {}).get("frames_done", 0) > 0 and body
 
-    running = poll(running_progress, "the job to report progress")
+    running = wait_until(running_progress, "the job to report progress")
     progress = running["progress"]
     assert 0 < progress["frames_done"] < progress["frames_total"] == 240
     assert progress["fps"] > 0 and progress["eta_s"] > 0
@@ -171,8 +159,8 @@ def test_delete_stops_a_running_video_job_and_leaves_no_output(gateway_client, t
     assert deleted.status_code == 200 and deleted.json()["cancelled"] is True
     folder = gateway_client.app.state.settings.output_dir / "jobs" / job_id
     # the attempt ends (its temporary output removed) without running to the last frame
-    poll(lambda: not list(folder.glob(".result*")), "the partial output to be removed")
-    poll(lambda: not gateway_client.app.state.jobs._running, "the attempt to end")
+    wait_until(lambda: not list(folder.glob(".result*")), "the partial output to be removed")
+    wait_until(lambda: not gateway_client.app.state.jobs._running, "the attempt to end")
     body = gateway_client.get(f"/api/v1/jobs/{job_id}").json()
     assert (body["status"], body["error"]) == ("cancelled", "job_cancelled")
     assert body["progress"]["frames_done"] < 240
@@ -188,7 +176,7 @@ def test_delete_stops_a_running_video_job_and_leaves_no_output(gateway_client, t
         ("audio_only", {"processors": "face_enhancer"}, 400, "no_video_stream"),
         ("mpeg4v2", {"processors": "face_enhancer"}, 415, "unsupported_video_codec"),
         ("clip", {"processors": "portrait"}, 400, "invalid_option"),
-        ("clip", {}, 400, "invalid_option"),
+        ("clip", {}, 415, "unsupported_media_type"),
         ("clip", {"processors": "face_enhancer", "video_format": "avi"}, 400, "invalid_option"),
     ],
 )
@@ -208,7 +196,7 @@ def test_bad_video_jobs_are_refused_at_submit(gateway_client, clip, tmp_path, ma
         write_clip(path, format="matroska", codec="mpeg2video", frames=6, fps=6, audio=None)
     response = _submit(gateway_client, path, data)
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
-    if make == "clip" and data.get("processors") == "portrait":
+    if make == "clip" and data.get("processors", "portrait") == "portrait":
         assert "one image at a time" in response.json()["error_message"]
     jobs = gateway_client.app.state.settings.output_dir / "jobs"
     assert not [entry for entry in jobs.iterdir() if not entry.name.startswith(".")], "nothing queued"

@@ -153,3 +153,10 @@ class AsyncPortraitClient:
     async def analyse_faces(self, image_bytes: bytes, **options) -> ProcessorResult:
         """``face_analyser``: every face's box, score, 68 landmarks and roll (``result.report``)."""
         return await self.run_processor("face_analyser", image_bytes, **options)
+
+    async def swap_faces(self, source_bytes: bytes, target_bytes: bytes, **options) -> ProcessorResult:
+        """``face_swapper``: the source's face (identity) onto the target's faces, the target image
+        back (PNG/JPEG, the target's size). Raises ``NoSourceFace`` / ``NoFaceDetected`` (target),
+        ``ModelUnavailable`` (swap models not exported)..."""
+        images = {"SOURCE": source_bytes, "TARGET": target_bytes}
+        return await self.run_processor("face_swapper", images, **options)  # type: ignore[arg-type]

@@ -45,6 +45,12 @@ class NoFaceDetected(FacecraftError):
     code = "no_face_detected"
 
 
+class NoSourceFace(FacecraftError):
+    """face_swapper: the source image (the identity) has no face (or none of the chosen index)."""
+
+    code = "no_source_face"
+
+
 class ServerUnavailable(FacecraftError):
     """Triton (or the gateway) could not be reached, or the ensemble is not loaded/ready."""
 
@@ -70,6 +76,7 @@ ERROR_CLASSES: dict[str, type[FacecraftError]] = {
         ImageTooLarge,
         InvalidOption,
         NoFaceDetected,
+        NoSourceFace,
         ServerUnavailable,
         ModelUnavailable,
         InternalServerError,

@@ -65,14 +65,30 @@ def resolve_processor_options(name: str, options: dict[str, object]) -> dict[str
         raise InvalidOption(f"invalid_option: client: {error}", step="client", detail=str(error)) from None
 
 
+def image_tensors(name: str, images) -> dict[str, bytes]:
+    """The encoded-image inputs of processor ``name`` (``Processor.image_inputs``): ``images`` is
+    the bytes of its one image, or, for several (face_swapper: ``SOURCE``, ``TARGET``), a mapping
+    tensor name → bytes. Raises ``TypeError`` for anything else or a missing/extra name."""
+    expected = registry.get(name).image_inputs
+    if isinstance(images, (bytes, bytearray, memoryview)) and len(expected) == 1:
+        return {expected[0]: bytes(images)}
+    if not isinstance(images, dict) or set(images) != set(expected):
+        raise TypeError(f"{name} takes the image(s) {', '.join(expected)}, got {type(images).__name__}")
+    for tensor, data in images.items():
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{tensor} must be bytes, got {type(data).__name__}")
+    return {tensor: bytes(images[tensor]) for tensor in expected}
+
+
 def encode_processor_inputs(name: str, image_bytes: bytes, options: dict[str, object]) -> list[TensorSpec]:
     """Input tensors (batch dimension 1) of processor ``name``'s ensemble: ``IMAGE`` BYTES [1, 1]
-    plus one tensor per option whose value is set (an option left unset — e.g. no background
+    (or each of its ``image_inputs``, :func:`image_tensors`) plus one tensor per option whose value is set (an option left unset — e.g. no background
     colour — is not sent; the ensemble applies the registry default)."""
-    if not isinstance(image_bytes, (bytes, bytearray, memoryview)):
-        raise TypeError(f"image_bytes must be bytes, got {type(image_bytes).__name__}")
     resolved = resolve_processor_options(name, options)
-    specs = [TensorSpec("IMAGE", np.array([[bytes(image_bytes)]], dtype=np.object_), "BYTES")]
+    specs = [
+        TensorSpec(tensor, np.array([[data]], dtype=np.object_), "BYTES")
+        for tensor, data in image_tensors(name, image_bytes).items()
+    ]
     for option in registry.get(name).options:
         value = resolved[option.name]
         if option.tensor is None or value is None:

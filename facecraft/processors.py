@@ -176,6 +176,8 @@ class Processor:
     output_formats: tuple[str, ...] = OUTPUT_FORMATS
     notes: str = ""
     per_frame: bool = True
+    # The ensemble's encoded-image inputs, one uploaded file each (multipart field = lower-case name).
+    image_inputs: tuple[str, ...] = ("IMAGE",)
 
     def option(self, name: str) -> Option:
         """The option called ``name``; :class:`OptionError` listing the valid ones otherwise."""
@@ -439,6 +441,54 @@ PROCESSORS: dict[str, Processor] = {
             notes=f"input at most {frame_tiles.MAX_INPUT_PIXELS} pixels, output at most "
             f"{frame_tiles.MAX_OUTPUT_PIXELS}; the Real-ESRGAN models are exported by name "
             "(`facecraft export realesrgan_x4plus`)",
+        ),
+        Processor(
+            name="face_swapper",
+            description="Face swap (inswapper_128-compatible generator, ArcFace w600k_r50 identity): the "
+            "source's face onto every target face (or one), pasted back with a feathered box mask; "
+            "models under insightface's non-commercial licence",
+            input_kind="source + target images",
+            output_kind="image",
+            options=(
+                Option(
+                    "source_face",
+                    "int",
+                    0,
+                    "which source face gives the identity (0: the largest, then by size)",
+                    0,
+                    MAX_FACES_RANGE[1] - 1,
+                    tensor="SOURCE_FACE",
+                    datatype="INT32",
+                ),
+                Option(
+                    "target_face",
+                    "int",
+                    -1,
+                    "which target face to swap (-1: all, up to max_faces; 0: the largest)",
+                    -1,
+                    MAX_FACES_RANGE[1] - 1,
+                    tensor="TARGET_FACE",
+                    datatype="INT32",
+                ),
+                Option(
+                    "enhance",
+                    "bool",
+                    False,
+                    "run the swapped faces through CodeFormer after the swap",
+                    tensor="ENHANCE",
+                    datatype="BOOL",
+                ),
+                MAX_FACES,
+                FORMAT,
+            ),  # fmt: skip
+            ensembles=("face_swapper",),
+            models=("face_swap", "arcface_w600k_r50", "inswapper_128", "codeformer"),
+            outputs=("OUTPUT", "OUTPUT_SIZE", "FACE_COUNT"),
+            image_inputs=("SOURCE", "TARGET"),
+            per_frame=False,  # two images per request
+            notes="multipart `source` and `target` files; the swap models are exported by name "
+            "(`facecraft export arcface_w600k_r50`, `facecraft export inswapper_128`); "
+            "non-commercial licence (insightface)",
         ),
         Processor(
             name="face_analyser",

@@ -45,6 +45,10 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
         "no frontal face found (HTTP 200 with success=false on /process, for compatibility; "
         "400 on /process/quick and /processors/{name})",
     ),
+    "no_source_face": (
+        400,
+        "face_swapper: the `source` image (the identity) has no face (or no face of index source_face)",
+    ),
     "unsupported_media_type": (415, f"the upload is not {SUPPORTED_TYPES} (sniffed by content)"),
     "file_too_large": (413, "the upload (or request body) is above FACECRAFT_MAX_UPLOAD_MB"),
     "invalid_video": (400, "a video job's upload is not a supported video container (docs/video.md)"),

@@ -53,7 +53,7 @@ PIPELINE_ERROR_CODES = (
     "model_unavailable",
 )
 _PIPELINE_ERROR = re.compile(
-    r"\b(invalid_image|image_too_large|invalid_option|no_face_detected|model_unavailable|internal_error)"
+    r"\b(invalid_image|image_too_large|invalid_option|no_face_detected|no_source_face|model_unavailable|internal_error)"
     r":\s*(.*)",
     re.S,
 )

@@ -9,7 +9,11 @@ INVALID_OPTION = "invalid_option"
 NO_FACE_DETECTED = "no_face_detected"
 # A model a step calls (BLS) is not loaded in Triton (not exported, unloaded): the message names it.
 MODEL_UNAVAILABLE = "model_unavailable"
-ERROR_CODES = (INVALID_IMAGE, IMAGE_TOO_LARGE, INVALID_OPTION, NO_FACE_DETECTED, MODEL_UNAVAILABLE)
+# face_swapper: the SOURCE image (the identity) has no (such) face; the target's is no_face_detected.
+NO_SOURCE_FACE = "no_source_face"
+ERROR_CODES = (
+    INVALID_IMAGE, IMAGE_TOO_LARGE, INVALID_OPTION, NO_FACE_DETECTED, MODEL_UNAVAILABLE, NO_SOURCE_FACE,
+)  # fmt: skip
 
 
 class PipelineError(ValueError):

@@ -27,6 +27,7 @@ from facecraft.pipeline.errors import (
     INVALID_OPTION,
     MODEL_UNAVAILABLE,
     NO_FACE_DETECTED,
+    NO_SOURCE_FACE,
     PipelineError,
 )
 from facecraft.pipeline.segment import alpha_from_map, prepare_segmentation
@@ -406,4 +407,89 @@ def enhance_frame_stage(inputs: Tensors, infer: Infer, max_batch: int) -> dict[s
     return {
         "OUTPUT": bytes_tensor(encode_image(enhanced, options["format"])),
         "OUTPUT_SIZE": np.array([enhanced.shape[1], enhanced.shape[0]], dtype=np.int32),
+    }
+
+
+# -- face_swap (BLS → arcface_w600k_r50 once, inswapper_128 once for all target faces) -------------
+
+ARCFACE = "arcface_w600k_r50"
+SWAP_GENERATOR = "inswapper_128"
+FACE_SWAP_INPUTS = ("SOURCE", "TARGET", *option_inputs("face_swapper"))
+
+
+def _bls(model: str, inputs: Mapping[str, np.ndarray], infer: Infer, option: str) -> np.ndarray:
+    """``infer(model, inputs, ("output",))["output"]``; a model Triton does not serve becomes
+    ``model_unavailable`` of ``face_swap`` naming it."""
+    try:
+        return np.asarray(infer(model, inputs, ("output",))["output"], dtype=np.float32)
+    except PipelineError as error:
+        if error.code == MODEL_UNAVAILABLE:
+            raise unavailable_model_error(option, model, error.detail, "face_swap") from None
+        raise
+
+
+def face_swap_stage(
+    inputs: Tensors, infer: Infer, emap: Callable[[], np.ndarray], max_batch: int, codeformer_batch: int = 1
+) -> dict[str, np.ndarray]:
+    """SOURCE BYTES [1], TARGET BYTES [1], SOURCE_FACE, TARGET_FACE, ENHANCE, MAX_FACES, FORMAT →
+    OUTPUT BYTES [1] (PNG or JPEG of the target's size), OUTPUT_SIZE INT32 [2] (w, h), FACE_COUNT
+    INT32 [1] (target faces swapped). ``max_batch`` / ``codeformer_batch``: the served
+    max_batch_size of inswapper_128 / codeformer (larger face counts go in chunks).
+
+    The source identity (its ``source_face``-th face, largest first) is embedded once by
+    ``arcface_w600k_r50`` and turned into the generator latent with ``emap()`` (float32 [512, 512],
+    ``swap.read_emap``); every chosen target face goes to ``inswapper_128`` in one call
+    (``swap.swap_faces``), then, with ``enhance``, through CodeFormer (``enhance_faces``).
+    Raises ``PipelineError``: ``no_source_face`` (no face in SOURCE, or fewer than
+    ``source_face`` + 1), ``no_face_detected`` (same for TARGET / ``target_face``),
+    ``model_unavailable`` (a swap model or CodeFormer not loaded)."""
+    from facecraft.pipeline import swap
+    from facecraft.pipeline.triton_adapter import bytes_tensor
+
+    options = read_options("face_swapper", inputs, "face_swap")
+    source = decode_full(_require(inputs, "SOURCE", "face_swap"), "face_swap")
+    target = decode_full(_require(inputs, "TARGET", "face_swap"), "face_swap")
+    try:
+        _, _, source_faces, _ = detect_all_faces(source, options["source_face"] + 1, 0)
+    except PipelineError as error:
+        raise PipelineError(NO_SOURCE_FACE, "face_swap", f"source: {error.detail}") from None
+    if len(source_faces) <= options["source_face"]:
+        raise PipelineError(
+            NO_SOURCE_FACE,
+            "face_swap",
+            f"source_face={options['source_face']} but the source has {len(source_faces)}",
+        )
+    _, _, target_faces, _ = detect_all_faces(target, options["max_faces"], 0)
+    chosen = options["target_face"]
+    if chosen >= 0:
+        if chosen >= len(target_faces):
+            raise PipelineError(
+                NO_FACE_DETECTED, "face_swap", f"target_face={chosen} but the target has {len(target_faces)}"
+            )
+        target_faces = target_faces[chosen : chosen + 1]
+    crop = swap.arcface_input(source, source_faces[options["source_face"]])[np.newaxis]
+    embedding = _bls(ARCFACE, {"input": crop}, infer, "face_swapper")[0]
+    try:
+        matrix = emap()
+    except (OSError, ValueError) as error:
+        raise unavailable_model_error("face_swapper", SWAP_GENERATOR, str(error), "face_swap") from None
+    latent = swap.source_latent(embedding, matrix)
+
+    def generate(targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        step = max(1, int(max_batch))
+        return np.concatenate(
+            [
+                _bls(SWAP_GENERATOR, {"target": targets[i : i + step], "source": sources[i : i + step]},
+                     infer, "face_swapper")
+                for i in range(0, len(targets), step)
+            ]
+        )  # fmt: skip
+
+    result = swap.swap_faces(target, list(target_faces), latent, generate)
+    if options["enhance"]:
+        result = enhance_faces(result, target_faces, registry.FIDELITY.default, 1.0, infer, codeformer_batch)
+    return {
+        "OUTPUT": bytes_tensor(encode_image(result, options["format"])),
+        "OUTPUT_SIZE": np.array([result.shape[1], result.shape[0]], dtype=np.int32),
+        "FACE_COUNT": np.array([len(target_faces)], dtype=np.int32),
     }

@@ -220,6 +220,7 @@ STAGE_INPUTS = {
     "faces": processor_stages.FACES_INPUTS,
     "face_enhance": processor_stages.FACE_ENHANCE_INPUTS,
     "enhance_frame": processor_stages.ENHANCE_FRAME_INPUTS,
+    "face_swap": processor_stages.FACE_SWAP_INPUTS,
     "face_analyse": processor_stages.FACE_ANALYSE_INPUTS,
     "background_remove": processor_stages.BACKGROUND_REMOVE_INPUTS,
 }
@@ -234,6 +235,7 @@ STAGES = {
     # these two call another model (BLS): their model.py binds `infer` (StageModel.bind_stage)
     "face_enhance": processor_stages.face_enhance_stage,
     "enhance_frame": processor_stages.enhance_frame_stage,
+    "face_swap": processor_stages.face_swap_stage,
     "face_analyse": processor_stages.face_analyse_stage,
     "background_remove": processor_stages.background_remove_stage,
 }

@@ -23,6 +23,7 @@ Templates and numbers, with their sources:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -102,6 +103,17 @@ def read_emap(onnx_path: Path) -> np.ndarray:
     import onnx
 
     return emap_of(onnx.load(str(onnx_path)), str(onnx_path))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_emap_at(onnx_path: Path, modified_ns: int) -> np.ndarray:
+    return read_emap(onnx_path)
+
+
+def served_emap(onnx_path: Path) -> np.ndarray:
+    """``read_emap(onnx_path)``, cached until the file changes (a re-export). Raises ``OSError``
+    when the file is absent (the swap model is not exported), ``ValueError`` as ``emap_of``."""
+    return _read_emap_at(Path(onnx_path), Path(onnx_path).stat().st_mtime_ns)
 
 
 def box_mask(size: int = SWAP_SIZE, blur: float = MASK_BLUR, padding=MASK_PADDING) -> np.ndarray:

@@ -14,7 +14,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "processors.md"
 
 def test_every_processor_is_listed_portrait_first():
     assert processors.names() == (
-        "portrait", "face_enhancer", "background_remover", "frame_enhancer", "face_analyser",
+        "portrait", "face_enhancer", "background_remover", "frame_enhancer", "face_swapper", "face_analyser",
     )  # fmt: skip
     for processor in processors.PROCESSORS.values():
         described = processor.as_dict()
@@ -24,7 +24,7 @@ def test_every_processor_is_listed_portrait_first():
 
 def test_unknown_processor_names_the_valid_ones():
     with pytest.raises(KeyError, match="face_enhancer, background_remover"):
-        processors.get("face_swapper")
+        processors.get("face_morpher")
 
 
 def test_portrait_ranges_are_the_pipeline_ones():

@@ -25,8 +25,9 @@ PYTHON_MODELS = (
     "face_analyse",
     "background_remove",
     "enhance_frame",
+    "face_swap",
 )
-PROCESSOR_ENSEMBLES = ("face_enhancer", "face_analyser", "background_remover", "frame_enhancer")
+PROCESSOR_ENSEMBLES = ("face_enhancer", "face_analyser", "background_remover", "frame_enhancer", "face_swapper")
 
 
 def load_config(name: str) -> model_config_pb2.ModelConfig:
@@ -214,7 +215,7 @@ def test_segmentation_waits_for_detection_and_runs_beside_enhancement(name):
 
 @pytest.mark.parametrize("name", PROCESSOR_ENSEMBLES)
 def test_processor_ensemble_contract_is_the_registry(name):
-    """IMAGE plus one optional input per registry option (its tensor and datatype), the registry's
+    """IMAGE (face_swapper: SOURCE and TARGET) plus one optional input per registry option (its tensor and datatype), the registry's
     outputs, and every model the registry names is in the repository (or exported by name with a
     committed config: export/configs/)."""
     from facecraft import processors
@@ -225,7 +226,8 @@ def test_processor_ensemble_contract_is_the_registry(name):
                 "UINT8": "TYPE_UINT8"}  # fmt: skip
     inputs = {t.name: (t.optional, model_config_pb2.DataType.Name(t.data_type)) for t in ensemble.input}
     expected = {o.tensor: (True, datatype[o.datatype]) for o in processor.options if o.tensor}
-    assert inputs == {"IMAGE": (False, "TYPE_STRING"), **expected}
+    images = {tensor: (False, "TYPE_STRING") for tensor in processor.image_inputs}  # IMAGE, or SOURCE + TARGET
+    assert inputs == {**images, **expected}
     assert tuple(t.name for t in ensemble.output) == processor.outputs
     assert processor.ensembles == (name,)
     steps = {s.model_name for s in ensemble.ensemble_scheduling.step}

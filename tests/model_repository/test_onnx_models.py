@@ -120,3 +120,103 @@ def test_frame_enhancer_ensemble_upscales_a_photo_exactly(loaded, faces_dir):
     out = Image.open(io.BytesIO(result.as_numpy("OUTPUT").reshape(-1)[0]))
     assert out.format == "PNG" and out.size == (202, 150)
     assert result.as_numpy("OUTPUT_SIZE").reshape(-1).tolist() == [202, 150]
+
+
+# -- face_swapper: the ensemble over the exported swap models ---------------------------------------
+
+
+def _png(path) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _swap_footprint(rgb: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(pixels the paste-back may touch, each face's own footprint) of the target ``rgb``: the
+    128 swap crop of every face, warped back into the image."""
+    import cv2
+
+    from facecraft.pipeline.processor_stages import detect_all_faces
+    from facecraft.pipeline.swap import SWAP_SIZE, swap_input
+
+    _, _, landmarks, _ = detect_all_faces(rgb, 16, 0)
+    h, w = rgb.shape[:2]
+    footprints = []
+    for points in landmarks:
+        _, affine = swap_input(rgb, points)
+        inverse = cv2.invertAffineTransform(affine.astype(np.float64))
+        ones = np.ones((SWAP_SIZE, SWAP_SIZE), np.float32)
+        footprints.append(cv2.warpAffine(ones, inverse, (w, h), borderValue=0.0) > 0)
+    return np.logical_or.reduce(footprints), footprints
+
+
+@pytest.fixture(scope="module")
+def swap_client(loaded):
+    from facecraft.client.portrait_client import PortraitClient
+
+    with PortraitClient(loaded.grpc_url, "grpc") as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "faces"),
+    [
+        ("dlib__Tom_Cruise_avp_2014_4.jpg", "fr__obama_small.jpg", 1),
+        ("fr__obama_small.jpg", "fr__two_people.jpg", 2),
+    ],
+)
+def test_face_swapper_changes_every_target_face_and_nothing_outside(
+    swap_client, faces_dir, source, target, faces
+):
+    import io
+
+    from PIL import Image
+
+    target_png = _png(faces_dir / target)
+    original = np.asarray(Image.open(io.BytesIO(target_png)).convert("RGB"))
+    result = swap_client.swap_faces((faces_dir / source).read_bytes(), target_png)
+    swapped = np.asarray(Image.open(io.BytesIO(result.data)))
+    assert swapped.shape == original.shape and result.output_size == (original.shape[1], original.shape[0])
+    assert result.face_count == faces
+    touched, footprints = _swap_footprint(original)
+    assert len(footprints) == faces
+    assert np.array_equal(swapped[~touched], original[~touched])  # PNG: bit-exact outside the crops
+    difference = np.abs(swapped.astype(np.int16) - original.astype(np.int16)).mean(axis=2)
+    for footprint in footprints:
+        assert difference[footprint].mean() > 5  # every face replaced (untrained generator output)
+
+
+def test_face_swapper_one_target_face_and_enhance(swap_client, faces_dir):
+    import io
+
+    from PIL import Image
+
+    target_png = _png(faces_dir / "fr__two_people.jpg")
+    original = np.asarray(Image.open(io.BytesIO(target_png)).convert("RGB"))
+    source = (faces_dir / "fr__obama_small.jpg").read_bytes()
+    result = swap_client.swap_faces(source, target_png, target_face=0, enhance=True)
+    swapped = np.asarray(Image.open(io.BytesIO(result.data)))
+    assert result.face_count == 1
+    _, footprints = _swap_footprint(original)
+    difference = np.abs(swapped.astype(np.int16) - original.astype(np.int16)).mean(axis=2)
+    assert difference[footprints[0]].mean() > 5
+    assert np.array_equal(swapped[footprints[1] & ~footprints[0]], original[footprints[1] & ~footprints[0]])
+
+
+def test_face_swapper_source_and_target_without_a_face_are_distinct_errors(swap_client, faces_dir):
+    from facecraft.client.errors import NoFaceDetected, NoSourceFace
+
+    face, giraffe = (
+        (faces_dir / "fr__obama_small.jpg").read_bytes(),
+        (faces_dir / "dlib__giraffe.jpg").read_bytes(),
+    )
+    with pytest.raises(NoSourceFace, match="source"):
+        swap_client.swap_faces(giraffe, face)
+    with pytest.raises(NoFaceDetected, match="no face"):
+        swap_client.swap_faces(face, giraffe)
+    with pytest.raises(NoSourceFace, match="source_face=3"):
+        swap_client.swap_faces(face, face, source_face=3)

@@ -95,14 +95,20 @@ async def _ready(service: PortraitService, model: str) -> bool:
 
 
 async def run_processor(
-    service: PortraitService, name: str, image: bytes, options: dict[str, object], wait_s: float | None = None
+    service: PortraitService,
+    name: str,
+    image: bytes | dict[str, bytes],
+    options: dict[str, object],
+    wait_s: float | None = None,
 ) -> ProcessorResult:
-    """One image through processor ``name`` (``options`` resolved by :func:`resolve_options`).
+    """One image through processor ``name`` (``options`` resolved by :func:`resolve_options`);
+    ``image``: a processor with several images (face_swapper) takes tensor name → bytes.
 
     Raises :class:`GatewayError`: the upload checks (415, 400), ``no_face_detected`` (400),
     ``invalid_option``, ``model_unavailable`` (503), ``server_busy`` and the Triton errors.
     """
-    validate_image_bytes(image, service.settings.max_image_pixels)
+    for data in image.values() if isinstance(image, dict) else (image,):  # face_swapper: SOURCE, TARGET
+        validate_image_bytes(data, service.settings.max_image_pixels)
     metrics = service.metrics
     started = time.perf_counter()
     try:
@@ -158,7 +164,7 @@ async def _run_portrait(
 def parse_chain(text: str) -> tuple[str, ...]:
     """The ``processors`` form field → ordered names: 404 for an unknown one, 400 otherwise."""
     try:
-        return registry.parse_chain(text)
+        chain = registry.parse_chain(text)
     except KeyError:
         unknown = next(
             p.strip() for p in text.split(",") if p.strip() and p.strip() not in registry.PROCESSORS
@@ -166,6 +172,15 @@ def parse_chain(text: str) -> tuple[str, ...]:
         raise unknown_processor(unknown) from None
     except ValueError as error:
         raise GatewayError(400, "invalid_option", f"processors: {error}") from None
+    for name in chain:  # a chain carries one image from step to step
+        if registry.get(name).image_inputs != ("IMAGE",):
+            raise GatewayError(
+                400,
+                "invalid_option",
+                f"processors: {name} takes several files ({', '.join(registry.get(name).image_inputs)}); "
+                f"use POST /api/v1/processors/{name}, chains and jobs do not support it",
+            )
+    return chain
 
 
 def resolve_chain_options(chain: tuple[str, ...], text: str | None) -> dict[str, dict[str, object]]:

@@ -29,6 +29,7 @@ router = APIRouter(prefix="/api/v1", tags=["processors"], dependencies=[Depends(
 
 PROCESSOR_ERRORS = (
     *UPLOAD_ERRORS, *INFERENCE_ERRORS, "no_face_detected", "model_unavailable", "not_found", "processor_disabled",
+    "no_source_face",
 )  # fmt: skip
 _JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "choice": "string", "color": "string"}
 
@@ -48,18 +49,30 @@ def option_schema(option: registry.Option) -> dict:
 
 def request_body(processor: registry.Processor) -> dict:
     """``openapi_extra`` of a processor route: its multipart form from the registry."""
-    properties = {"file": {"type": "string", "format": "binary", "description": f"{SUPPORTED_TYPES} image"}}
+    fields = upload_fields(processor)
+    properties = {
+        field: {"type": "string", "format": "binary", "description": f"{SUPPORTED_TYPES} image"}
+        for field in fields
+    }
     properties.update({option.name: option_schema(option) for option in processor.options})
     return {
         "requestBody": {
             "required": True,
             "content": {
                 "multipart/form-data": {
-                    "schema": {"type": "object", "required": ["file"], "properties": properties}
+                    "schema": {"type": "object", "required": list(fields), "properties": properties}
                 }
             },
         }
     }
+
+
+def upload_fields(processor: registry.Processor) -> dict[str, str]:
+    """Multipart file field → ensemble image tensor: ``file`` → ``IMAGE``; a processor with several
+    images (face_swapper) has one field per tensor, lower-case (``source``, ``target``)."""
+    if processor.image_inputs == ("IMAGE",):
+        return {"file": "IMAGE"}
+    return {tensor.lower(): tensor for tensor in processor.image_inputs}
 
 
 def success_content(processor: registry.Processor) -> dict:
@@ -68,28 +81,36 @@ def success_content(processor: registry.Processor) -> dict:
     return {("image/png" if fmt == "png" else "image/jpeg"): {} for fmt in processor.output_formats}
 
 
-async def read_form(request: Request, name: str) -> tuple[bytes, dict[str, object]]:
-    """(upload bytes, resolved options) from the multipart form; 422 ``invalid_request`` without
-    a ``file``, 400 ``invalid_option`` for an unknown option or a bad value."""
+async def read_form(request: Request, name: str) -> tuple[bytes | dict[str, bytes], dict[str, object]]:
+    """(upload bytes — for a processor with several images, image tensor → bytes —, resolved
+    options) from the multipart form; 422 ``invalid_request`` without a ``file`` (face_swapper:
+    ``source`` and ``target``), 400 ``invalid_option`` for an unknown option or a bad value."""
+    fields = upload_fields(registry.get(name))
     try:
         form = await request.form()
     except Exception as error:  # noqa: BLE001 - a body that is not a multipart form
         raise GatewayError(
             422, "invalid_request", f"expected a multipart form with a file: {error}"
         ) from None
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise GatewayError(422, "invalid_request", "the multipart field `file` (the image) is required")
+    uploads = {}
+    for field, tensor in fields.items():
+        upload = form.get(field)
+        if not isinstance(upload, UploadFile):
+            raise GatewayError(
+                422, "invalid_request", f"the multipart field `{field}` (an image) is required"
+            )
+        uploads[tensor] = upload
     values: dict[str, object] = {}
     for key, value in form.multi_items():
-        if key == "file":
+        if key in fields:
             continue
         if not isinstance(value, str):
             raise GatewayError(400, "invalid_option", f"{name}: option {key} must be a plain form value")
         values[key] = value
     options = resolve_options(name, values)
-    image = await read_upload_capped(upload, request.app.state.settings.max_upload_bytes)
-    return image, options
+    cap = request.app.state.settings.max_upload_bytes
+    images = {tensor: await read_upload_capped(upload, cap) for tensor, upload in uploads.items()}
+    return (images["IMAGE"] if list(images) == ["IMAGE"] else images), options
 
 
 def processor_route(name: str):
@@ -132,7 +153,8 @@ for _processor in registry.PROCESSORS.values():
         methods=["POST"],
         response_class=Response,
         summary=f"{_processor.name}: {_processor.description}",
-        description="Multipart `file` + the options below (form fields). "
+        description=f"Multipart {' + '.join(f'`{f}`' for f in upload_fields(_processor))} + the options "
+        "below (form fields). "
         + (f"Note: {_processor.notes}. " if _processor.notes else "")
         + "No face (face processors) → 400 `no_face_detected`.",
         openapi_extra=request_body(_processor),

@@ -365,7 +365,9 @@ class TritonGateway:
         """Triton's repository API ``unload`` (ensembles using the model become unavailable)."""
         await self._call("unload_model", name, timeout_s=timeout_s)
 
-    async def infer_processor(self, name: str, image: bytes, options: dict) -> ProcessorResult:
+    async def infer_processor(
+        self, name: str, image: bytes | dict[str, bytes], options: dict
+    ) -> ProcessorResult:
         """Run one image through processor ``name``'s ensemble (registry; ``options`` resolved)."""
         model, specs, output_names, resolved = processor_request(name, image, options)
         inputs = transport.build_inputs("grpc", specs)

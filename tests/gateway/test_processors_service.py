@@ -55,9 +55,10 @@ def test_chain_options_force_png_between_steps():
 def test_an_operator_disabled_processor_is_absent_and_answers_403(tmp_path):
     from tests.gateway.test_app import make_client, small_jpeg
 
-    with make_client(tmp_path, disabled_processors="frame_enhancer, face_enhancer") as client:
+    with make_client(tmp_path, disabled_processors="frame_enhancer, face_enhancer, face_swapper") as client:
         listed = [p["name"] for p in client.get("/api/v1/processors").json()["processors"]]
         assert "frame_enhancer" not in listed and "face_enhancer" not in listed and "portrait" in listed
+        assert "face_swapper" not in listed
         files = {"file": ("p.jpg", small_jpeg(), "image/jpeg")}
         refused = client.post("/api/v1/processors/frame_enhancer", files=files)
         assert refused.status_code == 403 and refused.json()["error"] == "processor_disabled"
@@ -66,6 +67,10 @@ def test_an_operator_disabled_processor_is_absent_and_answers_403(tmp_path):
             "/api/v1/jobs", files=files, data={"processors": "background_remover,face_enhancer"}
         )
         assert job.status_code == 403 and "'face_enhancer'" in job.json()["error_message"]
+        swap = client.post(
+            "/api/v1/processors/face_swapper", files={"source": files["file"], "target": files["file"]}
+        )
+        assert swap.status_code == 403 and swap.json()["error"] == "processor_disabled"
         enabled = client.post("/api/v1/processors/background_remover", files=files)
         assert enabled.status_code != 403  # Triton is down here: 503, never processor_disabled
 

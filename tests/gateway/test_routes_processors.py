@@ -113,7 +113,7 @@ def test_no_face_is_a_documented_400(gateway_client, name):
 @pytest.mark.parametrize(
     ("name", "files", "data", "status", "error"),
     [
-        ("face_swapper", upload("a.jpg", b"x"), {}, 404, "not_found"),
+        ("face_morpher", upload("a.jpg", b"x"), {}, 404, "not_found"),
         ("face_enhancer", upload("a.jpg", b"x"), {"fidelity": "2"}, 400, "invalid_option"),
         ("face_analyser", upload("a.jpg", b"x"), {"colour": "red"}, 400, "invalid_option"),
         ("background_remover", upload("a.jpg", b"x"), {"model": "birefnet"}, 400, "invalid_option"),
@@ -127,7 +127,7 @@ def test_bad_requests_get_documented_codes(gateway_client, name, files, data, st
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
     if error == "not_found":
         assert (
-            "face_enhancer, background_remover, frame_enhancer, face_analyser"
+            "face_enhancer, background_remover, frame_enhancer, face_swapper, face_analyser"
             in response.json()["error_message"]
         )
 
@@ -262,3 +262,40 @@ def test_an_unloaded_model_makes_its_processor_503_model_unavailable_until_loade
         )
     finally:
         restore_loaded(triton_server, model)
+
+
+def swap_files(source: bytes, target: bytes) -> dict:
+    return {"source": ("s.jpg", source, "image/jpeg"), "target": ("t.jpg", target, "image/jpeg")}
+
+
+def test_face_swapper_route_takes_source_and_target_and_names_its_distinct_errors(gateway_client):
+    """Faces are looked for before any swap model is called, so both no-face errors answer here,
+    where the swap models are not exported; the swap itself then answers 503 naming the model (the
+    served swap is tested in tests/model_repository/test_onnx_models.py)."""
+    face, giraffe = photo("fr__obama_small.jpg"), photo("dlib__giraffe.jpg")
+    url = "/api/v1/processors/face_swapper"
+    no_source = gateway_client.post(url, files=swap_files(giraffe, face))
+    assert no_source.status_code == 400 and no_source.json()["error"] == "no_source_face", no_source.text
+    no_target = gateway_client.post(url, files=swap_files(face, giraffe))
+    assert no_target.status_code == 400 and no_target.json()["error"] == "no_face_detected", no_target.text
+    absent = gateway_client.post(url, files=swap_files(face, face))
+    assert absent.status_code == 503 and absent.json()["error"] == "model_unavailable"
+    assert "arcface_w600k_r50" in absent.json()["error_message"]
+    one_file = gateway_client.post(url, files={"source": ("s.jpg", face, "image/jpeg")})
+    assert one_file.status_code == 422 and "`target`" in one_file.json()["error_message"]
+    bad = gateway_client.post(url, files=swap_files(face, face), data={"target_face": "-2"})
+    assert bad.status_code == 400 and "target_face" in bad.json()["error_message"]
+    form = gateway_client.get("/openapi.json").json()["paths"][url]["post"]["requestBody"]["content"]
+    schema = form["multipart/form-data"]["schema"]
+    assert schema["required"] == ["source", "target"] and "file" not in schema["properties"]
+
+
+def test_face_swapper_is_refused_in_a_chain(gateway_client):
+    response = gateway_client.post(
+        "/api/v1/jobs",
+        files=upload("p.jpg", photo("fr__obama_small.jpg")),
+        data={"processors": "face_swapper"},
+    )
+    assert (
+        response.status_code == 400 and "face_swapper takes several files" in response.json()["error_message"]
+    )

@@ -69,6 +69,12 @@ def _register_process(subparsers) -> None:
         metavar="NAME=VALUE",
         help="an option of --processor (repeatable), e.g. --option fidelity=0.5 --option format=jpeg",
     )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        metavar="FILE",
+        help="face_swapper: the photo whose face (identity) is swapped into every PATH",
+    )
     parser.add_argument("--no-enhance", action="store_true", help="skip CodeFormer (portrait_basic ensemble)")
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
@@ -118,7 +124,10 @@ def run_process(args: argparse.Namespace) -> int:
             layout=args.layout,
         )
         processor_options = _processor_options(args)
+        source = _swap_source(args)
         video = _single_video(args.paths)
+        if video is not None and source is not None:
+            raise ValueError("face_swapper runs on photos, not on a video")
         images = [] if video is not None else collect_images(args.paths)
     except (FacecraftError, FileNotFoundError, ValueError) as error:
         raise CliError(str(error)) from error
@@ -135,6 +144,8 @@ def run_process(args: argparse.Namespace) -> int:
         try:
 
             async def processor(data: bytes, name: str):
+                if source is not None:  # face_swapper: each PATH is a target
+                    data = {"SOURCE": source, "TARGET": data}
                 if processor_options is not None:
                     if args.via_gateway:
                         return await client.run_processor(args.processor, data, name, **processor_options)
@@ -162,6 +173,18 @@ def run_process(args: argparse.Namespace) -> int:
     outcomes, elapsed = asyncio.run(run())
     print(format_summary(outcomes, elapsed))
     return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
+
+
+def _swap_source(args: argparse.Namespace) -> bytes | None:
+    """The ``--source`` photo's bytes for ``--processor face_swapper`` (required there, refused
+    elsewhere); ``ValueError`` otherwise."""
+    if args.processor != "face_swapper":
+        if args.source is not None:
+            raise ValueError("--source is for --processor face_swapper")
+        return None
+    if args.source is None:
+        raise ValueError("--processor face_swapper needs --source FILE (the face to swap in)")
+    return args.source.read_bytes()  # FileNotFoundError when it is missing
 
 
 def _single_video(paths: list[str]) -> Path | None:

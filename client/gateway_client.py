@@ -48,6 +48,15 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _upload_files(images, filename: str) -> dict:
+    """Multipart files of a processor request: ``file``, or for a processor with several images
+    (face_swapper: tensor name → bytes) one lower-case field each (``source``, ``target``)."""
+    if isinstance(images, dict):
+        return {tensor.lower(): (f"{tensor.lower()}-{filename}", data, "application/octet-stream")
+                for tensor, data in images.items()}  # fmt: skip
+    return {"file": (filename, images, "application/octet-stream")}
+
+
 def error_from_gateway(status_code: int, body: object) -> FacecraftError:
     """Map a gateway error response (``{"error": code, "error_message": ...}`` or FastAPI's ``detail``)."""
     if isinstance(body, dict):
@@ -89,7 +98,7 @@ class AsyncGatewayClient:
         try:
             response = await self._http.post(
                 "/api/v1/process",
-                files={"file": (filename, image_bytes, "application/octet-stream")},
+                files=_upload_files(image_bytes, filename),
                 data=gateway_form_fields(options),
             )
         except httpx.HTTPError as error:

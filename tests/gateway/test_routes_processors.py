@@ -299,3 +299,13 @@ def test_face_swapper_is_refused_in_a_chain(gateway_client):
     assert (
         response.status_code == 400 and "face_swapper takes several files" in response.json()["error_message"]
     )
+
+
+def test_the_gateway_client_sends_face_swapper_files_the_route_reads(gateway_client):
+    from facecraft.client.errors import NoSourceFace
+    from facecraft.client.gateway_client import _upload_files, error_from_gateway
+
+    images = {"SOURCE": photo("dlib__giraffe.jpg"), "TARGET": photo("fr__obama_small.jpg")}
+    response = gateway_client.post("/api/v1/processors/face_swapper", files=_upload_files(images, "t.jpg"))
+    assert response.status_code == 400
+    assert isinstance(error_from_gateway(response.status_code, response.json()), NoSourceFace)

@@ -220,3 +220,28 @@ def test_face_swapper_source_and_target_without_a_face_are_distinct_errors(swap_
         swap_client.swap_faces(face, giraffe)
     with pytest.raises(NoSourceFace, match="source_face=3"):
         swap_client.swap_faces(face, face, source_face=3)
+
+
+def test_cli_swaps_the_source_face_into_every_target_photo(loaded, faces_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from facecraft.cli import main
+
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    for name in ("fr__two_people.jpg", "dlib__giraffe.jpg"):
+        (targets / name).write_bytes((faces_dir / name).read_bytes())
+    out = tmp_path / "out"
+    source = faces_dir / "fr__obama_small.jpg"
+    code = main(
+        ["process", str(targets), "-o", str(out), "--url", loaded.grpc_url,
+         "--processor", "face_swapper", "--source", str(source)]
+    )  # fmt: skip
+    assert code == 1  # the giraffe has no face
+    assert [p.name for p in out.iterdir()] == ["fr__two_people.png"]
+    assert Image.open(out / "fr__two_people.png").size == Image.open(targets / "fr__two_people.jpg").size
+    assert capsys.readouterr().out.splitlines()[-1].split()[:3] == ["1", "1", "0"]
+    refused = main(
+        ["process", str(targets), "-o", str(out), "--url", loaded.grpc_url, "--processor", "face_swapper"]
+    )
+    assert refused == 2 and "needs --source" in capsys.readouterr().err

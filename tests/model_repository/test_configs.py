@@ -27,7 +27,13 @@ PYTHON_MODELS = (
     "enhance_frame",
     "face_swap",
 )
-PROCESSOR_ENSEMBLES = ("face_enhancer", "face_analyser", "background_remover", "frame_enhancer", "face_swapper")
+PROCESSOR_ENSEMBLES = (
+    "face_enhancer",
+    "face_analyser",
+    "background_remover",
+    "frame_enhancer",
+    "face_swapper",
+)
 
 
 def load_config(name: str) -> model_config_pb2.ModelConfig:
@@ -226,7 +232,9 @@ def test_processor_ensemble_contract_is_the_registry(name):
                 "UINT8": "TYPE_UINT8"}  # fmt: skip
     inputs = {t.name: (t.optional, model_config_pb2.DataType.Name(t.data_type)) for t in ensemble.input}
     expected = {o.tensor: (True, datatype[o.datatype]) for o in processor.options if o.tensor}
-    images = {tensor: (False, "TYPE_STRING") for tensor in processor.image_inputs}  # IMAGE, or SOURCE + TARGET
+    images = {
+        tensor: (False, "TYPE_STRING") for tensor in processor.image_inputs
+    }  # IMAGE, or SOURCE + TARGET
     assert inputs == {**images, **expected}
     assert tuple(t.name for t in ensemble.output) == processor.outputs
     assert processor.ensembles == (name,)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from facecraft.pipeline import options as portrait_ranges
@@ -178,6 +179,9 @@ class Processor:
     per_frame: bool = True
     # The ensemble's encoded-image inputs, one uploaded file each (multipart field = lower-case name).
     image_inputs: tuple[str, ...] = ("IMAGE",)
+    # A rule across options (resolved values → raises OptionError), checked by ``resolve``, so the
+    # gateway refuses a bad combination before anything is queued and the Triton step alike.
+    check: Callable[[dict[str, object]], None] | None = None
 
     def option(self, name: str) -> Option:
         """The option called ``name``; :class:`OptionError` listing the valid ones otherwise."""
@@ -198,6 +202,8 @@ class Processor:
             if value is None:
                 continue
             resolved[name] = self.option(name).parse(value)
+        if self.check is not None:
+            self.check(resolved)
         return resolved
 
     def as_dict(self) -> dict:
@@ -265,6 +271,14 @@ FORMAT = Option(
 # the human-segmentation weights and is the one the portrait ensembles use.
 # frame_enhancer scale → the Real-ESRGAN model behind it.
 FRAME_ENHANCER_MODELS = {"4": "realesrgan_x4plus", "2": "realesrgan_x2plus"}
+
+
+def _jpeg_needs_opaque_output(options: dict[str, object]) -> None:
+    """background_remover: JPEG has no alpha, so ``format=jpeg`` needs ``background`` or ``mask_only``."""
+    if options["format"] == "jpeg" and options["background"] is None and not options["mask_only"]:
+        raise OptionError("format", "format=jpeg has no alpha: set background or mask_only")
+
+
 SEGMENTATION_MODELS = {"u2net_human_seg": "u2net", "u2net": "u2net_general", "u2netp": "u2netp"}
 
 D = portrait_ranges.DEFAULT_OPTIONS
@@ -397,6 +411,7 @@ PROCESSORS: dict[str, Processor] = {
             ensembles=("background_remover",),
             models=("background_remove", "u2net"),
             notes="jpeg needs background or mask_only (JPEG has no alpha)",
+            check=_jpeg_needs_opaque_output,
         ),
         Processor(
             name="frame_enhancer",

@@ -172,9 +172,12 @@ async def job_status(request: Request, job_id: str) -> dict:
 async def job_result(
     request: Request,
     job_id: str,
-    format: str = Query("png", description="png, jpg or layout (portrait jobs; a chain has one result)"),
+    format: str | None = Query(
+        None,
+        description="portrait jobs: png (default), jpg or layout; a chain has one result: omit it, "
+        "or name that result's own format (400 invalid_format otherwise)",
+    ),
 ) -> FileResponse:
-    validate_format(format)
     record = await _record(request, job_id)
     if record.status in ("queued", "running"):
         raise GatewayError(409, "job_not_finished", f"job {job_id} is {record.status}")
@@ -184,6 +187,14 @@ async def job_result(
         raise GatewayError(409, "job_cancelled", f"job {job_id} was cancelled")
     if record.processors:
         name = record.files["result"]
+        extension = name.rsplit(".", 1)[-1]
+        if format is not None and format.replace("jpeg", "jpg") != extension.replace("jpeg", "jpg"):
+            raise GatewayError(
+                400,
+                "invalid_format",
+                f"job {job_id} is a processors chain with one result, a {extension} file; "
+                f"omit format or ask for {extension}",
+            )
         path = await asyncio.to_thread(request.app.state.storage.existing_file, job_id, name)
         return FileResponse(
             path,
@@ -194,7 +205,7 @@ async def job_result(
                 "Cache-Control": "no-store",
             },
         )
-    return await _download(request, record, format)
+    return await _download(request, record, validate_format(format or "png"))
 
 
 async def _download(request: Request, record: JobRecord, fmt: str) -> FileResponse:

@@ -333,11 +333,7 @@ def background_remove_stage(inputs: Tensors, infer: Infer) -> dict[str, np.ndarr
     ``PipelineError(model_unavailable, ...)`` naming the Triton model."""
     from facecraft.pipeline.triton_adapter import bytes_tensor
 
-    options = read_options("background_remover", inputs, "background_remove")
-    if options["format"] == "jpeg" and options["background"] is None and not options["mask_only"]:
-        raise PipelineError(
-            INVALID_OPTION, "background_remove", "format=jpeg has no alpha: set background or mask_only"
-        )
+    options = read_options("background_remover", inputs, "background_remove")  # incl. jpeg needs no alpha
     rgb = decode_full(_require(inputs, "IMAGE", "background_remove"), "background_remove")
     triton_model = registry.SEGMENTATION_MODELS[options["model"]]
     seg_input = prepare_segmentation(rgb)[np.newaxis]

@@ -34,6 +34,8 @@ def test_other_processors_get_every_registry_default():
         ("nope", {}, 404, "valid: portrait, face_enhancer"),
         ("face_analyser", {"format": "png"}, 400, "face_analyser has no option 'format'"),
         ("background_remover", {"mask_only": "perhaps"}, 400, "mask_only must be true or false"),
+        # a rule across options (the registry's check): refused here, before a job is queued
+        ("background_remover", {"format": "jpeg"}, 400, "format=jpeg has no alpha"),
     ],
 )
 def test_bad_names_and_options(name, values, status, message):
@@ -50,6 +52,11 @@ def test_chain_options_force_png_between_steps():
     assert options["face_enhancer"]["format"] == "png" and options["background_remover"]["format"] == "png"
     with pytest.raises(GatewayError, match="not in the chain"):
         resolve_chain_options(chain, '{"face_analyser": {}}')
+    with pytest.raises(GatewayError, match="format=jpeg has no alpha") as caught:
+        resolve_chain_options(chain, '{"background_remover": {"format": "jpeg"}}')
+    assert caught.value.status_code == 400
+    jpeg = resolve_chain_options(chain, '{"background_remover": {"format": "jpeg", "mask_only": true}}')
+    assert jpeg["background_remover"]["format"] == "jpeg"
 
 
 def test_an_operator_disabled_processor_is_absent_and_answers_403(tmp_path):

@@ -165,6 +165,10 @@ def test_chain_job_enhances_then_cuts_out(gateway_client):
     assert result.status_code == 200 and result.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(result.content))
     assert image.mode == "RGBA" and image.size == size_of(data)
+    # one result: its own format is served, another one is refused, never silently swapped
+    assert gateway_client.get(submitted.json()["result_url"] + "?format=png").status_code == 200
+    other = gateway_client.get(submitted.json()["result_url"] + "?format=jpg")
+    assert (other.status_code, other.json()["error"]) == (400, "invalid_format"), other.text
 
 
 def test_chain_job_ending_in_the_analyser_gives_json_and_no_face_fails_the_job(gateway_client):
@@ -194,6 +198,7 @@ def test_chain_job_ending_in_the_analyser_gives_json_and_no_face_fails_the_job(g
         ({"processors": "face_enhancer", "processor_options": '{"face_enhancer": {"blend": 3}}'}, 400, "invalid_option"),
         ({"processors": "face_enhancer", "processor_options": '{"background_remover": {}}'}, 400, "invalid_option"),
         ({"processors": "face_enhancer", "processor_options": "not json"}, 400, "invalid_option"),
+        ({"processors": "background_remover", "processor_options": '{"background_remover": {"format": "jpeg"}}'}, 400, "invalid_option"),
     ],
 )  # fmt: skip
 def test_bad_chains_are_refused_before_queueing(gateway_client, data, status, error):

@@ -247,3 +247,23 @@ def test_processor_ensemble_contract_is_the_registry(name):
         (REPOSITORY / model / "config.pbtxt").is_file() or model in COMMITTED_CONFIGS
         for model in processor.models
     )
+
+
+def test_every_model_has_a_version_folder_that_git_keeps():
+    """Triton refuses a model with no version folder ("at least one version must be available") and
+    then the whole repository; git drops empty folders, so each ``1/`` must hold a tracked file
+    (``model.py`` or ``.gitkeep``), or a fresh clone does not start."""
+    import subprocess
+
+    tracked = subprocess.run(
+        ["git", "ls-files", "model_repository"],
+        cwd=REPOSITORY.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if tracked.returncode != 0 or not tracked.stdout:
+        pytest.skip("not a git checkout")
+    versions = {Path(line).parts[1] for line in tracked.stdout.splitlines() if len(Path(line).parts) > 3}
+    models = {path.parent.name for path in REPOSITORY.glob("*/config.pbtxt")}
+    assert models - versions == set()

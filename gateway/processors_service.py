@@ -80,7 +80,8 @@ async def check_segmentation_model(service: PortraitService, model: str) -> None
         503,
         "model_unavailable",
         f"background_remover model={model} needs the Triton model {triton_model}, which is not loaded; "
-        f"available: {', '.join(ready) or 'none'} (export the others with `facecraft export`)",
+        f"available: {', '.join(ready) or 'none'}; load it with POST /api/v1/models/{triton_model}/load, "
+        f"or export it first (`facecraft export {triton_model}` or POST /api/v1/models/download)",
         headers={"Retry-After": str(service.settings.retry_after_s)},
     )
 

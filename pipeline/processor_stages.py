@@ -311,14 +311,16 @@ def cut_out(rgb: np.ndarray, alpha: np.ndarray, background, mask_only: bool, fmt
 
 
 def unavailable_model_error(
-    model: str, triton_model: str, detail: str, step: str = "background_remove"
+    wanted: str, triton_model: str, detail: str, step: str = "background_remove"
 ) -> PipelineError:
-    """``model_unavailable`` for a model Triton does not serve (not exported/loaded)."""
+    """``model_unavailable`` for a model Triton does not serve (not exported/loaded); ``wanted``
+    names what asked for it (an option such as ``model=u2netp``, or a processor)."""
     return PipelineError(
         MODEL_UNAVAILABLE,
         step,
-        f"model={model} needs the Triton model {triton_model}, which is not loaded ({detail}); "
-        "export it with `facecraft export` or pick another model",
+        f"{wanted} needs the Triton model {triton_model}, which is not loaded ({detail}); load it with "
+        f"POST /api/v1/models/{triton_model}/load, or export it first (`facecraft export {triton_model}` "
+        "or POST /api/v1/models/download)",
     )
 
 
@@ -341,7 +343,7 @@ def background_remove_stage(inputs: Tensors, infer: Infer) -> dict[str, np.ndarr
         seg_map = infer(triton_model, {"input": seg_input}, ("output",))["output"]
     except PipelineError as error:
         if error.code == MODEL_UNAVAILABLE:
-            raise unavailable_model_error(options["model"], triton_model, error.detail) from None
+            raise unavailable_model_error(f"model={options['model']}", triton_model, error.detail) from None
         raise
     alpha = alpha_from_map(np.asarray(seg_map)[0], (rgb.shape[1], rgb.shape[0]))
     data = cut_out(rgb, alpha, options["background"], options["mask_only"], options["format"])

@@ -245,7 +245,7 @@ def test_frame_enhancer_refuses_bad_options_and_names_an_absent_model():
         _enhance(image, NearestRealESRGAN(), TILE=np.array([33], np.int32))
     with pytest.raises(
         PipelineError,
-        match="model_unavailable: enhance_frame: model=scale=2 needs the Triton model realesrgan_x2plus",
+        match="model_unavailable: enhance_frame: scale=2 needs the Triton model realesrgan_x2plus",
     ):
         _enhance(image, NearestRealESRGAN(unavailable=True), SCALE=np.array([b"2"], np.object_))
 
@@ -284,7 +284,10 @@ def test_background_enhance_upscales_x2_and_pastes_the_faces_at_the_new_scale(gr
     assert np.abs(image[y, x].astype(int) - 128).max() <= 2  # the restored (mid-grey) face is there
     far = (2, 2)  # a background corner is the ×2 upscale of the input's
     assert np.array_equal(image[far], rgb[far[0] // 2, far[1] // 2])
-    with pytest.raises(PipelineError, match="model_unavailable: face_enhance: model=background_enhance"):
+    with pytest.raises(
+        PipelineError,
+        match="model_unavailable: face_enhance: background_enhance needs the Triton model realesrgan_x2plus",
+    ):
         ps.face_enhance_stage(
             {"RGB": rgb, "FACE_LANDMARKS": landmarks, "BACKGROUND_ENHANCE": np.array([True])},
             infer=CodeFormerAndRealESRGAN(upscaler_served=False),

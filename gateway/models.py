@@ -42,6 +42,21 @@ def unknown_model(name: str, valid: list[str] | tuple[str, ...]) -> GatewayError
     )
 
 
+def require_known(name: str, known: list[str]) -> None:
+    """404 ``model_not_found`` unless ``name`` is in the repository (``known``); a model this
+    project can export but this deployment has not gets a message saying how to download it."""
+    if name in known:
+        return
+    if name in MODEL_NAMES:
+        raise GatewayError(
+            404,
+            "model_not_found",
+            f"model {name!r} is not exported in this deployment; download it with "
+            f'POST /api/v1/models/download ["{name}"] (or `facecraft export {name}`)',
+        )
+    raise unknown_model(name, known)
+
+
 def provenance(export: dict | None) -> dict:
     """Weights fields of a model from its ``export.json`` record (None: not an export).
 
@@ -214,18 +229,14 @@ class ModelManager:
 
     async def load(self, name: str) -> None:
         """Load (or reload) ``name``; 404 ``model_not_found`` for a name not in the repository."""
-        known = await self.known_models()
-        if name not in known:
-            raise unknown_model(name, known)
+        require_known(name, await self.known_models())
         await self.triton.load_model(name)
 
     async def unload(self, name: str) -> None:
         """Unload ``name`` and wait (≤ :data:`SETTLE_TIMEOUT_S`) until Triton has settled: its
         unload returns before the ensembles using the model are unloaded, and until then the
         server reports not ready."""
-        known = await self.known_models()
-        if name not in known:
-            raise unknown_model(name, known)
+        require_known(name, await self.known_models())
         await self.triton.unload_model(name)
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -172,6 +172,11 @@ def test_load_and_unload_of_an_unknown_model_is_404_with_the_repository_names(ga
     answer = gateway_client.post("/api/v1/models/nosuchmodel/unload")
     assert (answer.status_code, answer.json()["error"]) == (404, "model_not_found")
     assert "portrait_basic" in answer.json()["error_message"]
+    # a model this project exports but the session repository has not: how to get it
+    answer = gateway_client.post("/api/v1/models/u2netp/load")
+    assert (answer.status_code, answer.json()["error"]) == (404, "model_not_found")
+    assert "not exported in this deployment" in answer.json()["error_message"]
+    assert 'POST /api/v1/models/download ["u2netp"]' in answer.json()["error_message"]
 
 
 @pytest.mark.integration

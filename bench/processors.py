@@ -230,6 +230,16 @@ def build_processor_report(
     }
 
 
+def _model_lines(report: dict) -> list[str]:
+    """The Markdown "Models" section of a processor report (preset, precision, weights)."""
+    lines = ["## Models", "", "| model | preset | precision | weights |", "|---|---|---|---|"]
+    for name, model in report["models"].items():
+        lines.append(
+            f"| {name} | {model['preset']} | {model['precision']} | {weights_label(model['trained'])} |"
+        )
+    return lines
+
+
 def render_processor_markdown(report: dict) -> str:
     """A Markdown version of a processor report (same numbers as the JSON)."""
     ratio = report["ratio"]
@@ -246,15 +256,8 @@ def render_processor_markdown(report: dict) -> str:
         "",
         *machine_lines(report),
         "",
-        "## Models",
-        "",
-        "| model | preset | precision | weights |",
-        "|---|---|---|---|",
+        *_model_lines(report),
     ]
-    for name, model in report["models"].items():
-        lines.append(
-            f"| {name} | {model['preset']} | {model['precision']} | {weights_label(model['trained'])} |"
-        )
     lines += [
         "",
         "## Images/s over Triton gRPC",
@@ -621,15 +624,8 @@ def render_video_markdown(report: dict) -> str:
         "",
         *machine_lines(report),
         "",
-        "## Models",
-        "",
-        "| model | preset | precision | weights |",
-        "|---|---|---|---|",
+        *_model_lines(report),
     ]
-    for name, model in report["models"].items():
-        lines.append(
-            f"| {name} | {model['preset']} | {model['precision']} | {weights_label(model['trained'])} |"
-        )
     lines += [
         "",
         "## Runs (each in a fresh process)",

@@ -179,6 +179,18 @@ def _register_bench(subparsers) -> None:
         "instead of the portrait scenarios: images/s at --concurrency (default 1,16) with conv probes",
     )
     parser.add_argument(
+        "--video",
+        action="store_true",
+        help="with --processor: frames/s of the streaming video pipeline vs. a sequential per-frame loop "
+        "through Triton, and peak RSS for a 5 s and a 30 s generated clip (--video-seconds)",
+    )
+    parser.add_argument(
+        "--video-seconds",
+        default="5,30",
+        metavar="SHORT,LONG",
+        help="with --video: the two clip lengths in seconds (default 5,30)",
+    )
+    parser.add_argument(
         "--plans",
         default="auto",
         help="instance plans to compare side by side, each with its own Triton (comma-separated): auto "
@@ -229,7 +241,19 @@ def run_bench(args: argparse.Namespace) -> int:
             parse_plan_spec(spec, instance_plan(config))
     except ValueError as error:
         raise CliError(str(error)) from error
-    if args.processor:
+    if args.video and not args.processor:
+        raise CliError("--video goes with --processor NAME (a per-frame processor)")
+    if args.video:
+        from facecraft.bench.processors import run_video_benchmark
+
+        try:
+            seconds = tuple(float(s) for s in args.video_seconds.split(","))
+            if len(seconds) != 2 or not 0 < seconds[0] < seconds[1]:
+                raise ValueError("--video-seconds takes SHORT,LONG seconds, e.g. 5,30")
+            md_path, json_path = run_video_benchmark(config, args.processor, seconds)
+        except ValueError as error:
+            raise CliError(str(error)) from error
+    elif args.processor:
         from facecraft.bench.processors import run_processor_benchmark
 
         try:

@@ -17,8 +17,12 @@ from facecraft.bench.processors import (
     INPUT_KINDS,
     input_kind,
     measure_processor,
+    measure_video,
     photo_names,
     render_processor_markdown,
+    render_video_markdown,
+    video_processor,
+    write_bench_clip,
 )
 from facecraft.cli import main
 
@@ -86,3 +90,81 @@ def test_face_enhancer_bench_on_the_session_triton_writes_a_complete_report(trit
     assert json.loads(json_path.read_text()) == json.loads(json.dumps(report))
     markdown = md_path.read_text()
     assert "`face_enhancer`" in markdown and "c2_over_c1" in markdown and "**untrained**" in markdown
+
+
+def test_video_bench_refuses_an_image_only_processor():
+    with pytest.raises(ValueError, match="portrait works on one image at a time only"):
+        video_processor("portrait")
+    assert video_processor("face_enhancer").name == "face_enhancer"
+
+
+def test_the_bench_clip_has_the_frames_fps_size_and_a_sine_track_it_reports(tmp_path):
+    from facecraft.pipeline.video import probe_video
+
+    clip = write_bench_clip(tmp_path / "clip.mp4", 1.0, fps=10, size=(96, 64))
+    info = probe_video(tmp_path / "clip.mp4")
+    assert clip == {"seconds": 1.0, "frames": 10, "fps": 10, "width": 96, "height": 64}
+    assert (info.frames, info.fps, info.width, info.height) == (10, 10, 96, 64)
+    assert info.audio is not None and info.audio.codec == "aac"
+
+
+@pytest.mark.integration
+def test_face_enhancer_video_bench_on_the_session_triton_writes_a_complete_report(triton_server, tmp_path):
+    config = BenchConfig(preset="tiny", out_dir=tmp_path)
+    report = measure_video(
+        config,
+        "face_enhancer",
+        grpc_url=triton_server.grpc_url,
+        records=export_records(Path(triton_server.repo)),
+        plan=instance_plan(config),
+        work_dir=tmp_path / "work",
+        clip_seconds=(0.5, 1.0),
+        repeats=1,
+        max_in_flight=4,
+    )
+    assert (report["kind"], report["processor"], report["ensemble"]) == (
+        "processor_video",
+        "face_enhancer",
+        "face_enhancer",
+    )
+    assert report["clips"]["0.5s"]["frames"] == 5 and report["clips"]["1s"]["frames"] == 10
+    assert [(r["mode"], r["clip"]) for r in report["runs"]] == [
+        ("sequential", "0.5s"),
+        ("streaming", "0.5s"),
+        ("streaming", "1s"),
+    ]
+    for run, frames in zip(report["runs"], (5, 5, 10), strict=True):
+        assert run["frames"] == frames and run["frames_per_s"] > 0
+        assert run["frames_without_face"] == 0  # the face of every generated frame is restored
+        assert 0 < run["baseline_rss_mib"] <= run["peak_rss_mib"]
+    sequential, streaming, _ = report["runs"]
+    assert sequential["max_frames_in_flight"] == 1
+    assert 1 <= streaming["max_frames_in_flight"] <= streaming["max_in_flight"] == 4
+    assert report["frames_per_s"] == {
+        "sequential": sequential["frames_per_s"],
+        "streaming": streaming["frames_per_s"],
+        "clip": "0.5s",
+    }
+    ratio = report["ratio"]
+    assert ratio["name"] == "streaming_over_sequential"
+    assert ratio["value"] == pytest.approx(streaming["frames_per_s"] / sequential["frames_per_s"])
+    assert ratio["target_reached"] == (ratio["value"] >= 1.1)
+    assert ratio["disturbed"] == (ratio["probe_spread"] > report["conv_probe_series"]["threshold"])
+    assert report["conv_probe_series"]["count"] == 4  # start + one after each run
+    rss = report["peak_rss_mib"]
+    assert rss["streaming"] == {"0.5s": streaming["peak_rss_mib"], "1s": report["runs"][2]["peak_rss_mib"]}
+    assert rss["growth_mib"] == pytest.approx(rss["streaming"]["1s"] - rss["streaming"]["0.5s"])
+    assert report["models"]["codeformer"]["trained"] is False
+    assert not list((tmp_path / "work").glob("out-*"))  # outputs removed after each run
+
+    started = datetime.fromisoformat(report["timestamp"])
+    md_path, json_path = write_report(tmp_path, started, "processor-video-face_enhancer-tiny-cpu", report,
+                                      render_video_markdown(report))  # fmt: skip
+    assert json.loads(json_path.read_text()) == json.loads(json.dumps(report))
+    markdown = md_path.read_text()
+    assert "streaming_over_sequential" in markdown and "peak RSS" in markdown and "**untrained**" in markdown
+
+
+def test_bench_video_needs_a_processor(capsys):
+    assert main(["bench", "--video"]) != 0
+    assert "--video goes with --processor" in capsys.readouterr().err

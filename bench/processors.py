@@ -68,6 +68,14 @@ INPUT_KINDS: dict[str, InputKind] = {
         samples=lambda photos: list(photos),
         send=lambda client, name, image: client.run_processor(name, image),
     ),
+    # face_swapper: each photo's face into the next photo (the last into the first)
+    "source + target images": InputKind(
+        samples=lambda photos: [
+            (f"{source[0]}->{target[0]}", {"SOURCE": source[1], "TARGET": target[1]})
+            for source, target in zip(photos, photos[1:] + photos[:1], strict=True)
+        ],
+        send=lambda client, name, pair: client.run_processor(name, pair),
+    ),
 }
 
 

@@ -13,6 +13,7 @@ from facecraft.gateway.forms import portrait_options
 from facecraft.gateway.routes_process import UPLOAD_ERRORS, download_url
 from facecraft.gateway.schemas import DeleteResponse, JobStatus, JobSubmitted
 from facecraft.gateway.security import (
+    DOWNLOAD_FORMATS,
     read_upload_capped,
     require_api_key,
     sanitize_filename,
@@ -178,6 +179,9 @@ async def job_result(
         "or name that result's own format (400 invalid_format otherwise)",
     ),
 ) -> FileResponse:
+    known = {*DOWNLOAD_FORMATS, "jpeg", *processors_service.FILE_EXTENSIONS.values()}
+    if format is not None and format not in known:  # checked first, as for any job
+        raise GatewayError(400, "invalid_format", f"format must be one of {', '.join(sorted(known))}")
     record = await _record(request, job_id)
     if record.status in ("queued", "running"):
         raise GatewayError(409, "job_not_finished", f"job {job_id} is {record.status}")

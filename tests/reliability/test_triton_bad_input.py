@@ -28,8 +28,12 @@ def cases(astronaut_rgb) -> dict[str, corpus.InputCase]:
 
 
 @pytest.fixture(scope="module")
-def client(triton_server):
+def client(triton_server, request):
     import tritonclient.http as httpclient
+
+    from tests.fixtures.triton import restart_if_unhealthy
+
+    restart_if_unhealthy(triton_server, request.node.nodeid)  # reference_box calls it at set-up
 
     with_timeout = httpclient.InferenceServerClient(triton_server.http_url, network_timeout=300.0)
     yield with_timeout

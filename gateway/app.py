@@ -175,7 +175,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     storage = JobStorage(settings.output_dir)
     served_repository = settings.triton_repository or settings.model_repository
     triton = TritonGateway(
-        settings.triton_url, settings.triton_timeout_s, settings.retry_after_s, repository=served_repository
+        settings.triton_url,
+        settings.triton_timeout_s,
+        settings.retry_after_s,
+        repository=served_repository,
+        recover_stubs=settings.recover_unhealthy_stubs,
+        on_recovery=metrics.count_stub_recovery,
     )
     model_manager = ModelManager(triton, settings.model_repository, settings.triton_repository)
     service = PortraitService(settings, triton, storage, metrics)

@@ -106,8 +106,19 @@ class GatewayMetrics:
         self.triton_ready = Gauge(
             "facecraft_gateway_triton_ready", "1 when the last readiness probe passed", registry=r
         )
+        self.stub_recoveries = Counter(
+            "facecraft_gateway_triton_stub_recoveries_total",
+            "models reloaded because Triton declared one of their Python stubs unhealthy, by outcome "
+            "(reloaded | failed; docs/reliability.md)",
+            ["model", "outcome"],
+            registry=r,
+        )
         Info("facecraft_gateway_build", "gateway version", registry=r).info({"version": __version__})
         self.started_at = time.time()
+
+    def count_stub_recovery(self, model: str, outcome: str) -> None:
+        """``TritonGateway``'s ``on_recovery``: one model reload after an unhealthy stub."""
+        self.stub_recoveries.labels(model, outcome).inc()
 
 
 class MetricsMiddleware:

@@ -200,7 +200,13 @@ def build_worker(settings: GatewaySettings, name: str | None = None) -> Worker:
     """A SAQ worker over ``settings.job_backend`` running ``FACECRAFT_JOB_WORKERS`` jobs at once."""
     metrics = GatewayMetrics()
     storage = JobStorage(settings.output_dir)
-    triton = TritonGateway(settings.triton_url, settings.triton_timeout_s, settings.retry_after_s)
+    triton = TritonGateway(
+        settings.triton_url,
+        settings.triton_timeout_s,
+        settings.retry_after_s,
+        recover_stubs=settings.recover_unhealthy_stubs,
+        on_recovery=metrics.count_stub_recovery,
+    )
     service = PortraitService(settings, triton, storage, metrics)
     runner = JobRunner(settings, service, storage, metrics, name=name)
 

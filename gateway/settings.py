@@ -33,6 +33,11 @@ class GatewaySettings(BaseSettings):
     admin_routes: bool = Field(
         True, description="model download/load/unload routes; false answers 403 admin_disabled"
     )
+    recover_unhealthy_stubs: bool = Field(
+        True,
+        description="reload a model at once when Triton declares one of its Python stubs unhealthy "
+        "(Triton 2.51 would otherwise give its next request a stale answer or abort: docs/reliability.md)",
+    )
 
     # Processing defaults (the Facecraft contract).
     default_width: int = Field(648, ge=64, le=4096)

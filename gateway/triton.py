@@ -18,6 +18,14 @@ every Triton failure to a :class:`GatewayError`:
 After a connection failure new calls get a fresh gRPC channel, so the gateway recovers by itself
 when Triton comes back. The old channel is closed only once the calls still running on it have
 finished: closing a ``grpc.aio`` channel cancels every call on it.
+
+"Stub process '<instance>' is not healthy" is not only transient: Triton 2.51's Python backend
+gives up on a request when the stub's health thread misses one 1-second check (a process stalled
+for over a second), but the stub still runs that request and later answers it. The instance is
+then out of step with its stub: its next request takes the stale answer (another request's
+output) or aborts the whole server (``boost::interprocess::lock_exception``). The gateway therefore
+reloads the model of that instance at once (:meth:`TritonGateway.recover_stub`), which replaces
+the stub, when ``recover_stubs`` is on (``FACECRAFT_RECOVER_UNHEALTHY_STUBS``, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -68,6 +76,10 @@ _TRANSIENT_MESSAGE = re.compile(
     r"|shutting down|server is stopping|rst_stream|goaway|socket closed|connection reset|broken pipe",
     re.I | re.S,
 )
+
+# The Python backend's answer when a stub missed a health check (r24.10 stub_launcher.cc); the
+# instance is named "<model>_<group>_<index>" (or "<group name>_<index>").
+_UNHEALTHY_STUB = re.compile(r"stub process '([^']+)' is not healthy", re.I)
 
 # Triton's answer for an inference on a model that is not loaded (or not ready).
 _MODEL_NOT_LOADED = re.compile(r"unknown model: '([^']+)'|model '([^']+)' is not (?:ready|found)", re.I)
@@ -205,8 +217,21 @@ class TritonGateway:
     ends — never under a call that is still using it.
     """
 
-    def __init__(self, url: str, timeout_s: float, retry_after_s: int = 5, repository: Path | None = None):
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        retry_after_s: int = 5,
+        repository: Path | None = None,
+        recover_stubs: bool = True,
+        on_recovery=None,
+    ):
         self.url = url
+        # Reload a model whose Python stub Triton declared unhealthy (module doc); on_recovery(model,
+        # outcome) is told of each reload ("reloaded" or "failed"), e.g. for a metric.
+        self.recover_stubs = recover_stubs
+        self.on_recovery = on_recovery
+        self._recoveries: dict[str, asyncio.Task] = {}
         # The folder Triton serves, to name an unloaded ensemble's step models (None: not known).
         self.repository = Path(repository) if repository else None
         self.timeout_s = timeout_s
@@ -253,8 +278,65 @@ class TritonGateway:
         """Channels not closed yet (the current one plus retired ones with calls still running)."""
         return len(self._open)
 
+    def _recover_if_stub_unhealthy(self, message: str) -> None:
+        match = _UNHEALTHY_STUB.search(message)
+        if not match or not self.recover_stubs:
+            return
+        instance = match.group(1)
+        if instance in self._recoveries:  # one reload per instance at a time
+            return
+        task = asyncio.get_running_loop().create_task(self.recover_stub(instance))
+        self._recoveries[instance] = task
+        task.add_done_callback(lambda _task: self._recoveries.pop(instance, None))
+
+    async def wait_recoveries(self, timeout_s: float | None = None) -> bool:
+        """Wait until every reload started after an unhealthy stub has ended (at most
+        ``timeout_s``); True when none is left running."""
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        while self._recoveries:
+            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if left is not None and left <= 0:
+                return False
+            await asyncio.wait(list(self._recoveries.values()), timeout=left)
+        return True
+
+    async def recover_stub(self, instance: str) -> str | None:
+        """Reload the model of Python-backend ``instance`` (e.g. ``"decode_0_0"``), which starts a
+        new stub in step with Triton; returns the model's name, or None when the reload failed
+        (logged; the model keeps its broken instance and Triton may abort: supervise it)."""
+        model = re.sub(r"(_\d+){1,2}$", "", instance)
+        try:
+            names = [entry.get("name", "") for entry in await self.repository_index()]
+            owners = [name for name in names if re.fullmatch(re.escape(name) + r"(_\d+){1,2}", instance)]
+            model = max(owners, key=len) if owners else model
+            log.warning(
+                "Triton gave up on Python stub %s (it missed a health check: a stall of over 1 s); "
+                "reloading model %s so that its next request cannot take a stale answer or abort Triton",
+                instance,
+                model,
+            )
+            await self._call("load_model", model, timeout_s=120.0)
+        except Exception as error:  # noqa: BLE001 - a background task: log it, never lose it
+            message = error.message if isinstance(error, GatewayError) else repr(error)
+            log.error(
+                "reloading model %s after its stub %s went unhealthy failed: %s", model, instance, message
+            )
+            self._tell_recovery(model, "failed")
+            return None
+        log.warning("model %s reloaded: a new stub replaced %s", model, instance)
+        self._tell_recovery(model, "reloaded")
+        return model
+
+    def _tell_recovery(self, model: str, outcome: str) -> None:
+        if self.on_recovery is not None:
+            self.on_recovery(model, outcome)
+
     async def close(self) -> None:
-        """Close every channel (app shutdown: no call is expected to be running)."""
+        """Close every channel (app shutdown: no call is expected to be running); a model reload
+        still running after 10 s is abandoned (its channel closes under it)."""
+        await self.wait_recoveries(timeout_s=10.0)
+        for task in list(self._recoveries.values()):
+            task.cancel()
         self._current = None
         channels, self._open = list(self._open), set()
         for channel in channels:
@@ -273,6 +355,7 @@ class TritonGateway:
             mapped = map_triton_error(error, self.retry_after_s)
             if mapped.error == "triton_unavailable":
                 self._retire(channel)
+                self._recover_if_stub_unhealthy(str(error.message() or error))
             elif mapped.error == "internal_error":
                 log.warning("%s failed: status=%s %s", method, error.status(), mapped.message)
             raise mapped from None

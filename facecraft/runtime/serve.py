@@ -23,7 +23,7 @@ from facecraft.runtime.instance_groups import configure_repository, is_onnx_mode
 from facecraft.runtime.instance_plan import InstancePlan, plan_instances
 from facecraft.runtime.model_config import load_config
 from facecraft.runtime.ports import BindAddressError, PortConflictError, PortInUseError, check_ports_free
-from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer
+from facecraft.runtime.server import DEFAULT_RUNTIME_DIR, TritonServer, TritonStartError
 
 GATEWAY_MODULE = "facecraft.gateway"
 # `facecraft worker`: runs the shared Redis queue's jobs (FACECRAFT_JOB_BACKEND=redis://...)
@@ -33,6 +33,11 @@ DEFAULT_GATEWAY_PORT = 8080
 # running async jobs get FACECRAFT_SHUTDOWN_GRACE_S (10 s). A SIGKILL cuts gRPC calls, which can
 # crash Triton 2.51 (docs/reliability.md), so it comes only well after both.
 GATEWAY_STOP_TIMEOUT_S = 30.0
+# An embedded Triton that exits unexpectedly is restarted on the same ports, at most this many
+# times within this many seconds; then serve gives up (exit 1). Triton 2.51 can abort under load
+# (docs/reliability.md); the gateway answers 503 triton_unavailable meanwhile and queued jobs wait.
+TRITON_RESTARTS = 5
+TRITON_RESTART_WINDOW_S = 600.0
 
 
 class ServeError(RuntimeError):
@@ -268,13 +273,55 @@ def _raise_interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@dataclass
+class RestartBudget:
+    """At most ``limit`` restarts within any ``window_s`` seconds (times from ``time.monotonic``)."""
+
+    limit: int = TRITON_RESTARTS
+    window_s: float = TRITON_RESTART_WINDOW_S
+    times: list[float] = field(default_factory=list)
+
+    def allow(self, now: float) -> bool:
+        """Count a restart at ``now`` and return True, or False when the budget is spent."""
+        self.times = [time_ for time_ in self.times if now - time_ < self.window_s]
+        if len(self.times) >= self.limit:
+            return False
+        self.times.append(now)
+        return True
+
+
+def restart_triton(triton: TritonServer, budget: RestartBudget) -> bool:
+    """After Triton exited unexpectedly: show why, and start it again on the same ports when the
+    budget allows; False when serve should give up."""
+    code = getattr(triton.process, "returncode", None)
+    say(f"Triton exited unexpectedly (code {code}); last lines of {triton.log_path}:\n{triton.log_tail(30)}")
+    if not budget.allow(time.monotonic()):
+        say(f"Triton exited {budget.limit + 1} times within {budget.window_s:.0f} s: giving up")
+        return False
+    say(
+        f"restarting Triton ({len(budget.times)} of at most {budget.limit} restarts in {budget.window_s:.0f} s; "
+        "the gateway answers 503 triton_unavailable meanwhile, queued jobs wait)"
+    )
+    try:
+        triton.restart()
+    except TritonStartError as error:
+        say(f"Triton did not start again: {error}")
+        return False
+    say("Triton is ready again")
+    return True
+
+
 def _wait_forever(
-    triton: TritonServer | None, gateway: GatewayProcess | None, worker: GatewayProcess | None = None
+    triton: TritonServer | None,
+    gateway: GatewayProcess | None,
+    worker: GatewayProcess | None = None,
+    budget: RestartBudget | None = None,
 ) -> int:
-    """Block until a child dies (returns 1) or Ctrl-C / SIGTERM (raises KeyboardInterrupt)."""
+    """Block until the gateway or worker dies, or Triton dies past its restart budget (returns 1),
+    or Ctrl-C / SIGTERM (raises KeyboardInterrupt). A Triton that exits is restarted."""
+    budget = budget or RestartBudget()
     while True:
-        if triton is not None and not triton.is_running():
-            say(f"Triton exited unexpectedly; last lines of {triton.log_path}:\n{triton.log_tail(30)}")
+        if triton is not None and not triton.is_running() and not restart_triton(triton, budget):
             return 1
         for name, child in (("gateway", gateway), ("job worker", worker)):
             if child is not None and child.process is not None and child.process.poll() is not None:

@@ -146,6 +146,8 @@ class _FakeAioClient:
 
     instances: list[_FakeAioClient] = []
     script: list = []
+    models: list[str] = []  # the repository index
+    loaded: list[str] = []  # load_model calls
 
     def __init__(self, url):
         self.url = url
@@ -164,6 +166,12 @@ class _FakeAioClient:
         self.pending.append(future)
         return await future
 
+    async def get_model_repository_index(self, as_json=False, client_timeout=None):
+        return {"models": [{"name": name, "state": "READY"} for name in _FakeAioClient.models]}
+
+    async def load_model(self, model_name, client_timeout=None):
+        _FakeAioClient.loaded.append(model_name)
+
     def release_all(self, value):
         for future in self.pending:
             if not future.done():
@@ -178,6 +186,7 @@ class _FakeAioClient:
 @pytest.fixture
 def fake_aio_client(monkeypatch):
     _FakeAioClient.instances, _FakeAioClient.script = [], []
+    _FakeAioClient.models, _FakeAioClient.loaded = [], []
     monkeypatch.setattr(triton_module.grpcclient, "InferenceServerClient", _FakeAioClient)
     return _FakeAioClient
 
@@ -228,6 +237,31 @@ def test_dead_stub_during_a_call_answers_triton_unavailable(fake_aio_client):
 
     error = asyncio.run(scenario())
     assert (error.status_code, error.error, error.headers["Retry-After"]) == (503, "triton_unavailable", "6")
+
+
+@pytest.mark.parametrize("recover", [True, False])
+def test_an_unhealthy_stub_has_its_own_model_reloaded_once(fake_aio_client, recover):
+    """The model owning instance ``face_enhance_0_0`` is reloaded (not ``face_enhancer``), once for
+    two calls that meet the same dead stub; nothing when recovery is off (Triton itself in
+    tests/gateway/test_triton_stub_recovery.py)."""
+    unhealthy = "in ensemble 'face_enhancer', Stub process 'face_enhance_0_0' is not healthy."
+    fake_aio_client.script = [InferenceServerException(unhealthy, "StatusCode.INTERNAL") for _ in range(2)]
+    fake_aio_client.models = ["face_enhancer", "face_enhance", "faces"]
+    outcomes = []
+    gateway = TritonGateway(
+        "triton:8001", 5.0, recover_stubs=recover, on_recovery=lambda *a: outcomes.append(a)
+    )
+
+    async def scenario():
+        for _ in range(2):
+            with pytest.raises(GatewayError):
+                await gateway.infer("face_enhancer", [])
+        assert await gateway.wait_recoveries(timeout_s=5)
+        await gateway.close()
+
+    asyncio.run(scenario())
+    assert fake_aio_client.loaded == (["face_enhance"] if recover else [])
+    assert outcomes == ([("face_enhance", "reloaded")] if recover else [])
 
 
 def test_a_failing_call_does_not_close_the_channel_under_other_calls(fake_aio_client):

@@ -345,6 +345,57 @@ def test_wait_returns_1_when_the_gateway_exits(capsys):
     assert "the gateway exited with code 3" in capsys.readouterr().out
 
 
+def test_the_restart_budget_allows_a_few_restarts_per_window():
+    budget = serve_module.RestartBudget(limit=2, window_s=60.0)
+    assert budget.allow(0.0) and budget.allow(10.0)
+    assert not budget.allow(20.0)  # a third within 60 s
+    assert budget.allow(61.0)  # the first has left the window
+    assert not budget.allow(62.0)
+
+
+@pytest.mark.integration
+def test_serve_restarts_a_triton_that_dies_on_the_same_ports(small_repo, tmp_path, capsys):
+    """The wait loop of ``serve`` brings a killed Triton back (same ports, ready); it returns only
+    when the gateway dies, or when Triton dies past the restart budget."""
+    import threading
+
+    from facecraft.runtime.server import TritonServer
+
+    triton = TritonServer(small_repo, runtime_dir=tmp_path / "runtime", host="127.0.0.1", http_port=0,
+                          grpc_port=0, metrics_port=0, ready_timeout=300)  # fmt: skip
+    triton.start()
+    gateway = serve_module.GatewayProcess(triton_url=triton.grpc_url)
+    gateway.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    budget = serve_module.RestartBudget(limit=1, window_s=600.0)
+    returned: list[int] = []
+    loop = threading.Thread(
+        target=lambda: returned.append(serve_module._wait_forever(triton, gateway, None, budget))
+    )
+    try:
+        http_url, first_pid = triton.http_url, triton.pid
+        loop.start()
+        os.kill(first_pid, signal.SIGKILL)
+        out, deadline = "", time.monotonic() + 300
+        while "Triton is ready again" not in out:  # restart_triton has returned
+            assert time.monotonic() < deadline and loop.is_alive(), out
+            time.sleep(0.5)
+            out += capsys.readouterr().out
+        assert "restarting Triton (1 of at most 1 restarts in 600 s" in out
+        assert triton.pid != first_pid and triton.http_url == http_url
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=10) as response:
+            assert response.status == 200
+        os.kill(triton.pid, signal.SIGKILL)  # past the budget of 1: serve gives up
+        loop.join(300)
+        assert returned == [1]
+        out += capsys.readouterr().out
+        assert "Triton exited 2 times within 600 s: giving up" in out
+    finally:
+        gateway.process.kill()
+        gateway.process.wait(30)
+        loop.join(300)
+        triton.stop()
+
+
 def test_gateway_process_stop_terminates_a_running_child():
     gateway = serve_module.GatewayProcess(triton_url="127.0.0.1:1")
     gateway.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

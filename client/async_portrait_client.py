@@ -11,6 +11,8 @@ from facecraft.client.errors import FacecraftError, ServerUnavailable, error_fro
 from facecraft.client.options import PortraitOptions, encode_inputs
 from facecraft.client.processors import (
     ProcessorResult,
+    identity_from_outputs,
+    identity_request,
     processor_request,
     result_from_processor_outputs,
 )
@@ -141,6 +143,16 @@ class AsyncPortraitClient:
         outputs = build_outputs(self.protocol, output_names)
         response = await self._call(model, build_inputs(self.protocol, specs), outputs)
         return result_from_processor_outputs(name, response.as_numpy, resolved)
+
+    async def identity(self, name: str, image_bytes: bytes, **options):
+        """The identity embedding of processor ``name`` (face_swapper: the source face's ArcFace
+        embedding, float32 [512], through ``face_swapper_source``), to send instead of the image
+        with every frame of a video: ``run_processor(name, {"SOURCE_EMBEDDING": e, "TARGET": ...})``.
+        Raises ``NoSourceFace``, ``ModelUnavailable``... (``FacecraftError`` subclasses)."""
+        model, specs, output_names = identity_request(name, image_bytes, options)
+        outputs = build_outputs(self.protocol, output_names)
+        response = await self._call(model, build_inputs(self.protocol, specs), outputs)
+        return identity_from_outputs(name, response.as_numpy)
 
     async def enhance_faces(self, image_bytes: bytes, **options) -> ProcessorResult:
         """``face_enhancer``: every face restored by CodeFormer, the whole image back (PNG/JPEG)."""

@@ -65,42 +65,94 @@ def resolve_processor_options(name: str, options: dict[str, object]) -> dict[str
         raise InvalidOption(f"invalid_option: client: {error}", step="client", detail=str(error)) from None
 
 
-def image_tensors(name: str, images) -> dict[str, bytes]:
+def image_tensors(name: str, images) -> dict[str, object]:
     """The encoded-image inputs of processor ``name`` (``Processor.image_inputs``): ``images`` is
     the bytes of its one image, or, for several (face_swapper: ``SOURCE``, ``TARGET``), a mapping
-    tensor name → bytes. Raises ``TypeError`` for anything else or a missing/extra name."""
-    expected = registry.get(name).image_inputs
+    tensor name → bytes. Where the processor has an ``identity`` (face_swapper), its embedding
+    (``SOURCE_EMBEDDING``: float32 [512], from :func:`identity_request`) may replace that image.
+    Raises ``TypeError`` for anything else or a missing/extra name."""
+    processor = registry.get(name)
+    expected = processor.image_inputs
     if isinstance(images, (bytes, bytearray, memoryview)) and len(expected) == 1:
         return {expected[0]: bytes(images)}
+    identity = processor.identity
+    if isinstance(images, dict) and identity is not None and identity.tensor in images:
+        expected = tuple(identity.tensor if t == identity.image else t for t in expected)
     if not isinstance(images, dict) or set(images) != set(expected):
         raise TypeError(f"{name} takes the image(s) {', '.join(expected)}, got {type(images).__name__}")
     for tensor, data in images.items():
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if identity is not None and tensor == identity.tensor:
+            embedding = np.asarray(data)
+            if embedding.size != identity.size:
+                raise TypeError(f"{tensor} must hold {identity.size} values, got shape {embedding.shape}")
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"{tensor} must be bytes, got {type(data).__name__}")
-    return {tensor: bytes(images[tensor]) for tensor in expected}
+    return {
+        tensor: images[tensor]
+        if identity is not None and tensor == identity.tensor
+        else bytes(images[tensor])
+        for tensor in expected
+    }
 
 
-def encode_processor_inputs(name: str, image_bytes: bytes, options: dict[str, object]) -> list[TensorSpec]:
+def _image_specs(name: str, images) -> list[TensorSpec]:
+    specs = []
+    identity = registry.get(name).identity
+    for tensor, data in image_tensors(name, images).items():
+        if identity is not None and tensor == identity.tensor:
+            array = np.asarray(data, dtype=_NUMPY_TYPES[identity.datatype]).reshape(1, identity.size)
+            specs.append(TensorSpec(tensor, array, identity.datatype))
+        else:
+            specs.append(TensorSpec(tensor, np.array([[data]], dtype=np.object_), "BYTES"))
+    return specs
+
+
+def _option_spec(option: registry.Option, value: object) -> TensorSpec:
+    if option.datatype == "BYTES":
+        array = np.array([[str(value).encode("utf-8")]], dtype=np.object_)
+    elif option.kind == "color":
+        array = np.array([value], dtype=np.uint8)
+    else:
+        array = np.array([[value]], dtype=_NUMPY_TYPES[option.datatype])
+    return TensorSpec(option.tensor, array, option.datatype)
+
+
+def encode_processor_inputs(name: str, image_bytes, options: dict[str, object]) -> list[TensorSpec]:
     """Input tensors (batch dimension 1) of processor ``name``'s ensemble: ``IMAGE`` BYTES [1, 1]
-    (or each of its ``image_inputs``, :func:`image_tensors`) plus one tensor per option whose value is set (an option left unset — e.g. no background
-    colour — is not sent; the ensemble applies the registry default)."""
+    (or each of its ``image_inputs``, :func:`image_tensors`) plus one tensor per option whose value
+    is set (an option left unset — e.g. no background colour — is not sent; the ensemble applies
+    the registry default)."""
     resolved = resolve_processor_options(name, options)
-    specs = [
-        TensorSpec(tensor, np.array([[data]], dtype=np.object_), "BYTES")
-        for tensor, data in image_tensors(name, image_bytes).items()
-    ]
+    specs = _image_specs(name, image_bytes)
     for option in registry.get(name).options:
         value = resolved[option.name]
         if option.tensor is None or value is None:
             continue
-        if option.datatype == "BYTES":
-            array = np.array([[str(value).encode("utf-8")]], dtype=np.object_)
-        elif option.kind == "color":
-            array = np.array([value], dtype=np.uint8)
-        else:
-            array = np.array([[value]], dtype=_NUMPY_TYPES[option.datatype])
-        specs.append(TensorSpec(option.tensor, array, option.datatype))
+        specs.append(_option_spec(option, value))
     return specs
+
+
+def identity_request(
+    name: str, image_bytes: bytes, options: dict[str, object]
+) -> tuple[str, list[TensorSpec], tuple[str, ...]]:
+    """(ensemble, input tensors, output names) that compute processor ``name``'s identity
+    (``Processor.identity``: face_swapper's source embedding, ``face_swapper_source``) from the
+    encoded image ``image_bytes``, with the options the identity takes (``source_face``).
+    Raises ``ValueError`` for a processor without one, ``InvalidOption`` for a bad option."""
+    processor = registry.get(name)
+    identity = processor.identity
+    if identity is None:
+        raise ValueError(f"{name} has no identity input to compute once")
+    resolved = resolve_processor_options(name, options)
+    specs = [TensorSpec(identity.image, np.array([[bytes(image_bytes)]], dtype=np.object_), "BYTES")]
+    specs += [_option_spec(processor.option(o), resolved[o]) for o in identity.options]
+    return identity.ensemble, specs, (identity.tensor,)
+
+
+def identity_from_outputs(name: str, as_numpy: Callable[[str], np.ndarray | None]) -> np.ndarray:
+    """The identity embedding (float32 [size]) from the outputs of :func:`identity_request`."""
+    identity = registry.get(name).identity
+    return np.asarray(as_numpy(identity.tensor), dtype=np.float32).reshape(identity.size)
 
 
 def processor_request(

@@ -160,11 +160,34 @@ def _color(name: str, value: object) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """An image input a job turns into an embedding ONCE, then feeds to every frame (or image) of
+    the job instead of the file: face_swapper's source identity (docs/video.md).
+
+    ``image``: the image input it replaces (``SOURCE``); ``tensor`` / ``datatype`` / ``size``: the
+    optional ensemble input that takes the embedding instead (``SOURCE_EMBEDDING`` FP32 [512]);
+    ``ensemble``: the ensemble that computes it from ``image`` and the ``options`` named here
+    (its only output is ``tensor``)."""
+
+    image: str
+    tensor: str
+    datatype: str
+    size: int
+    ensemble: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Processor:
     """One registry entry (see the module docstring). ``ensembles``: Triton ensemble names (the
     first is the default); ``models``: every Triton model its ensembles need, by ensemble.
-    ``per_frame``: each output depends on its input image alone, so the processor also runs over
-    every frame of a video (docs/video.md); False for one that works on one photo at a time."""
+    ``per_frame``: each output depends on its input image alone (and the job's other uploads, such
+    as face_swapper's source), so the processor also runs over every frame of a video
+    (docs/video.md); False for one that works on one photo at a time. ``image_inputs``: the
+    ensemble's encoded-image inputs; the last one is the image a chain or a video carries from step
+    to step (``IMAGE``, face_swapper's ``TARGET``), the others are uploads of their own
+    (:attr:`extra_inputs`). ``identity``: an extra input a video job computes once
+    (:class:`Identity`)."""
 
     name: str
     description: str
@@ -182,6 +205,13 @@ class Processor:
     # A rule across options (resolved values → raises OptionError), checked by ``resolve``, so the
     # gateway refuses a bad combination before anything is queued and the Triton step alike.
     check: Callable[[dict[str, object]], None] | None = None
+    identity: Identity | None = None
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """The image inputs besides the one a chain carries: each an upload of its own in a job
+        (multipart field = lower-case name: face_swapper's ``source``); () for most processors."""
+        return self.image_inputs[:-1]
 
     def option(self, name: str) -> Option:
         """The option called ``name``; :class:`OptionError` listing the valid ones otherwise."""
@@ -496,12 +526,20 @@ PROCESSORS: dict[str, Processor] = {
                 MAX_FACES,
                 FORMAT,
             ),  # fmt: skip
-            ensembles=("face_swapper",),
+            ensembles=("face_swapper", "face_swapper_source"),
             models=("face_swap", "arcface_w600k_r50", "inswapper_128", "codeformer"),
             outputs=("OUTPUT", "OUTPUT_SIZE", "FACE_COUNT"),
             image_inputs=("SOURCE", "TARGET"),
-            per_frame=False,  # two images per request
-            notes="multipart `source` and `target` files; the swap models are exported by name "
+            identity=Identity(
+                image="SOURCE",
+                tensor="SOURCE_EMBEDDING",
+                datatype="FP32",
+                size=512,
+                ensemble="face_swapper_source",
+                options=("source_face",),
+            ),
+            notes="multipart `source` and `target` files (a job: `source` beside `file`, the "
+            "target, image or video); the swap models are exported by name "
             "(`facecraft export arcface_w600k_r50`, `facecraft export inswapper_128`); "
             "non-commercial licence (insightface)",
         ),

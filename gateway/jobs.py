@@ -33,7 +33,7 @@ from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_type_of, j
 from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id
 from facecraft.gateway.settings import GatewaySettings
-from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage
+from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage, extra_input_name
 from facecraft.gateway.tasks import cancel_and_wait, current_task_is_cancelled
 from facecraft.gateway.triton import PortraitRequest
 from facecraft.gateway.video_jobs import check_video_upload
@@ -79,7 +79,8 @@ class JobBackend:
         back to ``queued`` with ``note`` when its input is still stored (``"requeued"``: enqueue
         it), else failed with the reason (``"failed"``). None when its status changed meanwhile
         (it is left as it is)."""
-        if record.kind == "async" and self.storage.file_path(record.job_id, INPUT_NAME).is_file():
+        stored = all(self.storage.file_path(record.job_id, name).is_file() for name in record.input_files())
+        if record.kind == "async" and stored:
             record.status = "queued"
             record.note = note
             outcome = "requeued"
@@ -117,9 +118,13 @@ class JobBackend:
         processors: tuple[str, ...] | None = None,
         processor_options: dict | None = None,
         video_output: str | None = None,
+        extras: dict[str, bytes] | None = None,
     ) -> JobRecord:
         """Validate and persist an upload as a queued job; returns its record. With ``processors``
-        (and their resolved ``processor_options``) the job runs that chain instead of the portrait.
+        (and their resolved ``processor_options``) the job runs that chain instead of the portrait;
+        ``extras``: its other uploads by ensemble input (face_swapper's ``SOURCE``, an image),
+        validated like the image and stored beside it (``source.bin``), so a restart re-runs the
+        job with them.
 
         A full queue (``FACECRAFT_MAX_QUEUED_JOBS``) refuses the job with 503 ``server_busy`` rather
         than letting the backlog, and the stored inputs behind it, grow without bound. A job the
@@ -132,6 +137,9 @@ class JobBackend:
             raise busy_error(queued, self.settings)
         if video_output is None:
             validate_image_bytes(image, self.settings.max_image_pixels)
+        extras = extras or {}
+        for data in extras.values():
+            validate_image_bytes(data, self.settings.max_image_pixels)
         now = time.time()
         record = JobRecord(
             job_id=new_job_id(),
@@ -144,11 +152,14 @@ class JobBackend:
             processors=None if processors is None else list(processors),
             media="image" if video_output is None else "video",
             video_output=video_output,
+            inputs={tensor: extra_input_name(tensor) for tensor in extras},
         )
 
         def persist() -> None:
             try:
                 self.storage.write_file(record.job_id, INPUT_NAME, image)
+                for tensor, data in extras.items():
+                    self.storage.write_file(record.job_id, record.inputs[tensor], data)
                 if video_output is not None:
                     source = self.storage.file_path(record.job_id, INPUT_NAME)
                     info = check_video_upload(source, self.settings)
@@ -186,8 +197,9 @@ class JobBackend:
             except JobGone:
                 cancelled = False
             if cancelled:
-                with contextlib.suppress(FileNotFoundError, GatewayError):
-                    self.storage.file_path(job_id, INPUT_NAME).unlink()
+                for name in record.input_files():
+                    with contextlib.suppress(FileNotFoundError, GatewayError):
+                        self.storage.file_path(job_id, name).unlink()
                 self.metrics.jobs.labels("cancelled").inc()
                 try:
                     await self._abort(job_id)

@@ -109,7 +109,8 @@ async def run_processor(
     ``invalid_option``, ``model_unavailable`` (503), ``server_busy`` and the Triton errors.
     """
     for data in image.values() if isinstance(image, dict) else (image,):  # face_swapper: SOURCE, TARGET
-        validate_image_bytes(data, service.settings.max_image_pixels)
+        if isinstance(data, (bytes, bytearray, memoryview)):  # not a precomputed SOURCE_EMBEDDING
+            validate_image_bytes(data, service.settings.max_image_pixels)
     metrics = service.metrics
     started = time.perf_counter()
     try:
@@ -173,15 +174,43 @@ def parse_chain(text: str) -> tuple[str, ...]:
         raise unknown_processor(unknown) from None
     except ValueError as error:
         raise GatewayError(400, "invalid_option", f"processors: {error}") from None
-    for name in chain:  # a chain carries one image from step to step
-        if registry.get(name).image_inputs != ("IMAGE",):
-            raise GatewayError(
-                400,
-                "invalid_option",
-                f"processors: {name} takes several files ({', '.join(registry.get(name).image_inputs)}); "
-                f"use POST /api/v1/processors/{name}, chains and jobs do not support it",
-            )
     return chain
+
+
+def job_upload_fields(chain: tuple[str, ...]) -> tuple[str, ...]:
+    """The multipart file fields a job with ``chain`` takes beside ``file`` (the image the chain
+    carries): each processor's ``extra_inputs`` in lower case (face_swapper: ``source``), once."""
+    fields: list[str] = []
+    for name in chain:
+        fields += [
+            tensor.lower() for tensor in registry.get(name).extra_inputs if tensor.lower() not in fields
+        ]
+    return tuple(fields)
+
+
+def check_job_uploads(chain: tuple[str, ...] | None, given: dict[str, bool]) -> None:
+    """The extra uploads of ``POST /api/v1/jobs`` (``given``: field → sent) against ``chain``:
+    422 ``invalid_request`` when one the chain needs is missing (face_swapper without ``source``),
+    400 ``invalid_option`` when one is sent that no processor of the chain takes (never ignored)."""
+    wanted = job_upload_fields(chain or ())
+    for field in wanted:
+        if not given.get(field):
+            takers = [n for n in chain if field.upper() in registry.get(n).extra_inputs]
+            raise GatewayError(
+                422,
+                "invalid_request",
+                f"the multipart field `{field}` (an image) is required: {takers[0]} takes it beside `file`",
+            )
+    stray = [field for field, sent in given.items() if sent and field not in wanted]
+    if stray:
+        takers = [n for n in registry.names() if stray[0].upper() in registry.get(n).extra_inputs]
+        what = "the portrait job" if chain is None else f"processors={','.join(chain)}"
+        raise GatewayError(
+            400,
+            "invalid_option",
+            f"`{stray[0]}` was sent but {what} takes no `{stray[0]}` file "
+            f"(it is for {', '.join(takers) or 'no processor'})",
+        )
 
 
 def resolve_chain_options(chain: tuple[str, ...], text: str | None) -> dict[str, dict[str, object]]:
@@ -208,18 +237,65 @@ def resolve_chain_options(chain: tuple[str, ...], text: str | None) -> dict[str,
     return resolved
 
 
+def step_images(name: str, image: bytes, extras: dict[str, object] | None):
+    """What processor ``name`` of a chain is given: ``image`` (the one the chain carries), or,
+    for a processor with ``extra_inputs`` (face_swapper), tensor → data with ``image`` as its last
+    image input (``TARGET``) and the job's ``extras`` (``SOURCE`` bytes, or its precomputed
+    ``SOURCE_EMBEDDING``) for the others."""
+    processor = registry.get(name)
+    if not processor.extra_inputs:
+        return image
+    extras = extras or {}
+    images: dict[str, object] = {processor.image_inputs[-1]: image}
+    for tensor in processor.extra_inputs:
+        identity = processor.identity
+        if identity is not None and tensor == identity.image and identity.tensor in extras:
+            images[identity.tensor] = extras[identity.tensor]
+        else:
+            images[tensor] = extras[tensor]
+    return images
+
+
+async def source_identities(
+    service: PortraitService,
+    chain: tuple[str, ...],
+    options: dict[str, dict[str, object]],
+    extras: dict[str, bytes],
+    wait_s: float | None = None,
+) -> dict[str, object]:
+    """``extras`` with each identity of the chain's processors computed once (``Processor.identity``:
+    face_swapper's ``SOURCE`` → ``SOURCE_EMBEDDING``, one Triton call), for a job that sends the
+    same source with many frames. Raises :class:`GatewayError` (``no_source_face`` 400,
+    ``model_unavailable``...)."""
+    computed: dict[str, object] = dict(extras)
+    for name in chain:
+        identity = registry.get(name).identity
+        if identity is None or identity.tensor in computed or identity.image not in extras:
+            continue
+        validate_image_bytes(extras[identity.image], service.settings.max_image_pixels)
+        async with service.inference_slot(wait_s):
+            computed[identity.tensor] = await service.triton.identity(
+                name, extras[identity.image], options[name]
+            )
+    return computed
+
+
 async def run_chain(
     service: PortraitService,
     chain: tuple[str, ...],
     image: bytes,
     options: dict[str, dict[str, object]],
     wait_s: float | None = None,
+    extras: dict[str, object] | None = None,
 ) -> ProcessorResult:
     """``image`` through each processor of ``chain`` in order, each one's output the next one's
-    input; the last result (with ``options`` naming the whole chain)."""
+    input (``extras``: the job's other uploads by tensor, :func:`step_images`); the last result
+    (with ``options`` naming the whole chain)."""
     result: ProcessorResult | None = None
     for name in chain:
-        result = await run_processor(service, name, image, options[name], wait_s=wait_s)
+        result = await run_processor(
+            service, name, step_images(name, image, extras), options[name], wait_s=wait_s
+        )
         image = result.data
     return replace(result, options={"processors": list(chain), **options})
 
@@ -249,13 +325,18 @@ def result_file(result: ProcessorResult) -> tuple[str, bytes]:
     return f"{RESULT_STEM}.{FILE_EXTENSIONS[result.media_type]}", result.data
 
 
-async def execute_chain_job(service: PortraitService, record: JobRecord, image: bytes) -> bool:
-    """The work of an async job with ``processors``: run the chain, store its result file
+async def execute_chain_job(
+    service: PortraitService, record: JobRecord, image: bytes, extras: dict[str, bytes] | None = None
+) -> bool:
+    """The work of an async job with ``processors``: run the chain (``extras``: the job's other
+    uploads by tensor, face_swapper's ``SOURCE``), store its result file
     (``record.files["result"]``), fill ``record.result``. False when the job was deleted
     meanwhile. Raises :class:`GatewayError` (the queue retries or fails the job with it)."""
     started = time.perf_counter()
     chain = tuple(record.processors or ())
-    result = await run_chain(service, chain, image, record.options, wait_s=service.settings.triton_timeout_s)
+    result = await run_chain(
+        service, chain, image, record.options, wait_s=service.settings.triton_timeout_s, extras=extras
+    )
     name, data = result_file(result)
     try:
         await asyncio.to_thread(service.storage.write_file, record.job_id, name, data, create=False)

@@ -57,11 +57,19 @@ async def _record(request: Request, job_id: str) -> JobRecord:
         "not_found",
         "queue_unavailable",
         "processor_disabled",
+        "invalid_request",
     ),
 )
 async def submit_job(
     request: Request,
-    file: UploadFile = File(..., description=f"{SUPPORTED_TYPES} photo"),
+    file: UploadFile = File(
+        ..., description=f"{SUPPORTED_TYPES} photo, or a video with `processors` (docs/video.md)"
+    ),
+    source: UploadFile | None = File(
+        None,
+        description=f"{SUPPORTED_TYPES} photo: the identity of `face_swapper` (required when the chain "
+        "has it, refused otherwise); `file` is its target, a photo or a video",
+    ),
     options: PortraitRequest = Depends(portrait_options),
     processors: str | None = Form(
         None,
@@ -80,14 +88,21 @@ async def submit_job(
     ),
 ) -> dict:
     """Same options as ``/api/v1/process``, or a ``processors`` chain; a video (docs/video.md)
-    with ``processors`` runs the chain over every frame. Poll ``GET /api/v1/jobs/{id}``; the job
-    survives a gateway restart (re-queued from its stored input; a video job from its first frame)."""
+    with ``processors`` runs the chain over every frame. ``face_swapper`` takes its identity in
+    ``source`` (422 ``invalid_request`` without it; 400 ``invalid_option`` for a ``source`` no
+    processor of the job takes; a source without a face fails the job with ``no_source_face``).
+    Poll ``GET /api/v1/jobs/{id}``; the job survives a gateway restart (re-queued from its stored
+    inputs; a video job from its first frame)."""
     settings = request.app.state.settings
     chain = chain_options = None
     if processors is not None:
         chain = processors_service.parse_chain(processors)
         processors_service.check_enabled(chain, settings.disabled_processors)
         chain_options = processors_service.resolve_chain_options(chain, processor_options)
+    processors_service.check_job_uploads(chain, {"source": source is not None})
+    extras = {}
+    if source is not None:
+        extras["SOURCE"] = await read_upload_capped(source, settings.max_upload_bytes)
     upload = await read_upload_capped(file, video_jobs.upload_cap(settings))
     video_output = video_jobs.video_job_output(upload, chain, chain_options, video_format, settings)
     record = await request.app.state.jobs.submit(
@@ -97,6 +112,7 @@ async def submit_job(
         processors=chain,
         processor_options=chain_options,
         video_output=video_output,
+        extras=extras,
     )
     if chain is not None:
         return {

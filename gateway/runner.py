@@ -40,7 +40,7 @@ from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import FINISHED_STATUSES, INPUT_NAME, JobGone, JobRecord, JobStorage
 from facecraft.gateway.tasks import current_task_is_cancelled
 from facecraft.gateway.triton import PortraitRequest, unavailable_error
-from facecraft.gateway.video_jobs import execute_video_job
+from facecraft.gateway.video_jobs import execute_video_job, read_extra_inputs
 
 log = logging.getLogger("facecraft.gateway.runner")
 
@@ -180,7 +180,8 @@ class JobRunner:
                 self.storage.file_path(record.job_id, name).unlink()
 
     async def execute(self, record: JobRecord) -> None:
-        """The work of the job: reads ``input.bin``; a job with ``processors`` runs that chain
+        """The work of the job: reads ``input.bin`` (and ``source.bin`` where its chain takes one,
+        ``record.inputs``); a job with ``processors`` runs that chain
         (``processors_service.execute_chain_job``), a video job that chain over every frame
         (``video_jobs.execute_video_job``: it stops between frames when cancelled, each Triton call
         shielded), a portrait job the ensemble, writing PNG + JPEG. Fills ``record.result``, ``files`` and ``processing_time_ms``. Raises :class:`GatewayError`
@@ -190,7 +191,8 @@ class JobRunner:
             return
         image = await asyncio.to_thread(self.storage.read_file, record.job_id, INPUT_NAME)
         if record.processors:  # a processors chain (facecraft.gateway.processors_service)
-            if not await shielded(execute_chain_job(self.service, record, image)):
+            extras = await asyncio.to_thread(read_extra_inputs, self.storage, record)
+            if not await shielded(execute_chain_job(self.service, record, image, extras)):
                 raise JobGone(record.job_id)
             return
         request = PortraitRequest(**{**record.options, "background": tuple(record.options["background"])})
@@ -224,8 +226,9 @@ class JobRunner:
             record.error, record.error_message = error.error, error.message
         if not self._transition(record, expected):
             return False
-        with contextlib.suppress(FileNotFoundError, GatewayError):
-            self.storage.file_path(record.job_id, INPUT_NAME).unlink()
+        for name in record.input_files():
+            with contextlib.suppress(FileNotFoundError, GatewayError):
+                self.storage.file_path(record.job_id, name).unlink()
         self.metrics.jobs.labels(status).inc()
         return True
 

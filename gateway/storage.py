@@ -7,6 +7,8 @@ Layout::
     OUTPUT_DIR/jobs/<job_id>/portrait.jpg
     OUTPUT_DIR/jobs/<job_id>/file-0003.png per-file outputs of a batch
     OUTPUT_DIR/jobs/<job_id>/input.bin     the upload of a queued async job (kept for restarts)
+    OUTPUT_DIR/jobs/<job_id>/source.bin    its other upload, where its processors take one
+                                           (face_swapper's source; JobRecord.inputs)
     OUTPUT_DIR/.jobs.lock                  the lock of deletions and status changes (flock)
 
 Every file is written to a temporary name in the same folder, fsynced, then renamed, so a reader
@@ -49,10 +51,16 @@ log = logging.getLogger("facecraft.gateway.storage")
 # portrait / batch outputs, a portrait's print sheet, a processors-chain result
 # (facecraft.gateway.processors_service), input, metadata
 FILE_NAME_PATTERN = re.compile(
-    r"^(portrait|file-\d{4})\.(png|jpg)$|^portrait-sheet\.jpg$|^result\.(png|jpg|json|mp4|webm|jsonl)$|^input\.bin$|^job\.json$"
+    r"^(portrait|file-\d{4})\.(png|jpg)$|^portrait-sheet\.jpg$|^result\.(png|jpg|json|mp4|webm|jsonl)$|^(input|source)\.bin$|^job\.json$"
 )
 METADATA_NAME = "job.json"
 INPUT_NAME = "input.bin"
+
+
+def extra_input_name(tensor: str) -> str:
+    """The stored file of a job's extra upload for the ensemble input ``tensor`` (``SOURCE`` →
+    ``source.bin``)."""
+    return f"{tensor.lower()}.bin"
 
 
 class JobRecord(BaseModel):
@@ -82,6 +90,14 @@ class JobRecord(BaseModel):
     progress: dict[str, Any] | None = Field(
         None, description="a running or finished video job: frames_done, frames_total, fps, eta_s"
     )
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="async: the uploads besides input.bin, ensemble input → file (SOURCE → source.bin)",
+    )
+
+    def input_files(self) -> list[str]:
+        """Every stored upload of the job: ``input.bin`` and its extra ones (:attr:`inputs`)."""
+        return [INPUT_NAME, *self.inputs.values()]
 
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled")

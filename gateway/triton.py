@@ -44,6 +44,8 @@ from facecraft.client import transport
 from facecraft.client.options import BASIC_MODEL, ENHANCED_MODEL, PortraitOptions, encode_inputs
 from facecraft.client.processors import (
     ProcessorResult,
+    identity_from_outputs,
+    identity_request,
     processor_request,
     result_from_processor_outputs,
 )
@@ -457,6 +459,15 @@ class TritonGateway:
         outputs = transport.build_outputs("grpc", output_names)
         result = await self.infer(model, inputs, outputs=outputs)
         return result_from_processor_outputs(name, result.as_numpy, resolved)
+
+    async def identity(self, name: str, image: bytes, options: dict):
+        """Processor ``name``'s identity embedding of ``image`` (face_swapper: the source's,
+        float32 [512], ``face_swapper_source``); raises as :meth:`infer` (``no_source_face`` 400)."""
+        model, specs, output_names = identity_request(name, image, options)
+        inputs = transport.build_inputs("grpc", specs)
+        outputs = transport.build_outputs("grpc", output_names)
+        result = await self.infer(model, inputs, outputs=outputs)
+        return identity_from_outputs(name, result.as_numpy)
 
     async def server_metadata(self, timeout_s: float = 3.0) -> dict:
         return await self._call("get_server_metadata", as_json=True, timeout_s=timeout_s)

@@ -25,9 +25,9 @@ from facecraft.client.video import (
     processor_frame_function,
 )
 from facecraft.gateway.errors import ERROR_CATALOGUE, GatewayError
-from facecraft.gateway.processors_service import run_processor
+from facecraft.gateway.processors_service import run_processor, source_identities, step_images
 from facecraft.gateway.service import PortraitService
-from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord
+from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage
 from facecraft.pipeline.errors import PipelineError
 
 # Job output by the video_format form field (the last processor's result), and its media type.
@@ -159,16 +159,33 @@ async def _shielded(coroutine):
     return await asyncio.shield(task)
 
 
+def read_extra_inputs(storage: JobStorage, record: JobRecord) -> dict[str, bytes]:
+    """The job's stored extra uploads (``record.inputs``: face_swapper's ``SOURCE``) by ensemble
+    input (blocking). Raises :class:`GatewayError` 404 when one is gone."""
+    return {tensor: storage.read_file(record.job_id, name) for tensor, name in record.inputs.items()}
+
+
 async def run_frame_chain(
-    service: PortraitService, chain: tuple[str, ...], image: bytes, options: dict[str, dict[str, object]]
+    service: PortraitService,
+    chain: tuple[str, ...],
+    image: bytes,
+    options: dict[str, dict[str, object]],
+    extras: dict[str, object] | None = None,
 ) -> ProcessorResult:
-    """One encoded frame through each processor of ``chain``. A step that finds no face passes
-    its input on unchanged (``face_analyser``: an empty report). Raises ``GatewayError``."""
+    """One encoded frame through each processor of ``chain`` (``extras``: the job's other inputs,
+    face_swapper's precomputed ``SOURCE_EMBEDDING``). A step that finds no face passes its input on
+    unchanged (``face_analyser``: an empty report). Raises ``GatewayError``."""
     result: ProcessorResult | None = None
     for name in chain:
         try:
             result = await _shielded(
-                run_processor(service, name, image, options[name], wait_s=service.settings.triton_timeout_s)
+                run_processor(
+                    service,
+                    name,
+                    step_images(name, image, extras),
+                    options[name],
+                    wait_s=service.settings.triton_timeout_s,
+                )
             )
         except GatewayError as error:
             if error.error != "no_face_detected":
@@ -190,12 +207,17 @@ async def run_video_chain(
     progress=None,
     output: str | None = None,
     before_frame=None,
+    extras: dict[str, bytes] | None = None,
 ):
     """Run ``chain`` (resolved ``options`` per processor) over the video at ``source``; write
     ``destination`` (``.mp4``/``.webm``, or ``.jsonl`` when the chain ends with ``face_analyser``;
     ``output`` names the kind when the destination's suffix does not, as for a job's result).
     ``before_frame()``, when given, is called before each frame goes to Triton; what it raises
     stops the video (the frames already in flight finish in Triton, their results dropped).
+    ``extras``: the job's other uploads by ensemble input (face_swapper's ``SOURCE``); an identity
+    among them is computed once, before the first frame is decoded
+    (``processors_service.source_identities``: a source without a face fails at once with
+    ``no_source_face``), and sent with every frame.
 
     Limits and frames in flight come from the settings (``FACECRAFT_VIDEO_*``). Returns the
     ``facecraft.pipeline.video.VideoResult``. Raises ``GatewayError`` 400 ``invalid_option`` for
@@ -212,12 +234,17 @@ async def run_video_chain(
         except ValueError as error:
             raise GatewayError(400, "invalid_option", str(error)) from None
 
+    settings = service.settings
+    if extras:
+        extras = await _shielded(
+            source_identities(service, chain, options, extras, wait_s=settings.triton_timeout_s)
+        )
+
     async def run(png: bytes) -> ProcessorResult:
         if before_frame is not None:
             before_frame()
-        return await run_frame_chain(service, chain, png, options)
+        return await run_frame_chain(service, chain, png, options, extras)
 
-    settings = service.settings
     return await process_video(
         source,
         destination,
@@ -282,6 +309,7 @@ async def execute_video_job(service: PortraitService, record: JobRecord) -> None
         writes["task"] = asyncio.ensure_future(asyncio.to_thread(persist, record.model_copy(deep=True)))
 
     started = time.perf_counter()
+    extras = await asyncio.to_thread(read_extra_inputs, storage, record)
     try:
         result = await run_video_chain(
             service,
@@ -292,6 +320,7 @@ async def execute_video_job(service: PortraitService, record: JobRecord) -> None
             progress=on_progress,
             output=output,
             before_frame=check_running,
+            extras=extras,
         )
     except PipelineError as error:
         raise video_error(error) from None

@@ -412,7 +412,8 @@ def enhance_frame_stage(inputs: Tensors, infer: Infer, max_batch: int) -> dict[s
 
 ARCFACE = "arcface_w600k_r50"
 SWAP_GENERATOR = "inswapper_128"
-FACE_SWAP_INPUTS = ("SOURCE", "TARGET", *option_inputs("face_swapper"))
+SOURCE_EMBEDDING = registry.get("face_swapper").identity.tensor
+FACE_SWAP_INPUTS = ("SOURCE", "TARGET", SOURCE_EMBEDDING, *option_inputs("face_swapper"))
 
 
 def _bls(model: str, inputs: Mapping[str, np.ndarray], infer: Infer, option: str) -> np.ndarray:
@@ -426,37 +427,76 @@ def _bls(model: str, inputs: Mapping[str, np.ndarray], infer: Infer, option: str
         raise
 
 
+def source_face_landmarks(source: np.ndarray, source_face: int) -> np.ndarray:
+    """dlib 68 landmarks float32 [68, 2] of the ``source_face``-th face (largest first) of HWC
+    uint8 RGB ``source``. Raises ``PipelineError(no_source_face, ...)`` when it has no face, or
+    fewer than ``source_face`` + 1."""
+    try:
+        _, _, source_faces, _ = detect_all_faces(source, source_face + 1, 0)
+    except PipelineError as error:
+        raise PipelineError(NO_SOURCE_FACE, "face_swap", f"source: {error.detail}") from None
+    if len(source_faces) <= source_face:
+        raise PipelineError(
+            NO_SOURCE_FACE, "face_swap", f"source_face={source_face} but the source has {len(source_faces)}"
+        )
+    return source_faces[source_face]
+
+
+def source_embedding(source: np.ndarray, landmarks: np.ndarray, infer: Infer) -> np.ndarray:
+    """The identity of the face at ``landmarks`` in HWC uint8 RGB ``source``: aligned on the
+    ArcFace 112 template and embedded by ``arcface_w600k_r50`` (one BLS call) → float32 [512]
+    (ArcFace's raw output). Raises ``PipelineError(model_unavailable, ...)``."""
+    from facecraft.pipeline import swap
+
+    crop = swap.arcface_input(source, landmarks)[np.newaxis]
+    return _bls(ARCFACE, {"input": crop}, infer, "face_swapper")[0]
+
+
+def _given_embedding(array: np.ndarray) -> np.ndarray:
+    embedding = np.asarray(array, dtype=np.float32).reshape(-1)
+    if embedding.shape != (512,) or not np.all(np.isfinite(embedding)) or not np.any(embedding):
+        raise PipelineError(
+            INVALID_OPTION, "face_swap", f"{SOURCE_EMBEDDING} must be 512 finite values, not all 0"
+        )
+    return embedding
+
+
 def face_swap_stage(
     inputs: Tensors, infer: Infer, emap: Callable[[], np.ndarray], max_batch: int, codeformer_batch: int = 1
 ) -> dict[str, np.ndarray]:
-    """SOURCE BYTES [1], TARGET BYTES [1], SOURCE_FACE, TARGET_FACE, ENHANCE, MAX_FACES, FORMAT →
-    OUTPUT BYTES [1] (PNG or JPEG of the target's size), OUTPUT_SIZE INT32 [2] (w, h), FACE_COUNT
-    INT32 [1] (target faces swapped). ``max_batch`` / ``codeformer_batch``: the served
-    max_batch_size of inswapper_128 / codeformer (larger face counts go in chunks).
+    """SOURCE BYTES [1] or SOURCE_EMBEDDING FP32 [512], TARGET BYTES [1], SOURCE_FACE,
+    TARGET_FACE, ENHANCE, MAX_FACES, FORMAT → OUTPUT BYTES [1] (PNG or JPEG of the target's size),
+    OUTPUT_SIZE INT32 [2] (w, h), FACE_COUNT INT32 [1] (target faces swapped). ``max_batch`` /
+    ``codeformer_batch``: the served max_batch_size of inswapper_128 / codeformer (larger face
+    counts go in chunks).
 
     The source identity (its ``source_face``-th face, largest first) is embedded once by
-    ``arcface_w600k_r50`` and turned into the generator latent with ``emap()`` (float32 [512, 512],
-    ``swap.read_emap``); every chosen target face goes to ``inswapper_128`` in one call
-    (``swap.swap_faces``), then, with ``enhance``, through CodeFormer (``enhance_faces``).
-    Raises ``PipelineError``: ``no_source_face`` (no face in SOURCE, or fewer than
-    ``source_face`` + 1), ``no_face_detected`` (same for TARGET / ``target_face``),
-    ``model_unavailable`` (a swap model or CodeFormer not loaded)."""
+    ``arcface_w600k_r50`` (:func:`source_embedding`) — or given as SOURCE_EMBEDDING, computed
+    once per job by the ``face_swapper_source`` ensemble (SOURCE without TARGET → SOURCE_EMBEDDING
+    only), so a video's frames never re-embed it — and turned into the generator latent with
+    ``emap()`` (float32 [512, 512], ``swap.read_emap``); every chosen target face goes to
+    ``inswapper_128`` in one call (``swap.swap_faces``), then, with ``enhance``, through
+    CodeFormer (``enhance_faces``). Raises ``PipelineError``: ``no_source_face`` (no face in
+    SOURCE, or fewer than ``source_face`` + 1), ``no_face_detected`` (same for TARGET /
+    ``target_face``), ``invalid_option`` (both or neither of SOURCE and SOURCE_EMBEDDING, a bad
+    embedding), ``model_unavailable`` (a swap model or CodeFormer not loaded)."""
     from facecraft.pipeline import swap
     from facecraft.pipeline.triton_adapter import bytes_tensor
 
     options = read_options("face_swapper", inputs, "face_swap")
-    source = decode_full(_require(inputs, "SOURCE", "face_swap"), "face_swap")
-    target = decode_full(_require(inputs, "TARGET", "face_swap"), "face_swap")
-    try:
-        _, _, source_faces, _ = detect_all_faces(source, options["source_face"] + 1, 0)
-    except PipelineError as error:
-        raise PipelineError(NO_SOURCE_FACE, "face_swap", f"source: {error.detail}") from None
-    if len(source_faces) <= options["source_face"]:
-        raise PipelineError(
-            NO_SOURCE_FACE,
-            "face_swap",
-            f"source_face={options['source_face']} but the source has {len(source_faces)}",
-        )
+    given = inputs.get(SOURCE_EMBEDDING)
+    if (inputs.get("SOURCE") is None) == (given is None):
+        raise PipelineError(INVALID_OPTION, "face_swap", f"give SOURCE or {SOURCE_EMBEDDING}, exactly one")
+    embedding = None if given is None else _given_embedding(given)
+    source = None if given is not None else decode_full(inputs["SOURCE"], "face_swap")
+    if inputs.get("TARGET") is None:  # the face_swapper_source ensemble: the identity alone
+        if source is None:
+            raise PipelineError(INVALID_IMAGE, "face_swap", "missing input TARGET")
+        landmarks = source_face_landmarks(source, options["source_face"])
+        return {SOURCE_EMBEDDING: source_embedding(source, landmarks, infer)}
+    target = decode_full(inputs["TARGET"], "face_swap")
+    # both faceless cases (source first: its own code) are found before any model call
+    landmarks = None if source is None else source_face_landmarks(source, options["source_face"])
     _, _, target_faces, _ = detect_all_faces(target, options["max_faces"], 0)
     chosen = options["target_face"]
     if chosen >= 0:
@@ -465,8 +505,8 @@ def face_swap_stage(
                 NO_FACE_DETECTED, "face_swap", f"target_face={chosen} but the target has {len(target_faces)}"
             )
         target_faces = target_faces[chosen : chosen + 1]
-    crop = swap.arcface_input(source, source_faces[options["source_face"]])[np.newaxis]
-    embedding = _bls(ARCFACE, {"input": crop}, infer, "face_swapper")[0]
+    if embedding is None:
+        embedding = source_embedding(source, landmarks, infer)
     try:
         matrix = emap()
     except (OSError, ValueError) as error:

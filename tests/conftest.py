@@ -7,6 +7,7 @@ Fixture modules live in ``tests/fixtures/`` (one per concern) and are registered
 - ``triton``: tiny ONNX exports + a real embedded Triton server for the session.
 - ``gateway``: the FastAPI gateway running against that Triton (and ``facecraft worker`` processes).
 - ``redis``: a real ``redis-server`` for the Redis job backend.
+- ``exported``: the face-swap and Real-ESRGAN models exported into the session Triton (module scope).
 """
 
 pytest_plugins = [
@@ -14,4 +15,5 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.gateway",
     "tests.fixtures.redis",
+    "tests.fixtures.exported",
 ]

@@ -295,15 +295,47 @@ def test_face_swapper_route_takes_source_and_target_and_names_its_distinct_error
     assert schema["required"] == ["source", "target"] and "file" not in schema["properties"]
 
 
-def test_face_swapper_is_refused_in_a_chain(gateway_client):
+@pytest.mark.parametrize(
+    ("data", "files", "status", "error", "message"),
+    [
+        ({"processors": "face_swapper"}, {}, 422, "invalid_request", "`source`"),
+        ({"processors": "face_enhancer,face_swapper"}, {}, 422, "invalid_request", "face_swapper takes it"),
+        ({"processors": "face_enhancer"}, {"source": True}, 400, "invalid_option", "takes no `source`"),
+        ({}, {"source": True}, 400, "invalid_option", "the portrait job takes no `source`"),
+        ({"processors": "face_swapper"}, {"source": "text"}, 415, "unsupported_media_type", "image"),
+    ],
+)
+def test_a_job_source_is_required_by_face_swapper_and_refused_elsewhere(
+    gateway_client, data, files, status, error, message
+):
+    """Checked before anything is stored (no job folder is left behind)."""
+    upload_files = upload("p.jpg", photo("fr__obama_small.jpg"))
+    if files.get("source") is True:
+        upload_files["source"] = ("s.jpg", photo("fr__obama_small.jpg"), "image/jpeg")
+    elif files.get("source") == "text":
+        upload_files["source"] = ("s.jpg", b"not an image at all", "image/jpeg")
+    response = gateway_client.post("/api/v1/jobs", files=upload_files, data=data)
+    assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    assert message in response.json()["error_message"]
+    jobs = gateway_client.app.state.settings.output_dir / "jobs"
+    assert not any(jobs.iterdir())
+
+
+def test_a_swap_job_whose_source_has_no_face_fails_with_no_source_face(gateway_client):
+    """Faces are looked for before any swap model is called: this answers without them exported."""
     response = gateway_client.post(
         "/api/v1/jobs",
-        files=upload("p.jpg", photo("fr__obama_small.jpg")),
+        files={
+            **upload("t.jpg", photo("fr__obama_small.jpg")),
+            "source": ("s.jpg", photo("dlib__giraffe.jpg")),
+        },
         data={"processors": "face_swapper"},
     )
-    assert (
-        response.status_code == 400 and "face_swapper takes several files" in response.json()["error_message"]
-    )
+    assert response.status_code == 202, response.text
+    job = wait_for_job(gateway_client, response.json()["job_id"])
+    assert (job["status"], job["error"]) == ("failed", "no_source_face"), job
+    job_dir = gateway_client.app.state.settings.output_dir / "jobs" / job["job_id"]
+    assert sorted(p.name for p in job_dir.iterdir()) == ["job.json"]  # input.bin and source.bin gone
 
 
 def test_the_gateway_client_sends_face_swapper_files_the_route_reads(gateway_client):

@@ -34,6 +34,8 @@ PROCESSOR_ENSEMBLES = (
     "frame_enhancer",
     "face_swapper",
 )
+# Second ensembles of a processor (Processor.ensembles[1:]): face_swapper's source identity alone.
+IDENTITY_ENSEMBLES = ("face_swapper_source",)
 
 
 def load_config(name: str) -> model_config_pb2.ModelConfig:
@@ -51,10 +53,14 @@ def tensor_specs(tensors) -> dict[str, tuple[int, tuple[int, ...]]]:
 
 
 def test_repository_holds_every_model():
-    assert set(all_configs()) == {*ENSEMBLES, *PROCESSOR_ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS}
+    assert set(all_configs()) == {
+        *ENSEMBLES, *PROCESSOR_ENSEMBLES, *IDENTITY_ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS
+    }  # fmt: skip
 
 
-@pytest.mark.parametrize("name", [*ENSEMBLES, *PROCESSOR_ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS])
+@pytest.mark.parametrize(
+    "name", [*ENSEMBLES, *PROCESSOR_ENSEMBLES, *IDENTITY_ENSEMBLES, *ONNX_MODELS, *PYTHON_MODELS]
+)
 def test_config_name_matches_folder_and_has_a_version_folder(name):
     config = load_config(name)
     assert config.name == name
@@ -135,7 +141,7 @@ def check_ensemble_wiring(ensemble: model_config_pb2.ModelConfig, configs: dict)
     assert not unused, f"{name}: tensors produced but never used: {unused}"
 
 
-@pytest.mark.parametrize("name", [*ENSEMBLES, *PROCESSOR_ENSEMBLES])
+@pytest.mark.parametrize("name", [*ENSEMBLES, *PROCESSOR_ENSEMBLES, *IDENTITY_ENSEMBLES])
 def test_ensemble_wiring_matches_the_composing_models(name):
     configs = all_configs()
     ensemble = configs[name]
@@ -235,9 +241,20 @@ def test_processor_ensemble_contract_is_the_registry(name):
     images = {
         tensor: (False, "TYPE_STRING") for tensor in processor.image_inputs
     }  # IMAGE, or SOURCE + TARGET
+    identity = processor.identity
+    if identity is not None:  # SOURCE or its precomputed embedding (face_swapper_source's output)
+        images[identity.image] = (True, "TYPE_STRING")
+        expected[identity.tensor] = (True, datatype[identity.datatype])
+        source = load_config(identity.ensemble)
+        assert {t.name: t.optional for t in source.input} == {
+            identity.image: False, **{processor.option(o).tensor: True for o in identity.options}
+        }  # fmt: skip
+        assert tensor_specs(source.output) == {
+            identity.tensor: (getattr(model_config_pb2, datatype[identity.datatype]), (identity.size,))
+        }
     assert inputs == {**images, **expected}
     assert tuple(t.name for t in ensemble.output) == processor.outputs
-    assert processor.ensembles == (name,)
+    assert processor.ensembles == (name, *([identity.ensemble] if identity else []))
     steps = {s.model_name for s in ensemble.ensemble_scheduling.step}
     assert steps <= set(processor.models)
     from facecraft.export.catalog import COMMITTED_CONFIGS

@@ -1,17 +1,11 @@
 """The face-swap and frame-enhancer ONNX models on the real embedded Triton (tiny exports).
 
 They are not in the committed repository (``facecraft export <name>`` writes their committed
-config, export/configs/): the module exports them into the session Triton's repository, loads
-them through the repository API (explicit model control) and, at the end, unloads them and
-removes their folders, so the shared server is left as it was found.
+config, export/configs/): ``exported_models`` (tests/fixtures/exported.py) exports and loads them
+into the session Triton for this module and removes them at its end.
 """
 
 from __future__ import annotations
-
-import shutil
-import time
-import urllib.request
-import warnings
 
 import numpy as np
 import pytest
@@ -21,32 +15,9 @@ from facecraft.export.catalog import SWAP_AND_ENHANCE_MODELS
 pytestmark = pytest.mark.integration
 
 
-def _post(server, path: str) -> None:
-    request = urllib.request.Request(f"http://{server.http_url}{path}", data=b"{}", method="POST")
-    urllib.request.urlopen(request, timeout=300).read()
-
-
 @pytest.fixture(scope="module")
-def loaded(triton_server):
-    from facecraft.export.exporter import UntrainedWeightsWarning, export_model
-
-    repo = triton_server.repo
-    try:
-        for name in SWAP_AND_ENHANCE_MODELS:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UntrainedWeightsWarning)
-                export_model(name, preset="tiny", weights="random", seed=0, repo=repo, progress=False)
-            _post(triton_server, f"/v2/repository/models/{name}/load")
-        yield triton_server
-    finally:
-        for name in SWAP_AND_ENHANCE_MODELS:
-            if (repo / name).exists():
-                _post(triton_server, f"/v2/repository/models/{name}/unload")
-                deadline = time.monotonic() + 120
-                while triton_server.model_states().get(name) == "READY" and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                shutil.rmtree(repo / name)
-        triton_server.wait_ready(300)
+def loaded(exported_models):
+    return exported_models
 
 
 def _infer(server, model: str, arrays: dict[str, np.ndarray]) -> np.ndarray:

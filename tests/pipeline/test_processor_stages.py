@@ -293,3 +293,65 @@ def test_background_enhance_upscales_x2_and_pastes_the_faces_at_the_new_scale(gr
             infer=CodeFormerAndRealESRGAN(upscaler_served=False),
             max_batch=16,
         )
+
+
+# -- face_swap: the source identity once per job (SOURCE_EMBEDDING) ---------------------------------
+
+
+class RecordingSwapModels:
+    """Stands in for the BLS calls of `face_swap`: ArcFace returns a fixed embedding, the generator
+    its target crops inverted; records the models called."""
+
+    def __init__(self):
+        self.models: list[str] = []
+
+    def __call__(self, model, inputs, outputs):
+        self.models.append(model)
+        if model == "arcface_w600k_r50":
+            assert inputs["input"].shape == (1, 3, 112, 112)
+            return {"output": np.linspace(-1, 1, 512, dtype=np.float32)[np.newaxis]}
+        assert model == "inswapper_128"
+        return {"output": 1.0 - inputs["target"]}
+
+
+def _swap(infer, **tensors):
+    arrays = {
+        k: v if isinstance(v, np.ndarray) else np.array([v], dtype=np.object_) for k, v in tensors.items()
+    }
+    emap = np.eye(512, dtype=np.float32)
+    return ps.face_swap_stage(arrays, infer=infer, emap=lambda: emap, max_batch=16)
+
+
+def test_the_source_identity_alone_then_given_per_frame_gives_the_same_swap(faces_dir):
+    source = (faces_dir / "fr__obama_small.jpg").read_bytes()
+    target = (faces_dir / "dlib__Tom_Cruise_avp_2014_4.jpg").read_bytes()
+    direct = RecordingSwapModels()
+    once = _swap(direct, SOURCE=source, TARGET=target)
+    assert direct.models == ["arcface_w600k_r50", "inswapper_128"]
+    identity = RecordingSwapModels()
+    embedding = _swap(identity, SOURCE=source)  # the face_swapper_source ensemble's step
+    assert set(embedding) == {"SOURCE_EMBEDDING"} and identity.models == ["arcface_w600k_r50"]
+    assert embedding["SOURCE_EMBEDDING"].shape == (512,) and embedding["SOURCE_EMBEDDING"].dtype == np.float32
+    frame = RecordingSwapModels()
+    given = _swap(frame, SOURCE_EMBEDDING=embedding["SOURCE_EMBEDDING"], TARGET=target)
+    assert frame.models == ["inswapper_128"]  # no ArcFace call for a frame
+    assert given["OUTPUT"][0] == once["OUTPUT"][0]
+
+
+def test_source_and_its_embedding_exactly_one_and_a_faceless_source_first(faces_dir):
+    source = (faces_dir / "fr__obama_small.jpg").read_bytes()
+    giraffe = (faces_dir / "dlib__giraffe.jpg").read_bytes()
+    embedding = np.ones(512, dtype=np.float32)
+    with pytest.raises(PipelineError, match="exactly one") as both:
+        _swap(RecordingSwapModels(), SOURCE=source, SOURCE_EMBEDDING=embedding, TARGET=source)
+    assert both.value.code == "invalid_option"
+    with pytest.raises(PipelineError, match="exactly one"):
+        _swap(RecordingSwapModels(), TARGET=source)
+    with pytest.raises(PipelineError, match="512 finite") as bad:
+        _swap(RecordingSwapModels(), SOURCE_EMBEDDING=np.zeros(512, np.float32), TARGET=source)
+    assert bad.value.code == "invalid_option"
+    for tensors in ({"SOURCE": giraffe}, {"SOURCE": giraffe, "TARGET": giraffe}):
+        infer = RecordingSwapModels()
+        with pytest.raises(PipelineError) as faceless:
+            _swap(infer, **tensors)
+        assert faceless.value.code == "no_source_face" and infer.models == []  # before any model call

@@ -126,13 +126,11 @@ def run_process(args: argparse.Namespace) -> int:
         processor_options = _processor_options(args)
         source = _swap_source(args)
         video = _single_video(args.paths)
-        if video is not None and source is not None:
-            raise ValueError("face_swapper runs on photos, not on a video")
         images = [] if video is not None else collect_images(args.paths)
     except (FacecraftError, FileNotFoundError, ValueError) as error:
         raise CliError(str(error)) from error
     if video is not None:
-        return _run_video(args, video, processor_options or {})
+        return _run_video(args, video, processor_options or {}, source)
     if not images:
         raise CliError("no image files found in the given paths")
     if args.concurrency < 1:
@@ -197,9 +195,14 @@ def _single_video(paths: list[str]) -> Path | None:
         return Path(paths[0]) if video_container(file.read(64)) is not None else None
 
 
-def _run_video(args: argparse.Namespace, source: Path, options: dict[str, str]) -> int:
+def _run_video(
+    args: argparse.Namespace, source: Path, options: dict[str, str], identity: bytes | None = None
+) -> int:
     """``facecraft process --processor NAME clip.mp4 -o out.mp4``: every frame through the
-    processor, a progress bar of frames; exit 1 when the video or a frame fails."""
+    processor, a progress bar of frames; exit 1 when the video or a frame fails. face_swapper:
+    ``identity`` is the ``--source`` photo; through Triton its embedding is computed once
+    (``client.identity``, a faceless source fails before the first frame) and sent with every
+    frame; through the gateway each frame's request carries the photo."""
     from tqdm import tqdm
 
     from facecraft.cli import CliError
@@ -220,8 +223,17 @@ def _run_video(args: argparse.Namespace, source: Path, options: dict[str, str]) 
     async def run():
         client = _make_async_client(args)
         try:
+            extra = {}
+            if identity is not None:
+                if args.via_gateway:
+                    extra = {"SOURCE": identity}
+                else:
+                    embedding = await client.identity(args.processor, identity, **options)
+                    extra = {"SOURCE_EMBEDDING": embedding}
 
             async def one_frame(data: bytes):
+                if extra:
+                    data = {**extra, "TARGET": data}
                 if args.via_gateway:
                     return await client.run_processor(args.processor, data, "frame.png", **options)
                 return await client.run_processor(args.processor, data, **options)

@@ -149,9 +149,7 @@ class AsyncGatewayClient:
         fields = {key: _form_value(value) for key, value in options.items() if value is not None}
         try:
             response = await self._http.post(
-                f"/api/v1/processors/{name}",
-                files={"file": (filename, image_bytes, "application/octet-stream")},
-                data=fields,
+                f"/api/v1/processors/{name}", files=_upload_files(image_bytes, filename), data=fields
             )
         except httpx.HTTPError as error:
             raise ServerUnavailable(f"gateway {self.base_url} unreachable: {error}") from error
@@ -182,6 +180,81 @@ class AsyncGatewayClient:
             face_count=int(count) if count else None,
             options=resolved,
         )
+
+    async def submit_job(
+        self,
+        data: bytes,
+        processors: str | list[str] | tuple[str, ...],
+        *,
+        source: bytes | None = None,
+        processor_options: dict[str, dict[str, object]] | None = None,
+        video_format: str | None = None,
+        filename: str = "input",
+    ) -> dict:
+        """``POST /api/v1/jobs``: ``data`` (a photo or a video) through the ``processors`` chain as
+        an async job; ``source``: face_swapper's identity photo (required when the chain has
+        face_swapper). Returns the 202 body (``job_id``, ``status_url``, ``result_url``); raises the
+        gateway's error (``InvalidOption``, ``ServerUnavailable``...) otherwise."""
+        import json
+
+        chain = processors if isinstance(processors, str) else ",".join(processors)
+        form = {"processors": chain}
+        if processor_options:
+            form["processor_options"] = json.dumps(processor_options)
+        if video_format is not None:
+            form["video_format"] = video_format
+        files = {"file": (filename, data, "application/octet-stream")}
+        if source is not None:
+            files["source"] = (f"source-{filename}", source, "application/octet-stream")
+        response = await self._request("POST", "/api/v1/jobs", files=files, data=form)
+        if response.status_code != 202:
+            raise error_from_gateway(response.status_code, _body(response))
+        return response.json()
+
+    async def job_status(self, job_id: str) -> dict:
+        """``GET /api/v1/jobs/{id}``: the job's status (``status``, ``progress`` of a video job...)."""
+        response = await self._request("GET", f"/api/v1/jobs/{job_id}")
+        if response.status_code != 200:
+            raise error_from_gateway(response.status_code, _body(response))
+        return response.json()
+
+    async def wait_for_job(self, job_id: str, *, poll_s: float = 0.5, on_status=None) -> dict:
+        """Poll :meth:`job_status` until the job is ``completed`` (returned); ``on_status(body)``
+        after each poll (e.g. a progress bar from ``progress``). A failed or cancelled job raises
+        its error (``NoSourceFace``, ``NoFaceDetected``...)."""
+        import asyncio
+
+        while True:
+            body = await self.job_status(job_id)
+            if on_status is not None:
+                on_status(body)
+            if body["status"] == "completed":
+                return body
+            if body["status"] in ("failed", "cancelled"):
+                raise error_from_gateway(
+                    409, {"error": body.get("error"), "error_message": body.get("error_message")}
+                )
+            await asyncio.sleep(poll_s)
+
+    async def job_result(self, job_id: str) -> bytes:
+        """``GET /api/v1/jobs/{id}/result``: the completed job's output file (image, JSON, video)."""
+        response = await self._request("GET", f"/api/v1/jobs/{job_id}/result")
+        if response.status_code != 200:
+            raise error_from_gateway(response.status_code, _body(response))
+        return response.content
+
+    async def _request(self, method: str, url: str, **kwargs) -> httpx.Response:
+        try:
+            return await self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as error:
+            raise ServerUnavailable(f"gateway {self.base_url} unreachable: {error}") from error
+
+
+def _body(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
 
 
 def _form_value(value: object) -> str:

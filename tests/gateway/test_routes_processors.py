@@ -11,6 +11,7 @@ from PIL import Image
 
 from facecraft import processors
 from tests.gateway.test_integration import upload, wait_for_job
+from tests.gateway.test_redis_jobs import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -335,7 +336,9 @@ def test_a_swap_job_whose_source_has_no_face_fails_with_no_source_face(gateway_c
     job = wait_for_job(gateway_client, response.json()["job_id"])
     assert (job["status"], job["error"]) == ("failed", "no_source_face"), job
     job_dir = gateway_client.app.state.settings.output_dir / "jobs" / job["job_id"]
-    assert sorted(p.name for p in job_dir.iterdir()) == ["job.json"]  # input.bin and source.bin gone
+    wait_until(  # input.bin and source.bin go right after the failed status is written
+        lambda: sorted(p.name for p in job_dir.iterdir()) == ["job.json"], "the inputs removed"
+    )
 
 
 def test_the_gateway_client_sends_face_swapper_files_the_route_reads(gateway_client):

@@ -216,3 +216,73 @@ def test_cli_swaps_the_source_face_into_every_target_photo(loaded, faces_dir, tm
         ["process", str(targets), "-o", str(out), "--url", loaded.grpc_url, "--processor", "face_swapper"]
     )
     assert refused == 2 and "needs --source" in capsys.readouterr().err
+
+
+# -- face_enhancer background_enhance: Real-ESRGAN background, CodeFormer faces ----------------------
+
+
+def test_face_enhancer_background_enhance_pastes_codeformer_faces_into_the_realesrgan_background(
+    swap_client, faces_dir
+):
+    """The ×2 output is frame_enhancer's scale=2 image (same tiles: the defaults) away from the
+    faces and CodeFormer's restoration on them; plain face_enhancer keeps the input's size and
+    background, which is not the Real-ESRGAN one."""
+    import io
+
+    import cv2
+    from PIL import Image
+
+    from facecraft.pipeline.processor_stages import detect_all_faces
+
+    data = _png(faces_dir / "fr__obama_small.jpg")
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    h, w = rgb.shape[:2]
+
+    def pixels(result) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(result.data)).convert("RGB")).astype(np.int16)
+
+    both = swap_client.enhance_faces(data, background_enhance=True)
+    background = swap_client.run_processor("frame_enhancer", data, scale="2")
+    plain = swap_client.enhance_faces(data)
+    assert both.output_size == background.output_size == (2 * w, 2 * h) and plain.output_size == (w, h)
+    enhanced, upscaled, restored = pixels(both), pixels(background), pixels(plain)
+    boxes, _, _, _ = detect_all_faces(rgb, 16, 0)
+    near = np.zeros((2 * h, 2 * w), bool)  # each face box ×2 and its paste-back margin
+    inner = np.zeros_like(near)
+    for x, y, bw, bh in boxes * 2:
+        near[max(0, int(y - bh)) : int(y + 2 * bh), max(0, int(x - bw)) : int(x + 2 * bw)] = True
+        inner[int(y + bh / 4) : int(y + 3 * bh / 4), int(x + bw / 4) : int(x + 3 * bw / 4)] = True
+    assert near.mean() < 0.8 and inner.any()
+    assert np.array_equal(enhanced[~near], upscaled[~near])  # the background is Real-ESRGAN's
+    assert np.abs(enhanced[inner] - upscaled[inner]).mean() > 5  # the faces are not (CodeFormer's)
+    resized = cv2.resize(restored.astype(np.uint8), (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(enhanced[~near] - resized[~near].astype(np.int16)).mean() > 5  # not the input's
+
+
+def test_cli_swaps_the_source_face_into_every_frame_of_a_video(loaded, faces_dir, tmp_path, capsys):
+    """`facecraft process --processor face_swapper --source face.jpg clip.mp4 -o out.mp4`: the
+    source embedded once (ArcFace +1 for the whole clip), every frame kept; a faceless source
+    exits 1 before any frame, leaving no output."""
+    from facecraft.cli import main
+    from facecraft.pipeline.video import probe_video
+    from tests.fixtures.exported import model_counts
+    from tests.fixtures.videos import video_packets, write_clip
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, frames=5, fps=5, faceless=(2,))
+    out = tmp_path / "out.mp4"
+    arcface, generator = model_counts(loaded, "arcface_w600k_r50"), model_counts(loaded, "inswapper_128")
+    base = ["process", str(clip), "-o", str(out), "--url", loaded.grpc_url, "--processor", "face_swapper"]
+    assert main([*base, "--source", str(faces_dir / "dlib__Tom_Cruise_avp_2014_4.jpg")]) == 0
+    assert "5 frames at 5 fps" in capsys.readouterr().out
+    assert model_counts(loaded, "arcface_w600k_r50")[1] - arcface[1] == 1
+    assert model_counts(loaded, "inswapper_128")[1] - generator[1] == 4  # the frames with a face
+    info = probe_video(out)
+    assert (info.frames, info.width, info.height) == (5, 128, 96) and info.duration_s == probe_video(
+        clip
+    ).duration_s
+    assert video_packets(out, "audio") == video_packets(clip, "audio")
+    refused = tmp_path / "refused.mp4"
+    giraffe = ["--source", str(faces_dir / "dlib__giraffe.jpg")]
+    assert main([*base[:3], str(refused), *base[4:], *giraffe]) == 1
+    assert "no_source_face" in capsys.readouterr().err and not refused.exists()

@@ -73,7 +73,8 @@ def _register_process(subparsers) -> None:
         "--source",
         type=Path,
         metavar="FILE",
-        help="face_swapper: the photo whose face (identity) is swapped into every PATH",
+        help="face_swapper: the photo whose face (identity) is swapped into every PATH (photos, "
+        "or every frame of one video: the source embedded once)",
     )
     parser.add_argument("--no-enhance", action="store_true", help="skip CodeFormer (portrait_basic ensemble)")
     parser.add_argument("--width", type=int)

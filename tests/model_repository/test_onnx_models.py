@@ -232,6 +232,7 @@ def test_face_enhancer_background_enhance_pastes_codeformer_faces_into_the_reale
     import cv2
     from PIL import Image
 
+    from facecraft.pipeline.align import prepare_face
     from facecraft.pipeline.processor_stages import detect_all_faces
 
     data = _png(faces_dir / "fr__obama_small.jpg")
@@ -246,13 +247,17 @@ def test_face_enhancer_background_enhance_pastes_codeformer_faces_into_the_reale
     plain = swap_client.enhance_faces(data)
     assert both.output_size == background.output_size == (2 * w, 2 * h) and plain.output_size == (w, h)
     enhanced, upscaled, restored = pixels(both), pixels(background), pixels(plain)
-    boxes, _, _, _ = detect_all_faces(rgb, 16, 0)
-    near = np.zeros((2 * h, 2 * w), bool)  # each face box ×2 and its paste-back margin
+    _, _, landmarks, _ = detect_all_faces(rgb, 16, 0)
+    near = np.zeros((2 * h, 2 * w), bool)  # each face's 512 crop, warped back at the ×2 scale
     inner = np.zeros_like(near)
-    for x, y, bw, bh in boxes * 2:
-        near[max(0, int(y - bh)) : int(y + 2 * bh), max(0, int(x - bw)) : int(x + 2 * bw)] = True
-        inner[int(y + bh / 4) : int(y + 3 * bh / 4), int(x + bw / 4) : int(x + 3 * bw / 4)] = True
-    assert near.mean() < 0.8 and inner.any()
+    for points in landmarks:
+        _, affine = prepare_face(rgb, points)
+        back = 2.0 * cv2.invertAffineTransform(affine.astype(np.float64))  # crop → canvas pixels
+        near |= cv2.warpAffine(np.ones((512, 512), np.float32), back, (2 * w, 2 * h)) > 0
+        x, y = (2 * points[27:36].mean(axis=0)).astype(int)  # the nose, on the canvas
+        inner[y - 10 : y + 10, x - 10 : x + 10] = True
+    near = cv2.dilate(near.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    assert (~near).mean() > 0.2 and inner.any()
     assert np.array_equal(enhanced[~near], upscaled[~near])  # the background is Real-ESRGAN's
     assert np.abs(enhanced[inner] - upscaled[inner]).mean() > 5  # the faces are not (CodeFormer's)
     resized = cv2.resize(restored.astype(np.uint8), (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)

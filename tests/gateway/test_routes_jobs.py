@@ -206,3 +206,37 @@ def test_the_gateway_client_submits_a_video_swap_job_with_its_source(exported_mo
     assert seen[-1]["status"] == "completed" and seen[-1]["progress"]["frames_done"] == 6
     assert video[4:8] == b"ftyp"  # an MP4
     assert swapped.face_count == 2 and swapped.media_type == "image/png"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` × ``height`` (a decompression bomb's first bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "status", "error"),
+    [
+        (b"\xff\xd8\xff" + bytes(3 * 1024 * 1024), 413, "file_too_large"),
+        (_png_header(40000, 40000), 400, "image_too_large"),
+    ],
+)
+def test_a_job_source_gets_the_upload_size_and_pixel_caps(tmp_path, source, status, error):
+    """The same helpers as every upload (read_upload_capped, validate_image_bytes): nothing stored."""
+    settings = make_gateway_settings(tmp_path / "outputs", "127.0.0.1:1", max_upload_mb=2)
+    with TestClient(create_app(settings)) as client:
+        files = {"file": ("t.jpg", photo(TARGET)), "source": ("s.png", source)}
+        response = client.post("/api/v1/jobs", files=files, data={"processors": "face_swapper"})
+        assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    assert not any((tmp_path / "outputs" / "jobs").iterdir())

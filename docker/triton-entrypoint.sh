@@ -8,7 +8,10 @@
 # model), $FACECRAFT_ONNX_THREADS (onnxruntime threads per instance) and
 # $FACECRAFT_PYTHON_INSTANCES override it; $FACECRAFT_PRECISION (fp32 | int8 | fp16 | per model)
 # and $FACECRAFT_GPU_ACCELERATOR (cuda | tensorrt) reach `facecraft repo configure` through the
-# environment. Extra arguments are passed on to tritonserver.
+# environment. $FACECRAFT_PYTHON_SHM_DEFAULT_MB / $FACECRAFT_PYTHON_SHM_GROWTH_MB size the Python
+# backend's shared-memory region per model instance and its growth step (MiB, default 64 / 64 as
+# in facecraft.runtime.server; 0 = Triton's 1 MiB; docs/reliability.md). Extra arguments are
+# passed on to tritonserver.
 set -eu
 
 SOURCE=${FACECRAFT_MODEL_REPOSITORY:-/models}
@@ -19,6 +22,8 @@ ONNX_THREADS=${FACECRAFT_ONNX_THREADS:-}
 PYTHON_INSTANCES=${FACECRAFT_PYTHON_INSTANCES:-}
 TRITONSERVER=${FACECRAFT_TRITONSERVER:-tritonserver}
 FACECRAFT=${FACECRAFT_CLI:-facecraft}
+SHM_DEFAULT_MB=${FACECRAFT_PYTHON_SHM_DEFAULT_MB:-64}
+SHM_GROWTH_MB=${FACECRAFT_PYTHON_SHM_GROWTH_MB:-64}
 
 fail() {
     echo "triton-entrypoint: error: $*" >&2
@@ -29,6 +34,15 @@ case "$DEVICE" in
     cpu | gpu) ;;
     *) fail "FACECRAFT_DEVICE must be cpu or gpu, got '$DEVICE'" ;;
 esac
+for value in "$SHM_DEFAULT_MB" "$SHM_GROWTH_MB"; do
+    case "$value" in
+        '' | *[!0-9]*) fail "FACECRAFT_PYTHON_SHM_DEFAULT_MB / _GROWTH_MB must be whole MiB (0 = Triton's default), got '$value'" ;;
+    esac
+done
+# Python backend shared memory: one --backend-config per setting that is not Triton's default,
+# put before the caller's own arguments (which stay last, so they can still override).
+[ "$SHM_GROWTH_MB" = 0 ] || set -- "--backend-config=python,shm-growth-byte-size=$((SHM_GROWTH_MB * 1048576))" "$@"
+[ "$SHM_DEFAULT_MB" = 0 ] || set -- "--backend-config=python,shm-default-byte-size=$((SHM_DEFAULT_MB * 1048576))" "$@"
 [ -d "$SOURCE" ] || fail "model repository $SOURCE not found (mount it or build the 'baked' image target)"
 
 # Every ONNX Runtime model needs its exported model.onnx (git-ignored; written by `facecraft export`).

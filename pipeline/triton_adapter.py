@@ -75,13 +75,33 @@ def read_inputs(request, names: tuple[str, ...]) -> dict[str, np.ndarray | None]
     return inputs
 
 
+def requested_only(outputs: Mapping[str, np.ndarray], requested) -> dict[str, np.ndarray]:
+    """The entries of ``outputs`` whose names are in ``requested`` (a request's
+    ``requested_output_names()``); all of them when ``requested`` is empty.
+
+    An ensemble step is asked only for the outputs its ``output_map`` uses (``faces`` in
+    face_enhancer: not FACE_BOXES / FACE_SCORES; ``decode`` in portrait_basic: not FIDELITY_W), a
+    client or a BLS call for the ones it names. Returning more makes the Python stub prune the
+    extra tensors itself (``PruneOutputTensors``); python_backend PR #390 (after 2.51) fixed a
+    missing-GIL bug on the ``response_sender`` variant of that path. Our models return their
+    responses from ``execute``, where 2.51 prunes with the GIL held, so this is defence in depth,
+    not a proven crash fix (docs/reliability.md): a response holds exactly what was asked for."""
+    names = set(requested or ())
+    if not names:
+        return dict(outputs)
+    return {name: value for name, value in outputs.items() if name in names}
+
+
 def execute_each(requests, step: str, input_names: tuple[str, ...], handler: Handler, logger=None) -> list:
-    """Run ``handler`` on every request; return one response per request, in order."""
+    """Run ``handler`` on every request; return one response per request, in order, holding only
+    the outputs that request asked for (:func:`requested_only`)."""
     pb_utils = _pb_utils()
     responses = []
     for request in requests:
         try:
-            outputs = handler(read_inputs(request, input_names))
+            outputs = requested_only(
+                handler(read_inputs(request, input_names)), request.requested_output_names()
+            )
             tensors = [
                 pb_utils.Tensor(name, np.asarray(value)[np.newaxis]) for name, value in outputs.items()
             ]

@@ -33,21 +33,85 @@ from facecraft.runtime.ports import (
     process_listens_on,
 )
 
-__all__ = ["TritonServer", "TritonStartError", "free_port", "live_group_members", "tail_text"]
+__all__ = [
+    "TritonServer",
+    "TritonStartError",
+    "free_port",
+    "live_group_members",
+    "crash_lines",
+    "python_backend_config",
+    "tail_text",
+]
 
 DEFAULT_RUNTIME_DIR = Path(".facecraft")
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 LOG_TAIL_LINES = 60
+# Python backend shared memory (docs/architecture.md, docs/reliability.md): every Python-backend
+# model instance (our Python models and the Python-based onnxruntime backend) passes its tensors
+# through its own /dev/shm region. Triton 2.51's defaults (1 MiB, grown by 1 MiB) are far below
+# one decoded photo (a 2048² RGB working image is 12.6 MB, an upload up to 20 MB), so nearly every
+# request grew the region (truncate + remap in both processes). Sized for our payloads instead;
+# the region is a sparse tmpfs file: only the pages used count against /dev/shm.
+PYTHON_SHM_DEFAULT_MB = 64
+PYTHON_SHM_GROWTH_MB = 64
+ENV_PYTHON_SHM_DEFAULT_MB = "FACECRAFT_PYTHON_SHM_DEFAULT_MB"
+ENV_PYTHON_SHM_GROWTH_MB = "FACECRAFT_PYTHON_SHM_GROWTH_MB"
 PORT_RETRIES = 3
 ERROR_LINE = re.compile(r"^E\d{4} ")
 # Logged on every host without a GPU; not the reason anything failed.
 HARMLESS_ERRORS = ("CudaDriverHelper has not been initialized",)
+# What a crashed Triton or Python stub leaves in the log: Triton's signal handler prints
+# "Signal (N) received." and a stack of STACK_LINES lines; an uncaught C++ exception "terminate
+# called after throwing …"; the stubs of a dead server "Non-graceful termination detected".
+CRASH_MARKERS = (
+    "Signal (",
+    "terminate called",
+    "lock_exception",
+    "bad_alloc",
+    "Segmentation fault",
+    "Non-graceful termination",
+    "is not healthy",
+)
+STACK_LINES = 30
 
 
 class TritonStartError(RuntimeError):
     """Triton exited or did not become ready in time; the message ends with the log tail."""
+
+
+def _shm_megabytes(value: int | None, variable: str, default: int) -> int:
+    """``value``, else ``$variable``, else ``default``: whole MiB, 0 = Triton's own default.
+    Raises ``ValueError`` naming the setting for anything else."""
+    source = f"${variable}"
+    if value is None:
+        text = os.environ.get(variable, "").strip()
+        if not text:
+            return default
+        try:
+            value = int(text)
+        except ValueError as error:
+            raise ValueError(
+                f"{source} must be a whole number of MiB (0 = Triton's default), got {text!r}"
+            ) from error
+    else:
+        source = variable.removeprefix("FACECRAFT_").lower()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{source} must be a whole number of MiB >= 0 (0 = Triton's default), got {value!r}")
+    return value
+
+
+def python_backend_config(default_mb: int, growth_mb: int) -> list[str]:
+    """``--backend-config`` flags for the Python backend's shared memory: ``default_mb`` MiB per
+    model instance at start (``shm-default-byte-size``), grown ``growth_mb`` MiB at a time
+    (``shm-growth-byte-size``); a 0 leaves that one at Triton's default (1 MiB in 2.51)."""
+    args = []
+    if default_mb:
+        args.append(f"--backend-config=python,shm-default-byte-size={default_mb * 1024 * 1024}")
+    if growth_mb:
+        args.append(f"--backend-config=python,shm-growth-byte-size={growth_mb * 1024 * 1024}")
+    return args
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -93,6 +157,23 @@ def tail_text(path: Path, lines: int = LOG_TAIL_LINES, start: int = 0) -> str:
     return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
 
 
+def crash_lines(text: str, limit: int = 80) -> list[str]:
+    """The lines of a Triton log that describe a crash (``CRASH_MARKERS``, and the stack Triton
+    prints after ``Signal (N) received.``), at most ``limit``."""
+    lines = text.splitlines()
+    picked: list[str] = []
+    index = 0
+    while index < len(lines) and len(picked) < limit:
+        line = lines[index]
+        if any(marker in line for marker in CRASH_MARKERS):
+            picked.append(line)
+            if "Signal (" in line:
+                picked.extend(lines[index + 1 : index + 1 + STACK_LINES])
+                index += STACK_LINES
+        index += 1
+    return picked[:limit]
+
+
 class TritonServer:
     """An embedded Triton server process.
 
@@ -101,6 +182,10 @@ class TritonServer:
     and kept across restarts. ``models``: names to
     load (default: every model in the repository, ``--load-model=*``). ``runtime_dir`` holds
     ``backends/`` and ``logs/tritonserver.log`` unless ``backend_dir`` / ``log_path`` are given.
+    ``python_shm_default_mb`` / ``python_shm_growth_mb``: the Python backend's shared-memory region
+    per model instance and its growth step in MiB (default ``$FACECRAFT_PYTHON_SHM_DEFAULT_MB`` /
+    ``$FACECRAFT_PYTHON_SHM_GROWTH_MB``, else 64 / 64; 0 = Triton's own default). Raises
+    ``ValueError`` for a negative or non-integer size.
     """
 
     def __init__(
@@ -121,7 +206,15 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         install: TritonInstall | None = None,
         env: dict[str, str] | None = None,
+        python_shm_default_mb: int | None = None,
+        python_shm_growth_mb: int | None = None,
     ):
+        self.python_shm_default_mb = _shm_megabytes(
+            python_shm_default_mb, ENV_PYTHON_SHM_DEFAULT_MB, PYTHON_SHM_DEFAULT_MB
+        )
+        self.python_shm_growth_mb = _shm_megabytes(
+            python_shm_growth_mb, ENV_PYTHON_SHM_GROWTH_MB, PYTHON_SHM_GROWTH_MB
+        )
         self.repo = Path(repo).resolve()
         runtime_dir = Path(runtime_dir).resolve()
         self.backend_dir = Path(backend_dir).resolve() if backend_dir else runtime_dir / "backends"
@@ -197,6 +290,7 @@ class TritonServer:
             "--metrics-config=summary_latencies=true",
             f"--exit-timeout-secs={int(self.exit_timeout)}",
             f"--log-verbose={int(self.log_verbose)}",
+            *python_backend_config(self.python_shm_default_mb, self.python_shm_growth_mb),
         ]
         args += (
             [f"--load-model={name}" for name in self.models]
@@ -300,6 +394,11 @@ class TritonServer:
             if ERROR_LINE.match(line) or "failed to load" in line or "UNAVAILABLE:" in line
         ]
         return [line for line in errors if not any(noise in line for noise in HARMLESS_ERRORS)][:limit]
+
+    def crash_evidence(self, limit: int = 80) -> list[str]:
+        """Crash lines (:func:`crash_lines`) of the current start's log — after a crash, the dead
+        server's, until the next start. The log is appended to across restarts, never truncated."""
+        return crash_lines(tail_text(self.log_path, lines=1_000_000, start=self._log_offset), limit)
 
     def _start_error(self, message: str) -> TritonStartError:
         errors = self.log_errors()

@@ -229,3 +229,37 @@ def test_entrypoint_flags_exist_in_the_real_tritonserver():
     known = set(re.findall(r"(--[a-z][a-z0-9-]+)", result.stdout + result.stderr))
     used = set(re.findall(r"^\s+(--[a-z][a-z0-9-]+)=", ENTRYPOINT.read_text(), flags=re.M))
     assert used and used <= known, f"unknown to tritonserver: {sorted(used - known)}"
+
+
+def test_entrypoint_sizes_the_python_backend_shared_memory_like_the_embedded_server(tmp_path, model_repo):
+    """The NGC entrypoint passes the same shm-default/growth sizes as TritonServer (64 / 64 MiB)."""
+    from facecraft.runtime.server import PYTHON_SHM_DEFAULT_MB, PYTHON_SHM_GROWTH_MB, python_backend_config
+
+    result, args = run_entrypoint(tmp_path, model_repo, "cpu", "--log-verbose=1")
+    assert result.returncode == 0, result.stderr
+    expected = python_backend_config(PYTHON_SHM_DEFAULT_MB, PYTHON_SHM_GROWTH_MB)
+    assert len(expected) == 2 and all(flag in args for flag in expected)
+    assert args[-1] == "--log-verbose=1"
+
+
+@pytest.mark.parametrize(
+    ("default_mb", "growth_mb", "expected"),
+    [
+        ("128", "0", ["--backend-config=python,shm-default-byte-size=134217728"]),
+        ("0", "0", []),
+    ],
+)
+def test_entrypoint_python_shm_variables(tmp_path, model_repo, default_mb, growth_mb, expected):
+    plan = {"FACECRAFT_PYTHON_SHM_DEFAULT_MB": default_mb, "FACECRAFT_PYTHON_SHM_GROWTH_MB": growth_mb}
+    result, args = run_entrypoint(tmp_path, model_repo, "cpu", plan=plan)
+    assert result.returncode == 0, result.stderr
+    assert [arg for arg in args if arg.startswith("--backend-config=python,shm-")] == expected
+
+
+def test_entrypoint_rejects_a_non_integer_shm_size(tmp_path, model_repo):
+    result, args = run_entrypoint(
+        tmp_path, model_repo, "cpu", plan={"FACECRAFT_PYTHON_SHM_DEFAULT_MB": "1.5"}
+    )
+    assert result.returncode == 2
+    assert "FACECRAFT_PYTHON_SHM_DEFAULT_MB" in result.stderr
+    assert args == []

@@ -112,6 +112,71 @@ def test_metrics_url_serves_prometheus_text(small_server):
     assert "nv_inference_request_summary_us" in body  # summary latencies, as in the NGC container
 
 
+MIB = 1024 * 1024
+
+
+def test_command_sizes_the_python_backend_shared_memory(tmp_path, monkeypatch):
+    """64 / 64 MiB by default (Triton 2.51's 1 MiB / 1 MiB made almost every photo grow the region);
+    the environment or the arguments change it, 0 leaves Triton's default, garbage is an error."""
+    from facecraft.runtime.server import ENV_PYTHON_SHM_DEFAULT_MB, ENV_PYTHON_SHM_GROWTH_MB
+
+    monkeypatch.delenv(ENV_PYTHON_SHM_DEFAULT_MB, raising=False)
+    monkeypatch.delenv(ENV_PYTHON_SHM_GROWTH_MB, raising=False)
+
+    def shm_flags(**kwargs) -> list[str]:
+        command = TritonServer(tmp_path, runtime_dir=tmp_path, **kwargs).command()
+        return [arg for arg in command if arg.startswith("--backend-config=python,shm-")]
+
+    assert shm_flags() == [
+        f"--backend-config=python,shm-default-byte-size={64 * MIB}",
+        f"--backend-config=python,shm-growth-byte-size={64 * MIB}",
+    ]
+    assert shm_flags(python_shm_default_mb=256, python_shm_growth_mb=0) == [
+        f"--backend-config=python,shm-default-byte-size={256 * MIB}"
+    ]
+    monkeypatch.setenv(ENV_PYTHON_SHM_DEFAULT_MB, "0")
+    monkeypatch.setenv(ENV_PYTHON_SHM_GROWTH_MB, "32")
+    assert shm_flags() == [f"--backend-config=python,shm-growth-byte-size={32 * MIB}"]
+    monkeypatch.setenv(ENV_PYTHON_SHM_GROWTH_MB, "lots")
+    with pytest.raises(ValueError, match=ENV_PYTHON_SHM_GROWTH_MB):
+        shm_flags()
+    with pytest.raises(ValueError, match="python_shm_default_mb"):
+        shm_flags(python_shm_default_mb=-1, python_shm_growth_mb=1)
+
+
+def test_python_stubs_run_with_the_configured_shared_memory(small_server):
+    """The real server hands every Python-backend stub the sizes (its argv: model, region name,
+    default byte size, growth byte size, …; python_backend r24.10 stub_launcher.cc)."""
+    import psutil
+
+    stubs = [
+        child.cmdline()
+        for child in psutil.Process(small_server.pid).children()
+        if child.name().startswith("triton_python")
+    ]
+    assert stubs, "the small repository has Python-backend models"
+    for argv in stubs:
+        assert argv[3:5] == [str(64 * MIB), str(64 * MIB)], argv
+
+
+def test_a_crash_is_kept_in_the_log_and_quoted_by_the_restart_warning(small_server):
+    """A server that took a signal: its crash lines (Triton's ``Signal (11) received.`` and stack)
+    stay in the log across the restart and are quoted in the session fixture's warning."""
+    from tests.fixtures.triton import restart_if_unhealthy
+
+    os.kill(small_server.pid, signal.SIGSEGV)
+    small_server.process.wait(60)
+    evidence = small_server.crash_evidence()
+    assert any("Signal (11) received" in line for line in evidence), small_server.log_tail()
+    with pytest.warns(UserWarning, match=r"dead \(exit code -?\d+\) before this test(.|\n)*Signal \(11\)"):
+        restart_if_unhealthy(small_server, "this test")
+    assert small_server.is_ready()
+    log = small_server.log_path.read_text()
+    crash_at = log.index("Signal (11) received")
+    assert log.rindex("==== facecraft: starting") > crash_at, "the restart appends, the crash stays"
+    assert small_server.crash_evidence() == [], "the new start's section has no crash"
+
+
 def test_untrained_weights_are_announced(tmp_path):
     repo = build_small_repository(tmp_path / "repo")
     (repo / "add_one" / "1" / "export.json").write_text(

@@ -15,7 +15,7 @@ DEVICE ?= cpu
 # (full preset on 2 CPU cores: about 20 minutes; an enhanced portrait costs ~6 s of both cores).
 BENCH_ARGS ?= --requests 32 --enhanced-requests 16
 
-.PHONY: help setup system-deps models serve serve-triton test test-fast bench bench-smoke bench-gpu bench-steps lint format perf-analyzer load-test clean
+.PHONY: help setup system-deps models serve serve-triton test test-fast bench bench-smoke bench-gpu bench-steps lint format perf-analyzer load-test stress clean
 
 help:
 	@echo "make serve   - set up everything and run Triton (embedded) + gateway on :8000-8002 / :8080"
@@ -75,6 +75,11 @@ perf-analyzer: setup system-deps
 
 load-test: setup
 	$(BIN)/python -m pytest tests/reliability -m "load" --load-seconds 120
+
+# Triton stress reproducer (not a test: minutes of load, a report under .facecraft/stress/; docs/reliability.md)
+STRESS_ARGS ?= --minutes 10 --threads 12
+stress: setup
+	$(BIN)/python -m tests.reliability.stress $(STRESS_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@
 # $FACECRAFT_PYTHON_INSTANCES override it; $FACECRAFT_PRECISION (fp32 | int8 | fp16 | per model)
 # and $FACECRAFT_GPU_ACCELERATOR (cuda | tensorrt) reach `facecraft repo configure` through the
 # environment. $FACECRAFT_PYTHON_SHM_DEFAULT_MB / $FACECRAFT_PYTHON_SHM_GROWTH_MB size the Python
-# backend's shared-memory region per model instance and its growth step (MiB, default 64 / 64 as
+# backend's shared-memory region per model instance and its growth step (MiB, default 16 / 16 as
 # in facecraft.runtime.server; 0 = Triton's 1 MiB; docs/reliability.md). Extra arguments are
 # passed on to tritonserver.
 set -eu
@@ -22,8 +22,8 @@ ONNX_THREADS=${FACECRAFT_ONNX_THREADS:-}
 PYTHON_INSTANCES=${FACECRAFT_PYTHON_INSTANCES:-}
 TRITONSERVER=${FACECRAFT_TRITONSERVER:-tritonserver}
 FACECRAFT=${FACECRAFT_CLI:-facecraft}
-SHM_DEFAULT_MB=${FACECRAFT_PYTHON_SHM_DEFAULT_MB:-64}
-SHM_GROWTH_MB=${FACECRAFT_PYTHON_SHM_GROWTH_MB:-64}
+SHM_DEFAULT_MB=${FACECRAFT_PYTHON_SHM_DEFAULT_MB:-16}
+SHM_GROWTH_MB=${FACECRAFT_PYTHON_SHM_GROWTH_MB:-16}
 
 fail() {
     echo "triton-entrypoint: error: $*" >&2

@@ -52,10 +52,11 @@ LOG_TAIL_LINES = 60
 # model instance (our Python models and the Python-based onnxruntime backend) passes its tensors
 # through its own /dev/shm region. Triton 2.51's defaults (1 MiB, grown by 1 MiB) are far below
 # one decoded photo (a 2048² RGB working image is 12.6 MB, an upload up to 20 MB), so nearly every
-# request grew the region (truncate + remap in both processes). Sized for our payloads instead;
-# the region is a sparse tmpfs file: only the pages used count against /dev/shm.
-PYTHON_SHM_DEFAULT_MB = 64
-PYTHON_SHM_GROWTH_MB = 64
+# large request grew the region (truncate + remap in both processes). 16 MiB holds one working
+# image; more is not free: a region's whole size is allocated in /dev/shm from the start (measured:
+# 14 instances × 64 MiB took 0.9 GiB at once, most of compose's `shm_size: 1gb`).
+PYTHON_SHM_DEFAULT_MB = 16
+PYTHON_SHM_GROWTH_MB = 16
 ENV_PYTHON_SHM_DEFAULT_MB = "FACECRAFT_PYTHON_SHM_DEFAULT_MB"
 ENV_PYTHON_SHM_GROWTH_MB = "FACECRAFT_PYTHON_SHM_GROWTH_MB"
 PORT_RETRIES = 3
@@ -184,7 +185,7 @@ class TritonServer:
     ``backends/`` and ``logs/tritonserver.log`` unless ``backend_dir`` / ``log_path`` are given.
     ``python_shm_default_mb`` / ``python_shm_growth_mb``: the Python backend's shared-memory region
     per model instance and its growth step in MiB (default ``$FACECRAFT_PYTHON_SHM_DEFAULT_MB`` /
-    ``$FACECRAFT_PYTHON_SHM_GROWTH_MB``, else 64 / 64; 0 = Triton's own default). Raises
+    ``$FACECRAFT_PYTHON_SHM_GROWTH_MB``, else 16 / 16; 0 = Triton's own default). Raises
     ``ValueError`` for a negative or non-integer size.
     """
 

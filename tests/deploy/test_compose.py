@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.deploy.tools import COMPOSE_FILE, REPO_ROOT, require_tool
+from tests.deploy.tools import COMPOSE_FILE, REPO_ROOT, python_backend_shm_at_start_mib, require_tool
 
 PINNED_TAG = re.compile(r"^[\w./-]+:(?!latest$)[\w.-]*\d[\w.-]*$")
 
@@ -98,6 +98,14 @@ def test_triton_service_runtime_settings(profile):
     assert triton["shm_size"] in ("1gb", 1 << 30, "1073741824")
     assert any(volume["target"] == "/models" and volume.get("read_only") for volume in volumes(triton))
     assert "v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+
+
+def test_shm_size_leaves_room_beyond_the_python_regions_at_start():
+    """Every Python-backend instance allocates its whole start region in /dev/shm; they must take
+    at most half of the container's shm_size, the rest is for the regions' growth under load."""
+    triton = compose_config("cpu")["services"]["triton"]
+    shm_mib = {"1gb": 1024, 1 << 30: 1024, "1073741824": 1024}[triton["shm_size"]]
+    assert 0 < python_backend_shm_at_start_mib() <= shm_mib // 2
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])

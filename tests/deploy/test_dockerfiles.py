@@ -232,7 +232,7 @@ def test_entrypoint_flags_exist_in_the_real_tritonserver():
 
 
 def test_entrypoint_sizes_the_python_backend_shared_memory_like_the_embedded_server(tmp_path, model_repo):
-    """The NGC entrypoint passes the same shm-default/growth sizes as TritonServer (64 / 64 MiB)."""
+    """The NGC entrypoint passes the same shm-default/growth sizes as TritonServer (16 / 16 MiB)."""
     from facecraft.runtime.server import PYTHON_SHM_DEFAULT_MB, PYTHON_SHM_GROWTH_MB, python_backend_config
 
     result, args = run_entrypoint(tmp_path, model_repo, "cpu", "--log-verbose=1")

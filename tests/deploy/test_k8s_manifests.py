@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.deploy.metric_names import promql_metric_names
-from tests.deploy.tools import COMPOSE_FILE, PROMETHEUS_DIR, REPO_ROOT
+from tests.deploy.tools import COMPOSE_FILE, PROMETHEUS_DIR, REPO_ROOT, python_backend_shm_at_start_mib
 
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
 KNOWN_KINDS = {
@@ -105,6 +105,9 @@ def test_triton_pods_get_a_gpu_shared_memory_and_health_probes(objects):
     volumes = {volume["name"]: volume for volume in triton["spec"]["template"]["spec"]["volumes"]}
     shm = next(mount for mount in spec["volumeMounts"] if mount["mountPath"] == "/dev/shm")
     assert volumes[shm["name"]]["emptyDir"]["medium"] == "Memory"
+    # Half of it at most for the Python-backend regions allocated at start (the rest: growth).
+    limit_mib = int(volumes[shm["name"]]["emptyDir"]["sizeLimit"].removesuffix("Gi")) * 1024
+    assert 0 < python_backend_shm_at_start_mib() <= limit_mib // 2
 
 
 def test_gateway_pods_are_unprivileged_and_share_results(objects):

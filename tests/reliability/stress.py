@@ -327,6 +327,32 @@ class StubFreezer(threading.Thread):
                 print(f"stress: freezer: {error}", flush=True)
 
 
+# A process of its own (no GIL shared with the clients) that does what the stub's health thread
+# does: sleep 300 ms, wake, note how late it woke. Python backend r24.10 declares a stub unhealthy
+# when its health thread has not run for ≈ 1 s while Triton waits for it.
+LAG_PROBE = """
+import json, sys, time
+worst, late, wakes = 0.0, 0, 0
+while True:
+    start = time.monotonic()
+    time.sleep(0.3)
+    lag = time.monotonic() - start - 0.3
+    wakes += 1
+    worst = max(worst, lag)
+    late += lag > 0.7
+    if wakes % 10 == 0:
+        with open(sys.argv[1], "w") as out:
+            json.dump({"wakes": wakes, "max_lag_s": round(worst, 3), "wakes_late_over_0_7_s": late}, out)
+"""
+
+
+def read_lag(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 # -- main ------------------------------------------------------------------------------------------
 
 
@@ -403,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     clients = [Client(i, args, server, variants, tally, stop) for i in range(args.threads)]
     for client in clients:
         client.start()
+    import subprocess
+
+    lag_path = run_dir / "lag.json"
+    lag_probe = subprocess.Popen([sys.executable, "-c", LAG_PROBE, str(lag_path)])
     freezer = None
     if args.freeze_every > 0:
         freezer = StubFreezer(server, args.freeze_models, args.freeze_every, args.freeze_seconds, stop)
@@ -430,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                     bad = len(tally.mismatches)
                 print(
                     f"stress: {time.time() - started:6.0f} s  {done} answers, {bad} mismatches, "
-                    f"{len(deaths)} deaths",
+                    f"{len(deaths)} deaths, wake-up lag {read_lag(lag_path)}",
                     flush=True,
                 )
     except KeyboardInterrupt:
@@ -442,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         log_text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
         unhealthy = crash_lines(log_text, limit=200)
         server.stop()
+        lag_probe.terminate()
 
     report = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -456,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         "mismatches": tally.mismatches,
         "deaths": deaths,
         "freezes": freezer.freezes if freezer else [],
+        "wake_up_lag": read_lag(lag_path),
         "crash_lines_in_log": unhealthy,
         "log": str(server.log_path),
     }

@@ -116,7 +116,7 @@ MIB = 1024 * 1024
 
 
 def test_command_sizes_the_python_backend_shared_memory(tmp_path, monkeypatch):
-    """64 / 64 MiB by default (Triton 2.51's 1 MiB / 1 MiB made almost every photo grow the region);
+    """16 / 16 MiB by default (Triton 2.51's 1 MiB / 1 MiB made almost every photo grow the region);
     the environment or the arguments change it, 0 leaves Triton's default, garbage is an error."""
     from facecraft.runtime.server import ENV_PYTHON_SHM_DEFAULT_MB, ENV_PYTHON_SHM_GROWTH_MB
 
@@ -128,8 +128,8 @@ def test_command_sizes_the_python_backend_shared_memory(tmp_path, monkeypatch):
         return [arg for arg in command if arg.startswith("--backend-config=python,shm-")]
 
     assert shm_flags() == [
-        f"--backend-config=python,shm-default-byte-size={64 * MIB}",
-        f"--backend-config=python,shm-growth-byte-size={64 * MIB}",
+        f"--backend-config=python,shm-default-byte-size={16 * MIB}",
+        f"--backend-config=python,shm-growth-byte-size={16 * MIB}",
     ]
     assert shm_flags(python_shm_default_mb=256, python_shm_growth_mb=0) == [
         f"--backend-config=python,shm-default-byte-size={256 * MIB}"
@@ -156,7 +156,7 @@ def test_python_stubs_run_with_the_configured_shared_memory(small_server):
     ]
     assert stubs, "the small repository has Python-backend models"
     for argv in stubs:
-        assert argv[3:5] == [str(64 * MIB), str(64 * MIB)], argv
+        assert argv[3:5] == [str(16 * MIB), str(16 * MIB)], argv
 
 
 def test_a_crash_is_kept_in_the_log_and_quoted_by_the_restart_warning(small_server):

@@ -32,6 +32,7 @@ import collections
 import io
 import json
 import random
+import re
 import struct
 import sys
 import threading
@@ -214,11 +215,44 @@ def check_answer(model: str, outputs: dict[str, np.ndarray], expected: tuple[int
     return problems
 
 
+UNHEALTHY_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
+
+
+class StubRecovery:
+    """``--recover``: what the gateway does on "Stub process '<instance>' is not healthy"
+    (``facecraft.gateway.triton.TritonGateway.recover_stub``): reload that instance's model, so
+    that a new stub replaces the one that is an answer behind. One reload per model at a time."""
+
+    def __init__(self, server):
+        self.server, self.lock, self.running = server, threading.Lock(), set()
+        self.reloads: list[dict] = []
+
+    def __call__(self, message: str) -> None:
+        found = UNHEALTHY_STUB.search(message)
+        if not found:
+            return
+        model = re.sub(r"(_\d+){1,2}$", "", found.group(1))
+        with self.lock:
+            if model in self.running:
+                return
+            self.running.add(model)
+        try:
+            status, _ = self.server._get(f"/v2/repository/models/{model}/load", method="POST", timeout=120)
+            self.reloads.append({"time": time.strftime("%H:%M:%S"), "model": model, "status": status})
+            print(f"stress: reloaded {model} after its stub went unhealthy (HTTP {status})", flush=True)
+        except OSError as error:
+            print(f"stress: reloading {model} failed: {error}", flush=True)
+        finally:
+            with self.lock:
+                self.running.discard(model)
+
+
 class Client(threading.Thread):
     def __init__(
         self, index: int, args, server, variants: list[Variant], tally: Tally, stop: threading.Event
     ):
         super().__init__(name=f"stress-{index}", daemon=True)
+        self.recovery = None
         self.index, self.args, self.server, self.tally, self.stop_event = index, args, server, tally, stop
         self.variants = variants[index :: args.threads]
         self.rng = random.Random(args.seed * 1000 + index)
@@ -255,6 +289,8 @@ class Client(threading.Thread):
             except Exception as error:  # noqa: BLE001 - every failure is counted by its message
                 message = getattr(error, "message", lambda: None)() or str(error)
                 self.tally.error(model, message)
+                if self.recovery is not None:
+                    self.recovery(message)
                 if not self.server.is_ready():  # down or restarting: wait, then reconnect
                     self.stop_event.wait(1.0)
                     module, client = self._client()
@@ -301,7 +337,10 @@ class StubFreezer(threading.Thread):
         import psutil
 
         for child in psutil.Process(self.server.pid).children():
-            argv = child.cmdline()
+            try:
+                argv = child.cmdline()  # a reloaded model's old stub can linger as a zombie
+            except psutil.Error:
+                continue
             if len(argv) > 8 and argv[8].startswith(f"{model}_"):
                 return child
         return None
@@ -389,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--freeze-seconds", type=float, default=2.5)
     parser.add_argument("--freeze-models", nargs="+", default=["faces", "decode", "compose"])
+    parser.add_argument(
+        "--recover",
+        action="store_true",
+        help="reload a model whose stub Triton declared unhealthy, as the gateway does",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=CACHE_DIR)
     parser.add_argument("--report", type=Path, default=None, help="JSON report (default: under --cache)")
@@ -427,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     tally, deaths = Tally(), []
     stop = threading.Event()
     clients = [Client(i, args, server, variants, tally, stop) for i in range(args.threads)]
+    recovery = StubRecovery(server) if args.recover else None
+    for client in clients:
+        client.recovery = recovery
     for client in clients:
         client.start()
     import subprocess
@@ -487,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         "mismatches": tally.mismatches,
         "deaths": deaths,
         "freezes": freezer.freezes if freezer else [],
+        "reloads": recovery.reloads if recovery else [],
         "wake_up_lag": read_lag(lag_path),
         "crash_lines_in_log": unhealthy,
         "log": str(server.log_path),

@@ -237,7 +237,13 @@ class StubRecovery:
                 return
             self.running.add(model)
         try:
-            status, _ = self.server._get(f"/v2/repository/models/{model}/load", method="POST", timeout=120)
+            import urllib.request
+
+            url = f"http://{self.server.http_url}/v2/repository/models/{model}/load"
+            with urllib.request.urlopen(
+                urllib.request.Request(url, data=b"{}", method="POST"), timeout=120
+            ) as answer:
+                status = answer.status
             self.reloads.append({"time": time.strftime("%H:%M:%S"), "model": model, "status": status})
             print(f"stress: reloaded {model} after its stub went unhealthy (HTTP {status})", flush=True)
         except OSError as error:

@@ -25,7 +25,10 @@ for over a second), but the stub still runs that request and later answers it. T
 then out of step with its stub: its next request takes the stale answer (another request's
 output) or aborts the whole server (``boost::interprocess::lock_exception``). The gateway therefore
 reloads the model of that instance at once (:meth:`TritonGateway.recover_stub`), which replaces
-the stub, when ``recover_stubs`` is on (``FACECRAFT_RECOVER_UNHEALTHY_STUBS``, docs/reliability.md).
+the stub, when ``recover_stubs`` is on (``FACECRAFT_RECOVER_UNHEALTHY_STUBS``, docs/reliability.md),
+and drops (503 ``triton_unavailable``) the answer of every inference that ran while such an answer
+came or a reload was pending: it may be another request's. Only this process's calls are seen: a
+second gateway sharing the Triton drops nothing.
 """
 
 from __future__ import annotations
@@ -234,6 +237,7 @@ class TritonGateway:
         self.recover_stubs = recover_stubs
         self.on_recovery = on_recovery
         self._recoveries: dict[str, asyncio.Task] = {}
+        self._stub_incidents = 0  # unhealthy-stub answers seen
         # The folder Triton serves, to name an unloaded ensemble's step models (None: not known).
         self.repository = Path(repository) if repository else None
         self.timeout_s = timeout_s
@@ -282,7 +286,10 @@ class TritonGateway:
 
     def _recover_if_stub_unhealthy(self, message: str) -> None:
         match = _UNHEALTHY_STUB.search(message)
-        if not match or not self.recover_stubs:
+        if not match:
+            return
+        self._stub_incidents += 1  # answers of calls running meanwhile are dropped (infer)
+        if not self.recover_stubs:
             return
         instance = match.group(1)
         if instance in self._recoveries:  # one reload per instance at a time
@@ -378,9 +385,13 @@ class TritonGateway:
             self._release(channel)
 
     async def infer(self, model: str, inputs, outputs=None):
-        """``infer`` on ``model``; an unloaded model (or step) answers 503 ``model_unavailable``."""
+        """``infer`` on ``model``; an unloaded model (or step) answers 503 ``model_unavailable``.
+
+        An answer that may be another request's is dropped (503 ``triton_unavailable``): one whose
+        call overlapped an unhealthy-stub answer, or a model reload after one (module doc)."""
+        incidents, recovering = self._stub_incidents, bool(self._recoveries)
         try:
-            return await self._call("infer", model, inputs, outputs=outputs)
+            result = await self._call("infer", model, inputs, outputs=outputs)
         except GatewayError as error:
             if error.error != "triton_unavailable" or not _MODEL_NOT_LOADED.search(error.message):
                 raise
@@ -388,6 +399,16 @@ class TritonGateway:
             if explained is None:
                 raise
             raise explained from None
+        if recovering or self._recoveries or self._stub_incidents != incidents:
+            log.warning(
+                "dropped an answer of %s: it ran while a Python stub was out of step with Triton", model
+            )
+            raise unavailable_error(
+                "an answer was dropped because a Python stub of Triton was out of step with it meanwhile "
+                "(it may belong to another request); retry",
+                self.retry_after_s,
+            )
+        return result
 
     async def explain_unavailable(self, model: str) -> GatewayError | None:
         """503 ``model_unavailable`` naming the models of the repository that are not READY, when

@@ -161,6 +161,8 @@ class _FakeAioClient:
         step = _FakeAioClient.script.pop(0)
         if isinstance(step, BaseException):
             raise step
+        if isinstance(step, _FakeResult):
+            return step
         assert step == "block"
         future = asyncio.get_running_loop().create_future()
         self.pending.append(future)
@@ -262,6 +264,47 @@ def test_an_unhealthy_stub_has_its_own_model_reloaded_once(fake_aio_client, reco
     asyncio.run(scenario())
     assert fake_aio_client.loaded == (["face_enhance"] if recover else [])
     assert outcomes == ([("face_enhance", "reloaded")] if recover else [])
+
+
+def test_answers_that_ran_beside_an_unhealthy_stub_are_dropped_until_its_reload(fake_aio_client, monkeypatch):
+    """A call in flight when another meets "not healthy" may get the stale answer: dropped (503);
+    so is one that starts while the reload runs; after the reload answers are served again."""
+    unhealthy = "Stub process 'decode_0_0' is not healthy."
+    ok = _FakeResult({"OUT": np.array([1])})
+    fake_aio_client.script = ["block", InferenceServerException(unhealthy, "StatusCode.INTERNAL"), ok, ok]
+    fake_aio_client.models = ["decode"]
+    reload_started, reload_may_end = asyncio.Event(), asyncio.Event()
+
+    async def slow_load(self, model_name, client_timeout=None):
+        reload_started.set()
+        await reload_may_end.wait()
+        _FakeAioClient.loaded.append(model_name)
+
+    monkeypatch.setattr(fake_aio_client, "load_model", slow_load)
+    gateway = TritonGateway("triton:8001", 5.0)
+
+    async def scenario():
+        running = asyncio.create_task(gateway.infer("portrait", []))
+        await _until(lambda: fake_aio_client.instances and fake_aio_client.instances[0].pending)
+        with pytest.raises(GatewayError):
+            await gateway.infer("portrait", [])  # the unhealthy answer: a reload starts
+        await reload_started.wait()
+        fake_aio_client.instances[0].release_all(ok)  # the call that ran beside it
+        with pytest.raises(GatewayError) as dropped:
+            await running
+        with pytest.raises(GatewayError) as during:
+            await gateway.infer("portrait", [])  # started while the reload runs
+        reload_may_end.set()
+        assert await gateway.wait_recoveries(timeout_s=5)
+        after = await gateway.infer("portrait", [])
+        await gateway.close()
+        return dropped.value, during.value, after
+
+    dropped, during, after = asyncio.run(scenario())
+    for error in (dropped, during):
+        assert (error.status_code, error.error) == (503, "triton_unavailable")
+        assert "may belong to another request" in error.message
+    assert after is ok and fake_aio_client.loaded == ["decode"]
 
 
 def test_a_failing_call_does_not_close_the_channel_under_other_calls(fake_aio_client):

@@ -191,6 +191,32 @@ def _register_bench(subparsers) -> None:
         help="with --video: the two clip lengths in seconds (default 5,30)",
     )
     parser.add_argument(
+        "--video-fps",
+        type=int,
+        default=None,
+        help="with --video: frame rate of the generated clips (default 10)",
+    )
+    parser.add_argument(
+        "--video-size",
+        default=None,
+        metavar="WxH",
+        help="with --video: frame size of the generated clips (default 160x120)",
+    )
+    parser.add_argument(
+        "--video-repeats",
+        type=int,
+        default=2,
+        help="with --video: sequential/streaming pairs on the short clip (default 2)",
+    )
+    parser.add_argument(
+        "--photo-max-side",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="with --processor: scale the photos down to at most PX on their longer side (e.g. to keep a "
+        "full-preset frame_enhancer run short on CPU)",
+    )
+    parser.add_argument(
         "--plans",
         default="auto",
         help="instance plans to compare side by side, each with its own Triton (comma-separated): auto "
@@ -204,6 +230,17 @@ def _register_bench(subparsers) -> None:
 
     add_instance_plan_arguments(parser)
     parser.set_defaults(func=run_bench)
+
+
+def _video_size(text: str) -> tuple[int, int]:
+    """``WxH`` → (width, height), each even and at least 32 (H.264 4:2:0); ``ValueError`` otherwise."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--video-size takes WxH, e.g. 160x120, not {text!r}") from None
+    if min(width, height) < 32 or width % 2 or height % 2:
+        raise ValueError(f"--video-size {text}: width and height must be even and at least 32")
+    return width, height
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -220,6 +257,7 @@ def run_bench(args: argparse.Namespace) -> int:
         device=args.device,
         quick=args.quick,
         photos_dir=args.photos,
+        photo_max_side=args.photo_max_side,
         concurrency=concurrency,
         requests=requests,
         enhanced_requests=args.enhanced_requests,
@@ -243,14 +281,22 @@ def run_bench(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from error
     if args.video and not args.processor:
         raise CliError("--video goes with --processor NAME (a per-frame processor)")
+    if args.photo_max_side is not None and args.photo_max_side < 16:
+        raise CliError("--photo-max-side must be at least 16 px")
     if args.video:
-        from facecraft.bench.processors import run_video_benchmark
+        from facecraft.bench.processors import VIDEO_FPS, VIDEO_SIZE, run_video_benchmark
 
         try:
             seconds = tuple(float(s) for s in args.video_seconds.split(","))
             if len(seconds) != 2 or not 0 < seconds[0] < seconds[1]:
                 raise ValueError("--video-seconds takes SHORT,LONG seconds, e.g. 5,30")
-            md_path, json_path = run_video_benchmark(config, args.processor, seconds)
+            fps = args.video_fps or VIDEO_FPS
+            size = _video_size(args.video_size) if args.video_size else VIDEO_SIZE
+            if fps < 1 or args.video_repeats < 1:
+                raise ValueError("--video-fps and --video-repeats must be at least 1")
+            md_path, json_path = run_video_benchmark(
+                config, args.processor, seconds, repeats=args.video_repeats, fps=fps, size=size
+            )
         except ValueError as error:
             raise CliError(str(error)) from error
     elif args.processor:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from facecraft import processors as registry
 from facecraft.bench.load import run_async_load, run_sequential_load
 from facecraft.bench.machine import (
     REFERENCE_GMAC,
@@ -38,13 +39,23 @@ from facecraft.bench.stats import diff_statistics, snapshot
 from facecraft.client.batch import IMAGE_SUFFIXES, write_atomically
 from facecraft.client.errors import FacecraftError, NoFaceDetected
 from facecraft.client.options import PortraitOptions
+from facecraft.export.catalog import MODEL_NAMES as EXPORTABLE_MODELS
 from facecraft.export.quantize import HELD_OUT_PHOTOS
 from facecraft.runtime.instance_plan import InstancePlan, model_filename, plan_instances
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 SHARED_FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
-ONNX_MODELS = ("codeformer", "u2net")
+
+
+def onnx_models(processor: registry.Processor) -> tuple[str, ...]:
+    """The exportable ONNX models (``facecraft.export.catalog``) among ``processor``'s registry
+    ``models``, in registry order: what the bench exports and configures for it."""
+    return tuple(model for model in processor.models if model in EXPORTABLE_MODELS)
+
+
+# The portrait scenarios of ``facecraft bench``: the portrait processor's models (codeformer, u2net).
+ONNX_MODELS = onnx_models(registry.get("portrait"))
 GENERATED = ("model*.onnx", "model.onnx.data", "export*.json", "__pycache__", "*.pyc")
 # Single clearly frontal faces of the shared development set (see its SOURCES.md), varied sizes;
 # held out of the default int8 calibration set.
@@ -57,6 +68,8 @@ class BenchConfig:
     device: str = "cpu"
     quick: bool = False
     photos_dir: Path | None = None
+    # ``--processor``: photos scaled down to at most this many px on their longer side (None: as they are)
+    photo_max_side: int | None = None
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
     requests: int = 16
     enhanced_requests: int | None = None  # requests per enhanced scenario (default: ``requests``)
@@ -125,7 +138,7 @@ def parse_plan_spec(spec: str, base: InstancePlan) -> InstancePlan:
         overrides = []
         for part in spec.split("+"):
             model, _, text = part.partition("=")
-            if model.strip() not in ONNX_MODELS:
+            if model.strip() not in EXPORTABLE_MODELS:
                 raise ValueError(f"plan {spec!r}: unknown ONNX model {model.strip()!r}")
             overrides.append((model.strip(), *counts(text)))
     except ValueError as error:
@@ -135,9 +148,13 @@ def parse_plan_spec(spec: str, base: InstancePlan) -> InstancePlan:
     return replace(base, overrides=tuple(overrides))
 
 
-def prepare_repository(config: BenchConfig, plan: InstancePlan) -> Path:
-    """The benchmark model repository: committed configs/Python models (refreshed), instance groups,
-    threads and batching of ``plan``, and ONNX exports (made with ``facecraft.export`` when missing)."""
+def prepare_repository(
+    config: BenchConfig, plan: InstancePlan, models: tuple[str, ...] = ONNX_MODELS
+) -> Path:
+    """The benchmark model repository: committed configs/Python models (refreshed), the ONNX
+    exports of ``models`` (catalog names; made with ``facecraft.export`` at ``config.preset`` when
+    missing, with the plan's precision; a model with a committed config in ``export/configs/``
+    gets it from the export) and the instance groups, threads and batching of ``plan``."""
     from facecraft.runtime.instance_groups import configure_repository
 
     repo = (
@@ -147,29 +164,40 @@ def prepare_repository(config: BenchConfig, plan: InstancePlan) -> Path:
     repo = Path(repo)
     repo.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(MODEL_REPOSITORY, repo, ignore=shutil.ignore_patterns(*GENERATED), dirs_exist_ok=True)
-    missing = [(name, "fp32") for name in ONNX_MODELS if not (repo / name / "1" / "model.onnx").is_file()]
-    missing += [
-        (name, plan.precision_for(name))
-        for name in ONNX_MODELS
-        if plan.precision_for(name) != "fp32"
-        and not (repo / name / "1" / model_filename(plan.precision_for(name))).is_file()
-    ]
-    if missing:
-        from facecraft.export.exporter import export_model
-
-        weights = "random" if config.preset == "tiny" else "auto"
-        for name, precision in missing:
-            log(f"exporting {name} {precision} (preset {config.preset}, weights {weights}) into {repo} ...")
-            export_model(name, preset=config.preset, weights=weights, seed=0, repo=repo, progress=True,
-                         precision=precision)  # fmt: skip
+    export_missing(repo, models, preset=config.preset, precisions=plan.precision_for)
     configure_repository(repo, plan)
     return repo
 
 
-def export_records(repo: Path) -> dict[str, dict]:
-    """``export.json`` of each ONNX model (trained flag, preset, weights source), when present."""
+def export_missing(
+    repo: Path, models: tuple[str, ...], *, preset: str, precisions=lambda _name: "fp32"
+) -> None:
+    """Export each of ``models`` into ``repo`` whose ``model.onnx`` (or, for a precision other
+    than fp32 — ``precisions(name)`` —, its ``model.<precision>.onnx``) is missing: seeded random
+    weights (seed 0) at the tiny preset, the official ones when reachable at the full preset
+    (else seeded random, labelled untrained in ``export.json``)."""
+    missing = [(name, "fp32") for name in models if not (repo / name / "1" / "model.onnx").is_file()]
+    missing += [
+        (name, precisions(name))
+        for name in models
+        if precisions(name) != "fp32" and not (repo / name / "1" / model_filename(precisions(name))).is_file()
+    ]
+    if not missing:
+        return
+    from facecraft.export.exporter import export_model
+
+    weights = "random" if preset == "tiny" else "auto"
+    for name, precision in missing:
+        log(f"exporting {name} {precision} (preset {preset}, weights {weights}) into {repo} ...")
+        export_model(name, preset=preset, weights=weights, seed=0, repo=repo, progress=True,
+                     precision=precision)  # fmt: skip
+
+
+def export_records(repo: Path, models: tuple[str, ...] = ONNX_MODELS) -> dict[str, dict]:
+    """``export.json`` of each of ``models`` in ``repo`` (trained flag, preset, weights source);
+    ``{}`` for one without."""
     records = {}
-    for name in ONNX_MODELS:
+    for name in models:
         path = repo / name / "1" / "export.json"
         try:
             records[name] = json.loads(path.read_text())
@@ -372,9 +400,10 @@ async def measure_concurrencies(
         log(_line(results[-1]))
 
 
-def start_triton(repo: Path, runtime_dir: Path):
+def start_triton(repo: Path, runtime_dir: Path, models: tuple[str, ...] | None = None):
     """The embedded Triton over ``repo`` on free loopback ports, started (every model ready; a
-    generous 30 min for full models on loaded cores). The caller must ``stop()`` it."""
+    generous 30 min for full models on loaded cores); ``models``: the Triton models to load
+    (default: every model of ``repo``). The caller must ``stop()`` it."""
     from facecraft.runtime.server import TritonServer
 
     server = TritonServer(
@@ -384,10 +413,11 @@ def start_triton(repo: Path, runtime_dir: Path):
         http_port=0,
         grpc_port=0,
         metrics_port=0,
+        models=models,
         ready_timeout=1800,
         exit_timeout=5,
     )
-    log(f"starting embedded Triton over {repo} ...")
+    log(f"starting embedded Triton over {repo}{f' ({len(models)} models)' if models else ''} ...")
     server.start()
     return server
 

@@ -165,8 +165,9 @@ def count_onnx_macs(onnx_path: Path) -> float:
     return total
 
 
-def peak_rss_of_tree(root_pid: int) -> dict[str, float]:
-    """Peak resident memory (VmHWM, MiB) of ``root_pid`` and every descendant, keyed ``name[pid]``.
+def peak_rss_of_tree(root_pid: int, field: str = "VmHWM") -> dict[str, float]:
+    """Peak resident memory (``field`` VmHWM, MiB; ``"VmRSS"``: the current one) of ``root_pid``
+    and every descendant, keyed ``name[pid]``.
 
     Read from ``/proc``; Triton's Python backend stubs are children of the server process.
     """
@@ -201,7 +202,7 @@ def peak_rss_of_tree(root_pid: int) -> dict[str, float]:
         )
         if model_file:
             name = f"stub:{Path(model_file).parent.parent.name}"
-        hwm = fields.get("VmHWM", "0 kB").split()[0]
+        hwm = fields.get(field, "0 kB").split()[0]
         result[f"{name}[{pid}]"] = round(int(hwm) / 1024, 1)
         stack.extend(children.get(pid, []))
     return result

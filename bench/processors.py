@@ -28,12 +28,13 @@ from facecraft.bench.harness import (
     instance_plan,
     log,
     measure_concurrencies,
+    onnx_models,
     prepare_repository,
     select_photos,
     start_triton,
     write_report,
 )
-from facecraft.bench.machine import conv_probe, describe_machine
+from facecraft.bench.machine import conv_probe, describe_machine, peak_rss_of_tree
 from facecraft.bench.probes import DISTURBED_SPREAD, ProbeLog, ratio_spread, summary
 from facecraft.bench.report import _fmt, machine_lines, weights_label
 
@@ -97,11 +98,41 @@ def photo_names(processor: registry.Processor) -> tuple[str, ...] | None:
 
 
 def processor_photos(config: BenchConfig, processor: registry.Processor) -> list[tuple[str, bytes]]:
-    """(name, bytes) photos of ``processor``'s bench: ``config.photos_dir`` or the shared set."""
+    """(name, bytes) photos of ``processor``'s bench: ``config.photos_dir`` or the shared set,
+    each scaled down to ``config.photo_max_side`` px on its longer side when that is set."""
     names = photo_names(processor)
-    if names is None:
-        return select_photos(config.photos_dir)
-    return select_photos(config.photos_dir, names=names)
+    photos = (
+        select_photos(config.photos_dir) if names is None else select_photos(config.photos_dir, names=names)
+    )
+    if config.photo_max_side:
+        photos = [(name, fit_photo(data, config.photo_max_side)) for name, data in photos]
+    return photos
+
+
+def fit_photo(data: bytes, max_side: int) -> bytes:
+    """Encoded photo ``data`` scaled down (area filter, aspect kept) so that its longer side is at
+    most ``max_side`` px, re-encoded as JPEG quality 95; unchanged when it already fits. Raises
+    ``ValueError`` for ``max_side < 1`` and PIL's ``UnidentifiedImageError`` for data that is no image."""
+    import io
+
+    from PIL import Image
+
+    if max_side < 1:
+        raise ValueError(f"max_side must be positive, not {max_side}")
+    image = Image.open(io.BytesIO(data))
+    if max(image.size) <= max_side:
+        return data
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    buffer = io.BytesIO()
+    image.convert("RGB").resize(size, Image.Resampling.BOX).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def triton_models(processor: registry.Processor) -> tuple[str, ...]:
+    """The Triton models a bench of ``processor`` loads: its ensembles and every model they need
+    (registry ``ensembles`` + ``models``), nothing else of the repository."""
+    return tuple(dict.fromkeys((*processor.ensembles, *processor.models)))
 
 
 def measure_processor(
@@ -204,6 +235,9 @@ def build_processor_report(
         ratio = by_concurrency[high]["images_per_s"] / by_concurrency[low]["images_per_s"]
         spread = ratio_spread(probe_samples, by_concurrency[high], by_concurrency[low])
     models, notes = _models_and_notes(config, processor, records)
+    if config.photo_max_side:
+        notes.append(f"photos scaled down to at most {config.photo_max_side} px on their longer side "
+                     "(area filter, JPEG quality 95) before the run")  # fmt: skip
     return {
         "report_version": REPORT_VERSION,
         "kind": "processor",
@@ -226,6 +260,7 @@ def build_processor_report(
         },
         "models": models,
         "photos": photos,
+        "photo_max_side": config.photo_max_side,
         "scenarios": scenarios,
         "images_per_s": {f"c{s['concurrency']}": s["images_per_s"] for s in scenarios},
         "ratio": {
@@ -260,7 +295,8 @@ def render_processor_markdown(report: dict) -> str:
         f"{report['timestamp']} · ensemble `{report['ensemble']}` over Triton gRPC · input "
         f"{report['input_kind']} · {report['requests_per_scenario']} requests per concurrency",
         "",
-        f"Photos: {', '.join(report['photos'])}",
+        f"Photos: {', '.join(report['photos'])}"
+        + (f" (scaled to ≤ {report['photo_max_side']} px)" if report.get("photo_max_side") else ""),
         "",
         *machine_lines(report),
         "",
@@ -295,12 +331,13 @@ def run_processor_benchmark(config: BenchConfig, name: str):
     input_kind(processor)  # refuse an input kind the bench cannot feed before exporting anything
     plan = instance_plan(config)
     log(f"Triton instance plan: {plan.describe()}")
-    repo = prepare_repository(config, plan)
-    server = start_triton(repo, repo.parent / "runtime")
+    models = onnx_models(processor)
+    repo = prepare_repository(config, plan, models)
+    server = start_triton(repo, repo.parent / "runtime", triton_models(processor))
     try:
         report = measure_processor(
             config, name, grpc_url=server.grpc_url, stats_url=server.http_url,
-            records=export_records(repo), plan=plan,
+            records=export_records(repo, models), plan=plan,
         )  # fmt: skip
     finally:
         server.stop()
@@ -497,6 +534,9 @@ def measure_video(
     clip_seconds: tuple[float, float] = VIDEO_CLIP_SECONDS,
     repeats: int = 2,
     max_in_flight: int = VIDEO_MAX_IN_FLIGHT,
+    fps: int = VIDEO_FPS,
+    size: tuple[int, int] = VIDEO_SIZE,
+    triton_pid: int | None = None,
 ) -> dict:
     """Video benchmark of processor ``name`` on the running Triton at ``grpc_url``; returns the
     report dict (fields: docs/benchmarks.md).
@@ -504,8 +544,11 @@ def measure_video(
     Writes a short and a long clip (``clip_seconds``, :func:`write_bench_clip`) into ``work_dir``;
     on the short one, ``repeats`` alternating pairs of a sequential and a streaming run; on the
     long one, one streaming run; each run in a fresh process (:func:`video_run`) with a conv probe
-    after it. frames/s ratio = median streaming / median sequential on the short clip, with the
-    probe spread over those runs; peak RSS of the streaming runs of both clips. Raises
+    after it. Clips: ``fps`` frames/s, ``size`` (width, height). frames/s ratio = median streaming
+    / median sequential on the short clip, with the probe spread over those runs; peak RSS of the
+    streaming runs of both clips; with ``triton_pid`` (the server's process) also the Triton
+    process tree's memory after every run (``triton_rss_mib``: sums over the server and its
+    backend stubs of VmRSS, ``current``, and of VmHWM, ``peak``). Raises
     ``KeyError`` for an unknown processor, ``ValueError`` for one that works on images only.
     """
     from pathlib import Path
@@ -514,8 +557,8 @@ def measure_video(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     started_at = datetime.now(timezone.utc)
-    log(f"video: processor {name}, preset {config.preset}, clips {clip_seconds} s, {repeats} repeats, "
-        f"{max_in_flight} frames in flight")  # fmt: skip
+    log(f"video: processor {name}, preset {config.preset}, clips {clip_seconds} s at {fps} fps, "
+        f"{size[0]}x{size[1]}, {repeats} repeats, {max_in_flight} frames in flight")  # fmt: skip
     machine = describe_machine()
     first_probe = conv_probe(config.device)
     probes = ProbeLog(measure=lambda: conv_probe(config.device).gflops)
@@ -523,8 +566,9 @@ def measure_video(
     clips = {}
     for seconds in clip_seconds:
         label = f"{seconds:g}s"
-        clips[label] = {**write_bench_clip(work_dir / f"clip-{label}.mp4", seconds, photos_dir=config.photos_dir),
-                        "path": str(work_dir / f"clip-{label}.mp4")}  # fmt: skip
+        path = work_dir / f"clip-{label}.mp4"
+        clips[label] = {**write_bench_clip(path, seconds, fps=fps, size=size, photos_dir=config.photos_dir),
+                        "path": str(path)}  # fmt: skip
     short, long = (f"{s:g}s" for s in clip_seconds)
     plan_runs = [(mode, short) for _ in range(repeats) for mode in ("sequential", "streaming")]
     plan_runs.append(("streaming", long))
@@ -537,8 +581,14 @@ def measure_video(
         last = probes.take(f"after {mode} {clip} #{index}")
         runs.append({**run, "clip": clip, "max_in_flight": max_in_flight if mode == "streaming" else 1,
                      "probe_window": [first, last]})  # fmt: skip
+        if triton_pid:
+            runs[-1]["triton_rss_mib"] = {
+                "current": round(sum(peak_rss_of_tree(triton_pid, "VmRSS").values()), 1),
+                "peak": round(sum(peak_rss_of_tree(triton_pid).values()), 1),
+            }
         log(f"{mode:<10} {clip:>4}: {run['frames']} frames, {run['frames_per_s']:.2f} frames/s, "
-            f"peak RSS {run['peak_rss_mib']:.0f} MiB")  # fmt: skip
+            f"peak RSS {run['peak_rss_mib']:.0f} MiB"
+            + (f", Triton tree {runs[-1]['triton_rss_mib']['current']:.0f} MiB" if triton_pid else ""))  # fmt: skip
     return build_video_report(
         config=config, processor=processor, started_at=started_at, machine=machine,
         probe=replace(first_probe, gflops=max(s["gflops"] for s in probes.samples)),
@@ -565,6 +615,16 @@ def build_video_report(
     windows = sequential + streaming
     spread = ratio_spread(probe_samples, *windows)
     rss = {clip: max(r["peak_rss_mib"] for r in on("streaming", clip)) for clip in (short, long)}
+    triton = None
+    if all("triton_rss_mib" in r for r in runs):
+        # the Triton tree after the last short-clip run and after the long-clip run
+        after_short = [r for r in runs if r["clip"] == short][-1]["triton_rss_mib"]
+        after_long = on("streaming", long)[-1]["triton_rss_mib"]
+        triton = {
+            "after_short": after_short,
+            "after_long": after_long,
+            "growth_mib": {key: round(after_long[key] - after_short[key], 1) for key in ("current", "peak")},
+        }
     models, notes = _models_and_notes(config, processor, records)
     notes.append(
         f"each run in a fresh process; peak RSS = its own high-water mark (VmHWM; imports, client "
@@ -606,6 +666,7 @@ def build_video_report(
             "long": long,
             "growth_mib": rss[long] - rss[short],
             "growth_ratio": rss[long] / rss[short],
+            "triton": triton,
         },
         "notes": notes,
     }
@@ -654,6 +715,17 @@ def render_video_markdown(report: dict) -> str:
         f"- peak RSS of the streaming run: {rss['short']} {rss['streaming'][rss['short']]:.0f} MiB, "
         f"{rss['long']} {rss['streaming'][rss['long']]:.0f} MiB (growth {rss['growth_mib']:+.0f} MiB, "
         f"×{rss['growth_ratio']:.2f})",
+    ]
+    if rss.get("triton"):
+        triton = rss["triton"]
+        lines.append(
+            f"- Triton process tree (server + backend stubs, summed): resident "
+            f"{triton['after_short']['current']:.0f} MiB after the {rss['short']} runs, "
+            f"{triton['after_long']['current']:.0f} MiB after the {rss['long']} run "
+            f"({triton['growth_mib']['current']:+.0f} MiB); high-water marks {triton['after_short']['peak']:.0f} → "
+            f"{triton['after_long']['peak']:.0f} MiB ({triton['growth_mib']['peak']:+.0f} MiB)"
+        )
+    lines += [
         "",
         "## Notes",
         "",
@@ -663,23 +735,33 @@ def render_video_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run_video_benchmark(config: BenchConfig, name: str, clip_seconds=VIDEO_CLIP_SECONDS, repeats: int = 2):
-    """Prepare the benchmark repository, start Triton, :func:`measure_video`, write the report
+def run_video_benchmark(
+    config: BenchConfig,
+    name: str,
+    clip_seconds=VIDEO_CLIP_SECONDS,
+    repeats: int = 2,
+    fps: int = VIDEO_FPS,
+    size: tuple[int, int] = VIDEO_SIZE,
+):
+    """Prepare the benchmark repository, start Triton, :func:`measure_video` (clips of
+    ``clip_seconds`` at ``fps``, ``size`` = (width, height)), write the report
     ``<out>/<timestamp>-processor-video-<name>-<preset>-<device>.{md,json}``; returns (md, JSON)
     paths. ``ValueError`` for a processor that works on images only (before anything is exported)."""
     import tempfile
     from pathlib import Path
 
-    video_processor(name)  # refuse an image-only processor before exporting anything
+    processor = video_processor(name)  # refuse an image-only processor before exporting anything
     plan = instance_plan(config)
     log(f"Triton instance plan: {plan.describe()}")
-    repo = prepare_repository(config, plan)
-    server = start_triton(repo, repo.parent / "runtime")
+    models = onnx_models(processor)
+    repo = prepare_repository(config, plan, models)
+    server = start_triton(repo, repo.parent / "runtime", triton_models(processor))
     try:
         with tempfile.TemporaryDirectory(prefix="facecraft-bench-video-") as work_dir:
             report = measure_video(
-                config, name, grpc_url=server.grpc_url, records=export_records(repo), plan=plan,
-                work_dir=Path(work_dir), clip_seconds=clip_seconds, repeats=repeats,
+                config, name, grpc_url=server.grpc_url, records=export_records(repo, models), plan=plan,
+                work_dir=Path(work_dir), clip_seconds=clip_seconds, repeats=repeats, fps=fps, size=size,
+                triton_pid=server.pid,
             )  # fmt: skip
     finally:
         server.stop()

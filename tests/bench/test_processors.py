@@ -11,16 +11,25 @@ from pathlib import Path
 import pytest
 
 from facecraft import processors as registry
-from facecraft.bench.harness import BenchConfig, export_records, instance_plan, write_report
+from facecraft.bench.harness import (
+    BenchConfig,
+    export_missing,
+    export_records,
+    instance_plan,
+    onnx_models,
+    write_report,
+)
 from facecraft.bench.processors import (
     GROUP_PHOTOS,
     INPUT_KINDS,
+    fit_photo,
     input_kind,
     measure_processor,
     measure_video,
     photo_names,
     render_processor_markdown,
     render_video_markdown,
+    triton_models,
     video_processor,
     write_bench_clip,
 )
@@ -121,6 +130,7 @@ def test_face_enhancer_video_bench_on_the_session_triton_writes_a_complete_repor
         clip_seconds=(0.5, 1.0),
         repeats=1,
         max_in_flight=4,
+        triton_pid=triton_server.pid,
     )
     assert (report["kind"], report["processor"], report["ensemble"]) == (
         "processor_video",
@@ -154,6 +164,11 @@ def test_face_enhancer_video_bench_on_the_session_triton_writes_a_complete_repor
     rss = report["peak_rss_mib"]
     assert rss["streaming"] == {"0.5s": streaming["peak_rss_mib"], "1s": report["runs"][2]["peak_rss_mib"]}
     assert rss["growth_mib"] == pytest.approx(rss["streaming"]["1s"] - rss["streaming"]["0.5s"])
+    # the Triton process tree (server + stubs) after the last short-clip run and after the long one
+    triton = rss["triton"]
+    assert triton["after_short"] == streaming["triton_rss_mib"]
+    assert triton["after_long"] == report["runs"][2]["triton_rss_mib"]
+    assert 0 < triton["after_long"]["current"] <= triton["after_long"]["peak"]
     assert report["models"]["codeformer"]["trained"] is False
     assert not list((tmp_path / "work").glob("out-*"))  # outputs removed after each run
 
@@ -163,8 +178,93 @@ def test_face_enhancer_video_bench_on_the_session_triton_writes_a_complete_repor
     assert json.loads(json_path.read_text()) == json.loads(json.dumps(report))
     markdown = md_path.read_text()
     assert "streaming_over_sequential" in markdown and "peak RSS" in markdown and "**untrained**" in markdown
+    assert "Triton process tree" in markdown
 
 
 def test_bench_video_needs_a_processor(capsys):
     assert main(["bench", "--video"]) != 0
     assert "--video goes with --processor" in capsys.readouterr().err
+
+
+def test_the_bench_exports_and_loads_what_the_registry_lists_for_a_processor():
+    # ONNX models (export catalog) of the registry entry, in its order; Triton loads its ensembles too
+    assert onnx_models(registry.get("face_swapper")) == ("arcface_w600k_r50", "inswapper_128", "codeformer")
+    assert onnx_models(registry.get("frame_enhancer")) == ("realesrgan_x4plus", "realesrgan_x2plus")
+    assert onnx_models(registry.get("face_analyser")) == ()
+    assert triton_models(registry.get("face_enhancer")) == (
+        "face_enhancer", "faces", "face_enhance", "codeformer", "realesrgan_x2plus",
+    )  # fmt: skip
+
+
+def test_photos_are_scaled_down_to_the_longest_side_asked(tmp_path):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(buffer, format="PNG")
+    scaled = Image.open(io.BytesIO(fit_photo(buffer.getvalue(), 96)))
+    assert (scaled.format, scaled.size) == ("JPEG", (96, 64))
+    assert fit_photo(buffer.getvalue(), 300) == buffer.getvalue()  # already fits: unchanged
+    with pytest.raises(ValueError, match="positive"):
+        fit_photo(buffer.getvalue(), 0)
+
+
+def _post(server, path: str) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{server.http_url}{path}", data=b"{}", method="POST")
+    urllib.request.urlopen(request, timeout=300).read()
+
+
+@pytest.fixture(scope="module")
+def registry_models(triton_server):
+    """The session Triton with every ONNX model the registry lists exported by the bench's own
+    export step (tiny, seeded random) and loaded; the ones it added are unloaded and removed after."""
+    import shutil
+    import time
+
+    from facecraft.bench.harness import ONNX_MODELS
+    from tests.fixtures.triton import restart_if_unhealthy
+
+    restart_if_unhealthy(triton_server, "the bench's registry-models fixture")
+    repo = Path(triton_server.repo)
+    wanted = tuple(dict.fromkeys(m for p in registry.PROCESSORS.values() for m in onnx_models(p)))
+    added = [name for name in wanted if not (repo / name / "1" / "model.onnx").is_file()]
+    try:
+        export_missing(repo, wanted, preset="tiny")
+        for name in added:
+            _post(triton_server, f"/v2/repository/models/{name}/load")
+        yield triton_server
+    finally:
+        for name in added:
+            if name in ONNX_MODELS or not (repo / name).exists():
+                continue
+            _post(triton_server, f"/v2/repository/models/{name}/unload")
+            deadline = time.monotonic() + 120
+            while triton_server.model_states().get(name) == "READY" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            shutil.rmtree(repo / name)
+        triton_server.wait_ready(300)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", registry.names())
+def test_every_registry_processor_can_be_benched(registry_models, tmp_path, name):
+    """One request per processor through the bench's measurement (tiny models exported by the
+    bench's export step from the registry); no timing is asserted."""
+    processor = registry.get(name)
+    # frame_enhancer upscales the whole photo: small photos keep the test quick
+    config = BenchConfig(
+        preset="tiny", concurrency=[1], requests=1, out_dir=tmp_path,
+        photo_max_side=96 if name == "frame_enhancer" else None,
+    )  # fmt: skip
+    repo = Path(registry_models.repo)
+    report = measure_processor(
+        config, name, grpc_url=registry_models.grpc_url, stats_url=registry_models.http_url,
+        records=export_records(repo, onnx_models(processor)), plan=instance_plan(config),
+    )  # fmt: skip
+    (scenario,) = report["scenarios"]
+    assert (scenario["ok"], scenario["failed"], scenario["errors"]) == (1, 0, [])
+    assert set(report["models"]) == set(onnx_models(processor))
+    assert all(model["preset"] == "tiny" and model["trained"] is False for model in report["models"].values())

@@ -149,13 +149,18 @@ class ModelPlacement:
 
 
 def configure_model(
-    config: ModelConfig, plan: InstancePlan, model: str
+    config: ModelConfig, plan: InstancePlan, model: str, *, drives_onnx: bool = False
 ) -> tuple[ModelConfig, ModelPlacement]:
     """(edited copy, placement) for the config of ``model`` under ``plan``; ensembles come back unchanged.
 
     ONNX models: ``plan.onnx_instances`` × KIND_GPU (GPU plans) or KIND_CPU, ``intra_op_thread_count``
     when the plan sets threads, one image per execution when the plan asks for it. Other models:
-    KIND_CPU × ``plan.python_instances`` (else the committed count, else 1).
+    KIND_CPU × ``plan.python_instances`` (else the committed count, else 1). ``drives_onnx``: a
+    Python step of an ensemble whose ONNX models it calls by BLS (:func:`bls_steps`); on a plan
+    with one image per execution it also gets one request per execution and, unless the plan
+    sets ``python_instances``, at least ``plan.onnx_instances`` instances — its BLS calls are
+    synchronous, so one instance keeps one ONNX instance busy at a time, and a dynamic batch of
+    queued requests handed to one instance would run them one after the other while the others idle.
     """
     if is_ensemble(config):
         return _copy(config), ModelPlacement(model, None, None)
@@ -173,7 +178,32 @@ def configure_model(
         precision = plan.precision_for(model)
         return edited, ModelPlacement(model, kind, instances, threads, precision)
     count = plan.python_instances or current_count(config) or 1
+    if drives_onnx and plan.one_image_per_run:
+        count = plan.python_instances or max(count, plan.onnx_instances)
+        edited = one_image_per_execution(configure_instance_groups(config, "KIND_CPU", count))
+        return edited, ModelPlacement(model, "KIND_CPU", count)
     return configure_instance_groups(config, "KIND_CPU", count), ModelPlacement(model, "KIND_CPU", count)
+
+
+def bls_steps(configs: dict[str, ModelConfig]) -> frozenset[str]:
+    """The Python steps (by model name) of ``configs`` (model name → config of one repository)
+    that drive ONNX models by BLS, from the processors registry (``facecraft.processors``): a
+    processor whose ``models`` include ONNX models of the repository that are no step of its
+    ensembles has them called by the Python steps of those ensembles (e.g. ``face_enhancer``:
+    ``faces`` and ``face_enhance``, which calls ``codeformer``). Ensembles missing from
+    ``configs`` are skipped."""
+    from facecraft import processors as registry
+
+    steps: set[str] = set()
+    for processor in registry.PROCESSORS.values():
+        ensembles = [configs[name] for name in processor.ensembles if name in configs]
+        members = {step.model_name for e in ensembles for step in e.ensemble_scheduling.step}
+        called = [
+            m for m in processor.models if m in configs and is_onnx_model(configs[m]) and m not in members
+        ]
+        if called:
+            steps |= {m for m in members if m in configs and not is_onnx_model(configs[m])}
+    return frozenset(steps)
 
 
 def link_repository(source: Path, output: Path) -> Path:
@@ -211,9 +241,11 @@ def configure_repository(
     """
     repo = Path(repo)
     edits = []
-    for config_path in sorted(repo.glob("*/config.pbtxt")):
-        config = load_config(config_path)
-        edited, placement = configure_model(config, plan, config_path.parent.name)
+    configs = {path.parent.name: load_config(path) for path in sorted(repo.glob("*/config.pbtxt"))}
+    drivers = bls_steps(configs)
+    for name, config in configs.items():
+        config_path = repo / name / "config.pbtxt"
+        edited, placement = configure_model(config, plan, name, drives_onnx=name in drivers)
         if placement.precision not in (None, "fp32"):
             version = config_path.parent / "1" / model_filename(placement.precision)
             if not version.is_file():

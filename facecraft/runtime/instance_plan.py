@@ -89,6 +89,9 @@ class InstancePlan:
             if self.python_instances
             else "committed Python model instances"
         )
+        if self.one_image_per_run:
+            bls = self.python_instances or f"{self.onnx_instances} (one per ONNX instance)"
+            python += f", {bls} of each Python step calling ONNX models by BLS, one request per execution"
         batching = "one image per execution" if self.one_image_per_run else "committed batching"
         precision = ", ".join(f"{'every ONNX model' if m == '*' else m} {p}" for m, p in self.precisions)
         accelerator = f", {self.gpu_accelerator} accelerator" if self.device == "gpu" else ""

@@ -10,6 +10,7 @@ from facecraft.runtime.instance_groups import (
     ARENA_SHRINKAGE,
     TRT_ENGINE_CACHE,
     ConfigEditError,
+    bls_steps,
     configure_instance_groups,
     configure_model,
     configure_repository,
@@ -61,7 +62,7 @@ ENSEMBLE_CONFIG = """\
 name: "portrait"
 platform: "ensemble"
 max_batch_size: 1
-ensemble_scheduling { step [ { model_name: "decode" model_version: -1 } ] }
+ensemble_scheduling { step [ { model_name: "decode" model_version: -1 }, { model_name: "u2net" model_version: -1 } ] }
 """
 
 
@@ -265,11 +266,12 @@ def test_every_generated_config_of_the_real_repository_round_trips(tmp_path, pla
     assert sources, "model_repository/ has no configs"
     out = tmp_path / "runtime"
     configure_repository(REPOSITORY, plan, output=out)
+    drivers = bls_steps({source.parent.name: load_config(source) for source in sources})
     generated = []
     for source in sources:
         model = source.parent.name
         written = (out / model / "config.pbtxt").read_text()
-        expected, _ = configure_model(load_config(source), plan, model)
+        expected, _ = configure_model(load_config(source), plan, model, drives_onnx=model in drivers)
         message = parse_config(written, out / model / "config.pbtxt")
         assert message == expected, f"{model}: the written config is not the planned one"
         if written != source.read_text():
@@ -282,6 +284,8 @@ def test_every_generated_config_of_the_real_repository_round_trips(tmp_path, pla
     onnx = {source.parent.name for source in sources if is_onnx_model(load_config(source))}
     python = {source.parent.name for source in sources} - ensembles - onnx
     rewritten = onnx if plan.python_instances in (None, 1) else onnx | python
+    if plan.one_image_per_run:  # the Python steps that call ONNX models by BLS: one request per run
+        rewritten |= drivers
     assert onnx and set(generated) == rewritten
 
 
@@ -323,3 +327,40 @@ def test_tensorrt_accelerator_fp16_with_engine_cache():
     assert not cuda.optimization.execution_accelerators.gpu_execution_accelerator
     cpu, _ = configure_model(config, plan_instances("cpu", cores=2), "u2net")
     assert not cpu.HasField("optimization")
+
+
+def test_the_python_steps_that_call_onnx_models_by_bls_are_found_from_the_registry():
+    configs = {path.parent.name: load_config(path) for path in REPOSITORY.glob("*/config.pbtxt")}
+    # face_enhancer's steps (faces, face_enhance → codeformer), background_remover's, frame_enhancer's
+    # and face_swapper's; not the portrait steps (codeformer and u2net are ensemble steps there) nor
+    # face_analyser's own step (no ONNX model)
+    assert bls_steps(configs) == {"faces", "face_enhance", "background_remove", "face_swap"}
+    # frame_enhancer's step once its Real-ESRGAN models are exported (their configs: export/configs/)
+    from facecraft.export.catalog import COMMITTED_CONFIGS
+
+    exported = {**configs, **{name: load_config(path) for name, path in COMMITTED_CONFIGS.items()}}
+    assert bls_steps(exported) == bls_steps(configs) | {"enhance_frame"}
+
+
+def test_a_cpu_plan_gives_each_bls_step_one_instance_per_onnx_instance_and_one_request_per_run(tmp_path):
+    out = tmp_path / "runtime"
+    placements = {
+        p.model: p for p in configure_repository(REPOSITORY, plan_instances("cpu", cores=2), output=out)
+    }
+    face_enhance = load_config(out / "face_enhance" / "config.pbtxt")
+    assert groups(face_enhance) == [(KIND_CPU, 2)] and face_enhance.max_batch_size == 1
+    assert placements["face_enhance"].count == 2 == placements["codeformer"].count
+    # a portrait step keeps its committed instance and batching
+    detect = load_config(out / "detect" / "config.pbtxt")
+    assert (
+        groups(detect) == [(KIND_CPU, 1)]
+        and detect.max_batch_size == load_config(REPOSITORY / "detect" / "config.pbtxt").max_batch_size
+    )
+    # an explicit python_instances wins; GPU plans keep the committed count and batching
+    single = tmp_path / "single"
+    configure_repository(REPOSITORY, plan_instances("cpu", cores=2, python_instances=1), output=single)
+    assert groups(load_config(single / "face_enhance" / "config.pbtxt")) == [(KIND_CPU, 1)]
+    gpu = tmp_path / "gpu"
+    configure_repository(REPOSITORY, plan_instances("gpu", cores=2), output=gpu)
+    committed = load_config(REPOSITORY / "face_enhance" / "config.pbtxt")
+    assert load_config(gpu / "face_enhance" / "config.pbtxt").max_batch_size == committed.max_batch_size

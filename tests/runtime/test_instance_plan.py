@@ -51,7 +51,8 @@ def test_describe_names_every_choice():
     text = plan_instances("cpu", cores=2).describe()
     assert text == (
         "cpu plan for 2 core(s): 2 instance(s) of each ONNX model with 1 thread(s) each, one image per "
-        "execution, precision fp32; committed Python model instances"
+        "execution, precision fp32; committed Python model instances, 2 (one per ONNX instance) of each "
+        "Python step calling ONNX models by BLS, one request per execution"
     )
 
 

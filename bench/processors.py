@@ -37,6 +37,7 @@ from facecraft.bench.harness import (
 from facecraft.bench.machine import conv_probe, describe_machine, peak_rss_of_tree
 from facecraft.bench.probes import DISTURBED_SPREAD, ProbeLog, ratio_spread, summary
 from facecraft.bench.report import _fmt, machine_lines, weights_label
+from facecraft.client.options import PortraitOptions
 
 REPORT_VERSION = 1
 # Small group photos of the shared set (2-3 annotated faces each, 360-500 px; ../shared/data/faces/
@@ -80,8 +81,19 @@ INPUT_KINDS: dict[str, InputKind] = {
 }
 
 
+# ``portrait`` answers with the portrait outputs (PNG, JPEG, FACE_BOX, ...), not ``OUTPUT``: it is
+# sent as ``facecraft bench`` sends it (``process_with``, the default ``PortraitOptions``: enhanced).
+PORTRAIT = InputKind(
+    samples=lambda photos: list(photos),
+    send=lambda client, _name, image: client.process_with(image, PortraitOptions()),
+)
+
+
 def input_kind(processor: registry.Processor) -> InputKind:
-    """The :class:`InputKind` of ``processor``; ``ValueError`` naming the kinds the bench knows."""
+    """The :class:`InputKind` of ``processor`` (:data:`PORTRAIT` for the portrait processor);
+    ``ValueError`` naming the kinds the bench knows."""
+    if processor.name == "portrait":
+        return PORTRAIT
     try:
         return INPUT_KINDS[processor.input_kind]
     except KeyError:

@@ -22,6 +22,7 @@ from facecraft.bench.harness import (
 from facecraft.bench.processors import (
     GROUP_PHOTOS,
     INPUT_KINDS,
+    PORTRAIT,
     fit_photo,
     input_kind,
     measure_processor,
@@ -38,7 +39,8 @@ from facecraft.cli import main
 
 def test_every_registered_processor_has_an_input_kind_the_bench_can_feed():
     for processor in registry.PROCESSORS.values():
-        assert input_kind(processor) is INPUT_KINDS[processor.input_kind]
+        expected = PORTRAIT if processor.name == "portrait" else INPUT_KINDS[processor.input_kind]
+        assert input_kind(processor) is expected
 
 
 def test_an_input_kind_the_bench_cannot_feed_is_refused_by_name():
@@ -210,22 +212,13 @@ def test_photos_are_scaled_down_to_the_longest_side_asked(tmp_path):
         fit_photo(buffer.getvalue(), 0)
 
 
-def _post(server, path: str) -> None:
-    import urllib.request
-
-    request = urllib.request.Request(f"http://{server.http_url}{path}", data=b"{}", method="POST")
-    urllib.request.urlopen(request, timeout=300).read()
-
-
 @pytest.fixture(scope="module")
 def registry_models(triton_server):
     """The session Triton with every ONNX model the registry lists exported by the bench's own
     export step (tiny, seeded random) and loaded; the ones it added are unloaded and removed after."""
-    import shutil
-    import time
-
     from facecraft.bench.harness import ONNX_MODELS
     from tests.fixtures.triton import restart_if_unhealthy
+    from tests.fixtures.exported import _post, unload_and_remove
 
     restart_if_unhealthy(triton_server, "the bench's registry-models fixture")
     repo = Path(triton_server.repo)
@@ -237,15 +230,7 @@ def registry_models(triton_server):
             _post(triton_server, f"/v2/repository/models/{name}/load")
         yield triton_server
     finally:
-        for name in added:
-            if name in ONNX_MODELS or not (repo / name).exists():
-                continue
-            _post(triton_server, f"/v2/repository/models/{name}/unload")
-            deadline = time.monotonic() + 120
-            while triton_server.model_states().get(name) == "READY" and time.monotonic() < deadline:
-                time.sleep(0.2)
-            shutil.rmtree(repo / name)
-        triton_server.wait_ready(300)
+        unload_and_remove(triton_server, [name for name in added if name not in ONNX_MODELS])
 
 
 @pytest.mark.integration

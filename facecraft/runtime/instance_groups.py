@@ -188,18 +188,21 @@ def configure_model(
 def bls_steps(configs: dict[str, ModelConfig]) -> frozenset[str]:
     """The Python steps (by model name) of ``configs`` (model name → config of one repository)
     that drive ONNX models by BLS, from the processors registry (``facecraft.processors``): a
-    processor whose ``models`` include ONNX models of the repository that are no step of its
-    ensembles has them called by the Python steps of those ensembles (e.g. ``face_enhancer``:
-    ``faces`` and ``face_enhance``, which calls ``codeformer``). Ensembles missing from
-    ``configs`` are skipped."""
+    processor whose ``models`` include ONNX models (of the repository, or exportable ones of
+    ``facecraft.export.catalog`` not exported yet) that are no step of its ensembles has them
+    called by the Python steps of those ensembles (e.g. ``face_enhancer``: ``faces`` and
+    ``face_enhance``, which calls ``codeformer``). Ensembles missing from ``configs`` are skipped."""
     from facecraft import processors as registry
+    from facecraft.export.catalog import MODEL_NAMES
 
     steps: set[str] = set()
     for processor in registry.PROCESSORS.values():
         ensembles = [configs[name] for name in processor.ensembles if name in configs]
         members = {step.model_name for e in ensembles for step in e.ensemble_scheduling.step}
         called = [
-            m for m in processor.models if m in configs and is_onnx_model(configs[m]) and m not in members
+            m
+            for m in processor.models
+            if m not in members and (m in MODEL_NAMES or (m in configs and is_onnx_model(configs[m])))
         ]
         if called:
             steps |= {m for m in members if m in configs and not is_onnx_model(configs[m])}

@@ -598,7 +598,7 @@ def measure_video(
                 "current": round(sum(peak_rss_of_tree(triton_pid, "VmRSS").values()), 1),
                 "peak": round(sum(peak_rss_of_tree(triton_pid).values()), 1),
             }
-        log(f"{mode:<10} {clip:>4}: {run['frames']} frames, {run['frames_per_s']:.2f} frames/s, "
+        log(f"{mode:<10} {clip:>4}: {run['frames']} frames, {run['frames_per_s']:.3g} frames/s, "
             f"peak RSS {run['peak_rss_mib']:.0f} MiB"
             + (f", Triton tree {runs[-1]['triton_rss_mib']['current']:.0f} MiB" if triton_pid else ""))  # fmt: skip
     return build_video_report(
@@ -717,12 +717,12 @@ def render_video_markdown(report: dict) -> str:
     for r in report["runs"]:
         lines.append(
             f"| {r['mode']} | {r['clip']} | {r['max_in_flight']} ({r['max_frames_in_flight']}) | {r['frames']} ({r['frames_without_face']}) | "
-            f"{r['wall_s']:.1f} | {r['frames_per_s']:.2f} | {r['baseline_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} |"
+            f"{r['wall_s']:.1f} | {r['frames_per_s']:.3g} | {r['baseline_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} |"
         )
     lines += [
         "",
-        f"- frames/s on the {fps['clip']} clip (median): streaming {fps['streaming']:.2f}, "
-        f"sequential {fps['sequential']:.2f}",
+        f"- frames/s on the {fps['clip']} clip (median): streaming {fps['streaming']:.3g}, "
+        f"sequential {fps['sequential']:.3g}",
         f"- {ratio['name']}: {_fmt(ratio['value'])}{spread}; target ≥ {ratio['target']}× {reached}",
         f"- peak RSS of the streaming run: {rss['short']} {rss['streaming'][rss['short']]:.0f} MiB, "
         f"{rss['long']} {rss['streaming'][rss['long']]:.0f} MiB (growth {rss['growth_mib']:+.0f} MiB, "

@@ -217,8 +217,8 @@ def registry_models(triton_server):
     """The session Triton with every ONNX model the registry lists exported by the bench's own
     export step (tiny, seeded random) and loaded; the ones it added are unloaded and removed after."""
     from facecraft.bench.harness import ONNX_MODELS
-    from tests.fixtures.triton import restart_if_unhealthy
     from tests.fixtures.exported import _post, unload_and_remove
+    from tests.fixtures.triton import restart_if_unhealthy
 
     restart_if_unhealthy(triton_server, "the bench's registry-models fixture")
     repo = Path(triton_server.repo)

@@ -370,6 +370,8 @@ VIDEO_MAX_IN_FLIGHT = 8  # the CLI's default (``facecraft process --concurrency`
 VIDEO_TARGET = 1.1  # issue #16: streaming ≥ 1.1× the sequential loop
 # A single frontal face (../shared/data/faces/SOURCES.md), large in the frame so the detector finds it.
 VIDEO_FACE_PHOTO = "fr__obama_small.jpg"
+# The identity a processor with one (face_swapper) gets on every frame: another frontal face.
+VIDEO_IDENTITY_PHOTO = "cf__Hepburn01.png"
 _AUDIO_RATE = 44100
 
 
@@ -452,7 +454,13 @@ async def _sequential_video(frame_function, source, destination) -> dict:
 
 
 def video_run(
-    mode: str, processor: str, grpc_url: str, source: str, destination: str, max_in_flight: int
+    mode: str,
+    processor: str,
+    grpc_url: str,
+    source: str,
+    destination: str,
+    max_in_flight: int,
+    identity_photo: str | None = None,
 ) -> dict:
     """One timed run over the video at ``source`` (call it in a fresh process: its peak RSS is the
     run's). ``mode``: ``"streaming"`` (``client.video.process_video_file``: the pipeline of
@@ -463,7 +471,9 @@ def video_run(
     unprocessed), "wall_s", "frames_per_s",
     "baseline_rss_mib", "peak_rss_mib", "max_frames_in_flight"}``; RSS high-water mark in MiB
     (``VmHWM`` of /proc/self/status, else ``getrusage`` ``ru_maxrss``) after the warm-up and
-    after the run.
+    after the run. A processor with an identity (face_swapper) gets the one of ``identity_photo``,
+    computed once before the warm-up (``client.identity``) and sent with every frame, as
+    ``facecraft process --source`` does.
     Raises ``ValueError`` for an unknown mode and what the client or the pipeline raises."""
     import resource
     import time
@@ -492,10 +502,16 @@ def video_run(
     async def run() -> dict:
         async with AsyncPortraitClient(grpc_url, "grpc", timeout_s=3600) as client:
             no_face = [0]
+            extra = {}
+            if registry.get(processor).identity is not None:
+                if not identity_photo:
+                    raise ValueError(f"{processor} needs an identity photo")
+                with open(identity_photo, "rb") as photo:
+                    extra = {"SOURCE_EMBEDDING": await client.identity(processor, photo.read())}
 
             async def call(data: bytes):
                 try:
-                    return await client.run_processor(processor, data)
+                    return await client.run_processor(processor, {**extra, "TARGET": data} if extra else data)
                 except NoFaceDetected:
                     no_face[0] += 1
                     raise
@@ -568,6 +584,11 @@ def measure_video(
     processor = video_processor(name)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    identity_photo = None
+    if processor.identity is not None:  # face_swapper: the identity of one photo on every frame
+        photos = dict(select_photos(config.photos_dir, names=(VIDEO_IDENTITY_PHOTO,)))
+        identity_photo = str(work_dir / "identity-photo")
+        Path(identity_photo).write_bytes(photos.get(VIDEO_IDENTITY_PHOTO) or next(iter(photos.values())))
     started_at = datetime.now(timezone.utc)
     log(f"video: processor {name}, preset {config.preset}, clips {clip_seconds} s at {fps} fps, "
         f"{size[0]}x{size[1]}, {repeats} repeats, {max_in_flight} frames in flight")  # fmt: skip
@@ -588,7 +609,8 @@ def measure_video(
     for index, (mode, clip) in enumerate(plan_runs):
         first = probes.last
         out = work_dir / f"out-{index}-{mode}-{clip}.mp4"
-        run = _in_fresh_process(video_run, mode, name, grpc_url, clips[clip]["path"], str(out), max_in_flight)
+        run = _in_fresh_process(video_run, mode, name, grpc_url, clips[clip]["path"], str(out), max_in_flight,
+                                identity_photo)  # fmt: skip
         out.unlink(missing_ok=True)
         last = probes.take(f"after {mode} {clip} #{index}")
         runs.append({**run, "clip": clip, "max_in_flight": max_in_flight if mode == "streaming" else 1,

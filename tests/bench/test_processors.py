@@ -253,3 +253,26 @@ def test_every_registry_processor_can_be_benched(registry_models, tmp_path, name
     assert (scenario["ok"], scenario["failed"], scenario["errors"]) == (1, 0, [])
     assert set(report["models"]) == set(onnx_models(processor))
     assert all(model["preset"] == "tiny" and model["trained"] is False for model in report["models"].values())
+
+
+@pytest.mark.integration
+def test_the_video_bench_gives_face_swapper_one_identity_for_every_frame(registry_models, tmp_path):
+    """face_swapper on video: the identity photo is embedded once per run (ArcFace +1 per run, not
+    per frame) and every frame's face is swapped (the generator +1 per frame)."""
+    from tests.fixtures.exported import model_counts
+
+    def inferences() -> tuple[int, int]:
+        return tuple(model_counts(registry_models, m)[1] for m in ("arcface_w600k_r50", "inswapper_128"))
+
+    config = BenchConfig(preset="tiny", out_dir=tmp_path)
+    before = inferences()
+    report = measure_video(
+        config, "face_swapper", grpc_url=registry_models.grpc_url,
+        records=export_records(Path(registry_models.repo), onnx_models(registry.get("face_swapper"))),
+        plan=instance_plan(config), work_dir=tmp_path / "work", clip_seconds=(0.3, 0.5), repeats=1, max_in_flight=2,
+    )  # fmt: skip
+    after = inferences()
+    runs = report["runs"]
+    assert [run["frames_without_face"] for run in runs] == [0] * len(runs)
+    frames = sum(run["frames"] for run in runs)
+    assert (after[0] - before[0], after[1] - before[1]) == (len(runs), frames)

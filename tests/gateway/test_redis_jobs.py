@@ -143,6 +143,13 @@ def workers(fleet) -> Iterator[Fleet]:
         fleet.stop_workers()
 
 
+def triton_finished_requests(triton_server, model: str) -> int:
+    """Requests of ``model`` Triton has answered so far (inference statistics: success + fail)."""
+    stats = httpx.get(f"http://{triton_server.http_url}/v2/models/{model}/stats", timeout=10).json()
+    inference = stats["model_stats"][0]["inference_stats"]
+    return int(inference["success"]["count"]) + int(inference["fail"]["count"])
+
+
 def triton_pending_requests(triton_server) -> float:
     """Requests Triton holds now, queued or executing (``nv_inference_pending_request_count``)."""
     page = httpx.get(triton_server.metrics_url, timeout=10).text
@@ -250,6 +257,7 @@ def test_a_worker_killed_mid_job_leaves_it_to_the_other_which_completes_it_once(
     gateway = fleet.gateways[0]
     options = {"width": "256", "height": "256", "enhance_face": "true"}
     for _ in range(3):  # the frozen worker may (rarely) have finished the job before SIGSTOP
+        answered = triton_finished_requests(triton_server, "portrait")  # only doomed calls Triton
         job_id = fleet.submit(gateway, astronaut_jpeg, options)
         body = fleet.wait_status(gateway, job_id, "running", "completed", "failed")
         if body["status"] == "running":
@@ -260,9 +268,16 @@ def test_a_worker_killed_mid_job_leaves_it_to_the_other_which_completes_it_once(
         fleet.wait_status(gateway, job_id, "completed", "failed")
     else:
         pytest.fail("the worker finished every job before it could be frozen mid-job")
-    wait_until(
-        lambda: triton_pending_requests(triton_server) == 0, "Triton to finish the frozen worker's call"
-    )
+    # Killing a client whose call Triton is still executing can crash Triton 2.51 (its gRPC
+    # cancellation race): wait until the frozen worker's portrait call has been answered. Queued
+    # requests alone (pending) are not enough: an executing one is not counted there. A call the
+    # worker had not sent yet when frozen is never answered: after a generous wait with nothing
+    # queued, that is the case and killing is safe.
+    deadline = time.monotonic() + 120
+    while triton_finished_requests(triton_server, "portrait") == answered:
+        if time.monotonic() > deadline and triton_pending_requests(triton_server) == 0:
+            break
+        time.sleep(0.1)
     doomed_name = doomed.name
     doomed.kill()
     survivor = fleet.start_worker()

@@ -6,8 +6,11 @@ against the settings' defaults into a validated :class:`PortraitRequest` (400 ``
 
 from __future__ import annotations
 
+import inspect
+
 from fastapi import Form, Request
 
+from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.service import FIDELITY_RANGE, JPEG_KB_RANGE, MARGIN_RANGE, SIDE_RANGE, resolve_request
 from facecraft.gateway.triton import PortraitRequest
 from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
@@ -58,4 +61,30 @@ async def portrait_options(
         touch_up=touch_up,
         preset=preset,
         layout=layout,
+    )
+
+
+# The form fields of portrait_options, named once (its signature).
+PORTRAIT_FIELDS: tuple[str, ...] = tuple(
+    name for name in inspect.signature(portrait_options).parameters if name != "request"
+)
+
+
+async def refuse_fields(request: Request, fields, reason: str) -> None:
+    """400 ``invalid_option`` naming every field of ``fields`` the request's form carries (an
+    option the route would otherwise accept and ignore); ``reason`` says why they do not apply."""
+    form = await request.form()  # parsed already for the route's own fields: no second read
+    sent = [name for name in dict.fromkeys(fields) if name in form]
+    if sent:
+        raise GatewayError(400, "invalid_option", f"{', '.join(sent)}: {reason}")
+
+
+async def refuse_unknown_fields(request: Request, known) -> None:
+    """400 ``invalid_option`` for form fields the route does not take (``known``: its fields)."""
+    form = await request.form()
+    names = list(dict.fromkeys(form.keys()))
+    await refuse_fields(
+        request,
+        [name for name in names if name not in set(known)],
+        f"not a field of {request.url.path} (it takes {', '.join(known)})",
     )

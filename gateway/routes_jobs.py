@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from facecraft.gateway import processors_service, video_jobs
 from facecraft.gateway.errors import GatewayError, error_responses
-from facecraft.gateway.forms import portrait_options
+from facecraft.gateway.forms import PORTRAIT_FIELDS, portrait_options, refuse_fields
 from facecraft.gateway.routes_process import UPLOAD_ERRORS, download_url
 from facecraft.gateway.schemas import DeleteResponse, JobStatus, JobSubmitted
 from facecraft.gateway.security import (
@@ -95,10 +95,20 @@ async def submit_job(
     inputs; a video job from its first frame)."""
     settings = request.app.state.settings
     chain = chain_options = None
+    if processors is None and "processors" in await request.form():
+        raise GatewayError(
+            400, "invalid_option", "processors: empty; name at least one (GET /api/v1/processors), "
+            "or leave the field out for the portrait"
+        )  # fmt: skip
     if processors is not None:
         chain = processors_service.parse_chain(processors)
         processors_service.check_enabled(chain, settings.disabled_processors)
         chain_options = processors_service.resolve_chain_options(chain, processor_options)
+        await refuse_fields(
+            request,
+            PORTRAIT_FIELDS,
+            "portrait options do not apply to a processors chain (its options go in processor_options)",
+        )
     processors_service.check_job_uploads(chain, {"source": source is not None})
     extras = {}
     if source is not None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from facecraft.gateway.errors import GatewayError, error_responses
-from facecraft.gateway.forms import portrait_options
+from facecraft.gateway.forms import portrait_options, refuse_unknown_fields
 from facecraft.gateway.health import UNTRAINED_WARNING
 from facecraft.gateway.schemas import BatchResponse, ProcessResponse
 from facecraft.gateway.security import read_upload_capped, require_api_key, sanitize_filename
@@ -26,6 +26,8 @@ from facecraft.gateway.storage import JobRecord
 from facecraft.gateway.triton import PortraitRequest
 from facecraft.pipeline.decode import SUPPORTED_TYPES
 from facecraft.pipeline.presets import presets_json
+
+QUICK_FIELDS = ("file", "size", "enhance_face")  # the form of POST /api/v1/process/quick
 
 router = APIRouter(prefix="/api/v1", tags=["process"], dependencies=[Depends(require_api_key)])
 
@@ -126,7 +128,9 @@ async def process_quick(
     size: int | None = Form(None, description="output width and height, 64..4096 (default 648)"),
     enhance_face: bool | None = Form(None, description="CodeFormer restoration (default true)"),
 ) -> Response:
-    """Defaults for every other option; nothing is stored. No face → 400 ``no_face_detected``."""
+    """Defaults for every other option; nothing is stored. No face → 400 ``no_face_detected``; any
+    other form field (``preset``, ``width``...: use ``/api/v1/process``) → 400 ``invalid_option``."""
+    await refuse_unknown_fields(request, QUICK_FIELDS)
     settings = request.app.state.settings
     if size is not None:
         check_range("size", size, *SIDE_RANGE)  # named as the client sent it, not width/height

@@ -122,6 +122,29 @@ def test_bad_options(client, data, code, status):
     assert next(iter(data)) in body["error_message"]
 
 
+@pytest.mark.parametrize(
+    "path, data, named",
+    [
+        ("/api/v1/process/quick", {"preset": "us_passport"}, "preset"),
+        ("/api/v1/process/quick", {"width": "300", "size": "300"}, "width"),
+        ("/api/v1/jobs", {"processors": "face_enhancer", "width": "300"}, "width"),
+        (
+            "/api/v1/jobs",
+            {"processors": "face_enhancer", "preset": "us_passport", "touch_up": "true"},
+            "touch_up, preset",
+        ),
+        ("/api/v1/jobs", {"processors": ""}, "processors: empty"),
+    ],
+    ids=["quick-preset", "quick-width", "chain-width", "chain-preset-touch_up", "empty-processors"],
+)
+def test_options_a_route_would_ignore_are_refused(client, path, data, named):
+    """A field that would be accepted and ignored is a 400 naming it, before anything is queued
+    (no Triton here: the refusal comes first)."""
+    response = client.post(path, data=data, files={"file": ("a.jpg", small_jpeg(), "image/jpeg")})
+    body = assert_error(response, 400, "invalid_option")
+    assert body["error_message"].startswith(named), body
+
+
 def test_missing_file_is_invalid_request(client):
     assert_error(client.post("/api/v1/process", data={"width": "100"}), 422, "invalid_request")
 

@@ -60,6 +60,14 @@ def test_write_atomically_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["x.png"]
 
 
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    from facecraft.client.batch import _UMASK
+
+    target = tmp_path / "out.png"
+    write_atomically(target, b"data")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_UMASK  # mkstemp alone gives 0600
+
+
 def test_process_files_writes_outputs_and_classifies_failures(tmp_path):
     inputs = []
     for name in ("good.jpg", "noface.jpg", "broken.jpg"):

@@ -67,6 +67,25 @@ def collect_images(paths: Iterable[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
+def videos_in_folders(paths: Iterable[str | Path]) -> list[Path]:
+    """The video files (sniffed by content: ``facecraft.pipeline.video.video_container``) of the
+    folders among ``paths``, which a folder scan (:func:`collect_images`) leaves out: a video is
+    processed on its own (``facecraft process --processor NAME clip.mp4 -o out.mp4``)."""
+    from facecraft.pipeline.video import video_container
+
+    videos = []
+    for raw in paths:
+        folder = Path(raw)
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+                with path.open("rb") as file:
+                    if video_container(file.read(4096)) is not None:
+                        videos.append(path)
+    return videos
+
+
 def _read_umask() -> int:
     """The process's umask (read by setting it and putting it back: done once, at import)."""
     mask = os.umask(0o022)

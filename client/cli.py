@@ -106,7 +106,13 @@ def run_process(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from facecraft.cli import CliError
-    from facecraft.client.batch import STATUS_OK, collect_images, format_summary, process_files
+    from facecraft.client.batch import (
+        STATUS_OK,
+        collect_images,
+        format_summary,
+        process_files,
+        videos_in_folders,
+    )
     from facecraft.client.errors import FacecraftError
     from facecraft.client.options import PortraitOptions
 
@@ -132,6 +138,14 @@ def run_process(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from error
     if video is not None:
         return _run_video(args, video, processor_options or {}, source)
+    skipped = [] if video is not None else videos_in_folders(args.paths)
+    if skipped:
+        print(
+            f"facecraft process: {len(skipped)} video(s) in the folders left out ({', '.join(p.name for p in skipped[:5])}"
+            f"{', ...' if len(skipped) > 5 else ''}): a folder is processed photo by photo; run a video on its own, "
+            f"e.g. facecraft process --processor face_enhancer {skipped[0]} -o out.mp4",
+            file=sys.stderr,
+        )
     if not images:
         raise CliError("no image files found in the given paths")
     if args.concurrency < 1:

@@ -60,6 +60,17 @@ def test_write_atomically_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["x.png"]
 
 
+def test_videos_in_scanned_folders_are_named_not_silently_skipped(tmp_path):
+    from facecraft.client.batch import videos_in_folders
+    from tests.fixtures.videos import write_clip
+
+    write_clip(tmp_path / "clip.mp4", frames=2)
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    assert videos_in_folders([tmp_path, tmp_path / "photo.jpg"]) == [tmp_path / "clip.mp4"]
+    assert collect_images([tmp_path]) == [tmp_path / "photo.jpg"]  # the scan itself takes photos only
+
+
 def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     from facecraft.client.batch import _UMASK
 

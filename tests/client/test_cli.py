@@ -27,3 +27,16 @@ def test_api_key_flag_beats_environment_beats_default(argv, env, expected):
     args = build_parser().parse_args(["process", "photo.jpg", "-o", "out", *argv])
     apply_env_defaults(args, env)
     assert args.api_key == expected
+
+
+def test_a_folder_scan_names_the_videos_it_leaves_out(tmp_path, capsys):
+    from facecraft.cli import CliError
+    from facecraft.client.cli import run_process
+    from tests.fixtures.videos import write_clip
+
+    write_clip(tmp_path / "clip.mp4", frames=2)
+    args = build_parser().parse_args(["process", str(tmp_path), "-o", str(tmp_path / "out")])
+    apply_env_defaults(args, {})
+    with pytest.raises(CliError, match="no image files"):  # before any connection to Triton
+        run_process(args)
+    assert "1 video(s) in the folders left out (clip.mp4)" in capsys.readouterr().err

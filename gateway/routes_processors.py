@@ -1,4 +1,4 @@
-"""``GET /api/v1/processors`` and ``POST /api/v1/processors/{name}``: validate, delegate.
+"""``GET /api/v1/processors[/{name}]`` and ``POST /api/v1/processors/{name}``: validate, delegate.
 
 One route per registry entry (``facecraft.processors``), its multipart form (``file`` + the
 processor's options) documented in OpenAPI from the registry; any other name gets 404 with the
@@ -166,6 +166,20 @@ for _processor in registry.PROCESSORS.values():
             **error_responses(*PROCESSOR_ERRORS),
         },
     )
+
+
+@router.get(
+    "/processors/{name}",
+    summary="One processor: its options (type, range, default), output, ensembles, models",
+    responses=error_responses("unauthorized", "not_found", "processor_disabled"),
+)
+async def describe_processor(request: Request, name: str) -> dict:
+    """The entry of ``GET /api/v1/processors`` for ``name``; 404 listing the valid names for an
+    unknown one, 403 ``processor_disabled`` for one the operator switched off."""
+    if name not in registry.PROCESSORS:
+        raise unknown_processor(name)
+    check_enabled([name], request.app.state.settings.disabled_processors)
+    return registry.get(name).as_dict()
 
 
 @router.post(

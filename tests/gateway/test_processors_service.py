@@ -82,6 +82,19 @@ def test_an_operator_disabled_processor_is_absent_and_answers_403(tmp_path):
         assert enabled.status_code != 403  # Triton is down here: 503, never processor_disabled
 
 
+def test_get_on_a_processor_describes_it_404_for_an_unknown_one_403_when_disabled(tmp_path):
+    from facecraft import processors as registry
+    from tests.gateway.test_app import make_client
+
+    with make_client(tmp_path, disabled_processors="face_swapper") as client:
+        described = client.get("/api/v1/processors/face_enhancer")
+        assert described.status_code == 200 and described.json() == registry.get("face_enhancer").as_dict()
+        unknown = client.get("/api/v1/processors/face_enhancerz")
+        assert unknown.status_code == 404 and "face_enhancer" in unknown.json()["error_message"]
+        disabled = client.get("/api/v1/processors/face_swapper")
+        assert disabled.status_code == 403 and disabled.json()["error"] == "processor_disabled"
+
+
 def test_disabled_processors_setting_names_an_unknown_processor():
     from facecraft.gateway.settings import GatewaySettings
 

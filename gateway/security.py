@@ -89,7 +89,9 @@ def _not_an_image(data: bytes) -> str:
 
     message = f"the upload is not a {SUPPORTED_TYPES} image"
     container = video_container(data)
-    if container is not None:
+    if container == "gif":  # a still GIF is no video: say what GIFs are taken as
+        message += "; it is a GIF, taken as a video only (POST /api/v1/jobs with processors=, docs/video.md)"
+    elif container is not None:
         message += f"; it is a video ({CONTAINER_NAMES[container]}), which this endpoint does not take"
     return message
 

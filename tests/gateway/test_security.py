@@ -183,3 +183,17 @@ def test_a_video_sent_to_an_image_endpoint_is_named_in_the_415(tmp_path):
     with pytest.raises(GatewayError) as info:
         validate_image_bytes(b"%PDF-1.7 not an image", 1000)
     assert "video" not in info.value.message
+
+
+def test_a_still_gif_is_not_called_a_video_in_the_415():
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format="GIF")  # one frame
+    with pytest.raises(GatewayError) as info:
+        validate_image_bytes(buffer.getvalue(), 1000)
+    assert (info.value.status_code, info.value.error) == (415, "unsupported_media_type")
+    assert "it is a GIF, taken as a video only" in info.value.message
+    assert "it is a video" not in info.value.message

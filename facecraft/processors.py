@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from facecraft.pipeline import options as portrait_ranges
 from facecraft.pipeline import tiles as frame_tiles
-from facecraft.pipeline.presets import LAYOUT_NAMES, PRESET_NAMES
+from facecraft.pipeline.presets import PRESET_NAMES
 
 OPTION_KINDS = ("int", "float", "bool", "color", "choice")
 OUTPUT_FORMATS = ("png", "jpeg")
@@ -330,8 +330,8 @@ PORTRAIT_OPTIONS = (
            tensor="TOUCH_UP", datatype="BOOL"),
     Option("preset", "choice", None, "ID-photo preset (docs/presets.md; unset: the plain portrait)",
            choices=PRESET_NAMES, tensor="PRESET", datatype="BYTES"),
-    Option("layout", "choice", None, "print-sheet layout (needs a preset)",
-           choices=LAYOUT_NAMES, tensor="LAYOUT", datatype="BYTES"),
+    # No `layout`: a processor answers one image, and the print sheet of a preset is served by
+    # POST /api/v1/process (`layout_base64`) and its jobs; sent here it is an unknown option (400).
     Option("format", "choice", "png", "which output the REST route returns: the RGBA PNG or the "
            "size-capped JPEG (the ensemble returns both)", choices=OUTPUT_FORMATS),
 )  # fmt: skip

@@ -147,7 +147,6 @@ async def _run_portrait(
         max_jpeg_kb=options.get("max_jpeg_kb"),
         touch_up=options.get("touch_up"),
         preset=options.get("preset"),
-        layout=options.get("layout"),
     )
     outcome = await service.infer(image, request, wait_s=wait_s)
     if outcome.output is None:

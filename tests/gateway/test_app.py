@@ -134,8 +134,16 @@ def test_bad_options(client, data, code, status):
             "touch_up, preset",
         ),
         ("/api/v1/jobs", {"processors": ""}, "processors: empty"),
+        ("/api/v1/processors/portrait", {"preset": "us_passport", "layout": "4x6"}, "portrait: "),
     ],
-    ids=["quick-preset", "quick-width", "chain-width", "chain-preset-touch_up", "empty-processors"],
+    ids=[
+        "quick-preset",
+        "quick-width",
+        "chain-width",
+        "chain-preset-touch_up",
+        "empty-processors",
+        "portrait-layout",
+    ],
 )
 def test_options_a_route_would_ignore_are_refused(client, path, data, named):
     """A field that would be accepted and ignored is a 400 naming it, before anything is queued

@@ -148,6 +148,7 @@ class _FakeAioClient:
     script: list = []
     models: list[str] = []  # the repository index
     loaded: list[str] = []  # load_model calls
+    unloaded: list[str] = []  # unload_model calls
 
     def __init__(self, url):
         self.url = url
@@ -171,6 +172,12 @@ class _FakeAioClient:
     async def get_model_repository_index(self, as_json=False, client_timeout=None):
         return {"models": [{"name": name, "state": "READY"} for name in _FakeAioClient.models]}
 
+    async def unload_model(self, model_name, client_timeout=None):
+        _FakeAioClient.unloaded.append(model_name)
+
+    async def is_model_ready(self, model_name, client_timeout=None):
+        return model_name not in _FakeAioClient.unloaded
+
     async def load_model(self, model_name, client_timeout=None):
         _FakeAioClient.loaded.append(model_name)
 
@@ -188,7 +195,7 @@ class _FakeAioClient:
 @pytest.fixture
 def fake_aio_client(monkeypatch):
     _FakeAioClient.instances, _FakeAioClient.script = [], []
-    _FakeAioClient.models, _FakeAioClient.loaded = [], []
+    _FakeAioClient.models, _FakeAioClient.loaded, _FakeAioClient.unloaded = [], [], []
     monkeypatch.setattr(triton_module.grpcclient, "InferenceServerClient", _FakeAioClient)
     return _FakeAioClient
 
@@ -262,7 +269,7 @@ def test_an_unhealthy_stub_has_its_own_model_reloaded_once(fake_aio_client, reco
         await gateway.close()
 
     asyncio.run(scenario())
-    assert fake_aio_client.loaded == (["face_enhance"] if recover else [])
+    assert fake_aio_client.loaded == fake_aio_client.unloaded == (["face_enhance"] if recover else [])
     assert outcomes == ([("face_enhance", "reloaded")] if recover else [])
 
 

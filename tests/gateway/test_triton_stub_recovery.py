@@ -76,6 +76,11 @@ def echo_triton(tmp_path: Path):
         exit_timeout=3,
     )
     server.start()
+    # As in a deployment (facecraft serve links the committed version folders): a load of the
+    # loaded model must find its files unchanged, and Triton then skips it. Here the first stub
+    # wrote 1/__pycache__ after the start-up load, which Triton would count as a change: one
+    # load now records the folder as it is.
+    _http(server, "POST", "/v2/repository/models/echo/load")
     try:
         yield server
     finally:
@@ -84,10 +89,23 @@ def echo_triton(tmp_path: Path):
         server.stop()
 
 
+def _http(server, method: str, path: str) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(
+        urllib.request.Request(f"http://{server.http_url}{path}", method=method), timeout=120
+    ):
+        pass
+
+
 def echo_stub(server) -> int:
-    """The pid of the only Python stub (echo's)."""
-    (pid,) = python_stubs(server.pid)
-    return pid
+    """The pid of echo's Python stub, once a replaced one has exited (a reload starts the new
+    stub before the old one ends)."""
+    deadline = time.monotonic() + 60
+    while len(stubs := list(python_stubs(server.pid))) != 1:
+        assert time.monotonic() < deadline, f"stubs: {stubs}"
+        time.sleep(0.05)
+    return stubs[0]
 
 
 def freeze(pid: int) -> None:

@@ -29,7 +29,7 @@ from dataclasses import asdict
 
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.metrics import GatewayMetrics
-from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_type_of, job_types
+from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_type_of, job_types, retry_delay_s
 from facecraft.gateway.security import validate_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id
 from facecraft.gateway.settings import GatewaySettings
@@ -316,7 +316,7 @@ class JobQueue(JobBackend):
             try:
                 retry = await attempt
                 if retry is not None:
-                    self._schedule_retry(job_id, delay_s=float(self.settings.retry_after_s))
+                    self._schedule_retry(job_id)
             except asyncio.CancelledError:
                 if current_task_is_cancelled():
                     raise  # stop(): the job stays running on disk and is re-queued at the next start
@@ -326,7 +326,7 @@ class JobQueue(JobBackend):
                     await self.runner.fail_crashed(job_id, "the job was cancelled unexpectedly")
             except TimeoutError as error:  # the job type's limit: tried again, as on the Redis backend
                 log.warning("job %s: %s", job_id, error)
-                self._schedule_retry(job_id, delay_s=float(self.settings.retry_after_s))
+                self._schedule_retry(job_id)
             except Exception as error:  # a worker must survive any single job
                 log.exception("job %s crashed the worker step", job_id)
                 await self.runner.fail_crashed(job_id, f"the job crashed: {type(error).__name__}: {error}")
@@ -350,12 +350,14 @@ class JobQueue(JobBackend):
             setting = "FACECRAFT_VIDEO_JOB_TIMEOUT_S" if job_type == "video" else "FACECRAFT_JOB_TIMEOUT_S"
             raise TimeoutError(f"the job ran longer than its {limit} s limit ({setting})") from None
 
-    def _schedule_retry(self, job_id: str, delay_s: float) -> None:
+    def _schedule_retry(self, job_id: str) -> None:
+        """Put the job back after :func:`retry_delay_s` for the attempts it has had."""
         if self._stopping:
             return  # the job stays queued on disk: the next start re-queues it
 
         async def later() -> None:
-            await asyncio.sleep(delay_s)
+            record = await asyncio.to_thread(self.storage.load, job_id)
+            await asyncio.sleep(retry_delay_s(self.settings, record.attempts if record else 1))
             self._put(job_id)
 
         task = asyncio.create_task(later())

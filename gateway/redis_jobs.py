@@ -33,7 +33,7 @@ from saq.job import TERMINAL_STATUSES
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.jobs import JobBackend
 from facecraft.gateway.metrics import GatewayMetrics
-from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_type_of, job_types
+from facecraft.gateway.runner import MAX_RETRY_DELAY_S, PENDING_STATUSES, JobRunner, job_type_of, job_types
 from facecraft.gateway.service import PortraitService
 from facecraft.gateway.settings import GatewaySettings, describe_settings_error
 from facecraft.gateway.storage import JobRecord, JobStorage
@@ -44,7 +44,6 @@ log = logging.getLogger("facecraft.gateway.redis_jobs")
 
 QUEUE_NAME = "facecraft"
 JOB_FUNCTION = "facecraft_job"
-MAX_RETRY_DELAY_S = 60.0
 ABORT_POLL_S = 1  # a worker checks this often for cancelled (DELETE) jobs
 
 

@@ -45,6 +45,18 @@ from facecraft.gateway.video_jobs import execute_video_job, read_extra_inputs
 log = logging.getLogger("facecraft.gateway.runner")
 
 RETRYABLE_ERRORS = ("triton_unavailable", "model_unavailable", "server_busy", "triton_timeout")
+# The longest wait between two attempts of a job (both backends; SAQ's retry_backoff cap).
+MAX_RETRY_DELAY_S = 60.0
+
+
+def retry_delay_s(settings: GatewaySettings, attempts: int) -> float:
+    """Seconds before the next attempt of a job that has had ``attempts``: ``FACECRAFT_RETRY_AFTER_S``
+    doubled per attempt, at most :data:`MAX_RETRY_DELAY_S` (SAQ's backoff on the Redis backend,
+    without its jitter). With the defaults (5 s, 6 attempts) a job waits out 75 s of an
+    unavailable Triton: an embedded Triton's restart by ``facecraft serve`` fits."""
+    return min(float(settings.retry_after_s) * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_S)
+
+
 PENDING_STATUSES = ("queued", "running")
 
 

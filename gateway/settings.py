@@ -66,7 +66,11 @@ class GatewaySettings(BaseSettings):
         2.0, ge=0, description="how long a synchronous request waits for a free slot before 503"
     )
     job_workers: int = Field(2, ge=1, description="async job worker tasks")
-    job_max_attempts: int = Field(3, ge=1, description="tries per async job while Triton is down")
+    job_max_attempts: int = Field(
+        6,
+        ge=1,
+        description="tries per async job while Triton is down (waits doubling from retry_after_s, at most 60 s)",
+    )
     shutdown_grace_s: float = Field(
         10.0,
         ge=0,

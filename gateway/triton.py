@@ -319,7 +319,7 @@ class TritonGateway:
             owners = [name for name in names if re.fullmatch(re.escape(name) + r"(_\d+){1,2}", instance)]
             model = max(owners, key=len) if owners else model
             log.warning(
-                "Triton gave up on Python stub %s (it missed a health check: a stall of over 1 s); "
+                "Triton gave up on Python stub %s (it died, or missed a health check: a stall of over 1 s); "
                 "reloading model %s so that its next request cannot take a stale answer or abort Triton",
                 instance,
                 model,

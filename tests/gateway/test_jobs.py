@@ -465,3 +465,14 @@ def test_a_job_past_its_timeout_is_tried_again_then_failed(tmp_path):
     assert (timed_out.status, timed_out.error, timed_out.attempts) == ("failed", "internal_error", 2)
     assert "interrupted in each of its 2 attempts" in timed_out.error_message
     assert queue.service.infer.calls == 3 and after.status == "completed"
+
+
+def test_retry_waits_double_up_to_a_minute_and_outlast_a_triton_restart():
+    from facecraft.gateway.runner import MAX_RETRY_DELAY_S, retry_delay_s
+    from facecraft.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    waits = [retry_delay_s(settings, attempts) for attempts in range(1, settings.job_max_attempts)]
+    assert waits == [5.0, 10.0, 20.0, 40.0, 60.0] and max(waits) == MAX_RETRY_DELAY_S
+    # facecraft serve restarts a dead Triton in 10-30 s here: the defaults wait out well over a minute
+    assert sum(waits) >= 75

@@ -211,7 +211,7 @@ def test_requests_during_a_reload_succeed_or_get_503_with_retry_after(
     def portrait(_):
         files = {"file": ("a.jpg", astronaut_jpeg, "image/jpeg")}
         return gateway_client.post(
-            "/api/v1/process/quick", data={"size": "128", "enhance": "false"}, files=files
+            "/api/v1/process/quick", data={"size": "128", "enhance_face": "false"}, files=files
         )
 
     try:

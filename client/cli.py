@@ -107,6 +107,7 @@ def run_process(args: argparse.Namespace) -> int:
 
     from facecraft.cli import CliError
     from facecraft.client.batch import (
+        IMAGE_SUFFIXES,
         STATUS_OK,
         collect_images,
         format_summary,
@@ -150,6 +151,12 @@ def run_process(args: argparse.Namespace) -> int:
         raise CliError("no image files found in the given paths")
     if args.concurrency < 1:
         raise CliError("--concurrency must be at least 1")
+    if args.out.suffix.lower() in IMAGE_SUFFIXES and not args.out.is_dir():
+        raise CliError(
+            f"-o {args.out} looks like a file, but for photos -o names the output folder (each photo "
+            f"gives <folder>/<its name>.png); e.g. -o {args.out.with_suffix('')}"
+        )
+    created = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)
 
     async def run() -> tuple[list, float]:
@@ -183,7 +190,11 @@ def run_process(args: argparse.Namespace) -> int:
         finally:
             await client.close()
 
-    outcomes, elapsed = asyncio.run(run())
+    try:
+        outcomes, elapsed = asyncio.run(run())
+    finally:
+        if created and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()  # nothing written: leave no empty folder behind
     print(format_summary(outcomes, elapsed))
     return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
 

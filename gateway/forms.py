@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 
-from fastapi import Form, Request
+from fastapi import Form, Request, params
 
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.service import FIDELITY_RANGE, JPEG_KB_RANGE, MARGIN_RANGE, SIDE_RANGE, resolve_request
@@ -64,10 +64,20 @@ async def portrait_options(
     )
 
 
-# The form fields of portrait_options, named once (its signature).
-PORTRAIT_FIELDS: tuple[str, ...] = tuple(
-    name for name in inspect.signature(portrait_options).parameters if name != "request"
-)
+def form_fields(endpoint) -> tuple[str, ...]:
+    """The multipart fields a route function declares (read from its signature, so they are named
+    once): its ``File``/``Form`` parameters, and :func:`portrait_options`'s when it depends on it."""
+    names: list[str] = []
+    for parameter in inspect.signature(endpoint).parameters.values():
+        default = parameter.default
+        if isinstance(default, params.Form):  # File is a Form
+            names.append(default.alias or parameter.name)
+        elif isinstance(default, params.Depends) and default.dependency is portrait_options:
+            names.extend(form_fields(portrait_options))
+    return tuple(names)
+
+
+PORTRAIT_FIELDS: tuple[str, ...] = form_fields(portrait_options)
 
 
 async def refuse_fields(request: Request, fields, reason: str) -> None:

@@ -9,7 +9,13 @@ from fastapi.responses import FileResponse
 
 from facecraft.gateway import processors_service, video_jobs
 from facecraft.gateway.errors import GatewayError, error_responses
-from facecraft.gateway.forms import PORTRAIT_FIELDS, portrait_options, refuse_fields
+from facecraft.gateway.forms import (
+    PORTRAIT_FIELDS,
+    form_fields,
+    portrait_options,
+    refuse_fields,
+    refuse_unknown_fields,
+)
 from facecraft.gateway.routes_process import UPLOAD_ERRORS, download_url
 from facecraft.gateway.schemas import DeleteResponse, JobStatus, JobSubmitted
 from facecraft.gateway.security import (
@@ -93,6 +99,7 @@ async def submit_job(
     processor of the job takes; a source without a face fails the job with ``no_source_face``).
     Poll ``GET /api/v1/jobs/{id}``; the job survives a gateway restart (re-queued from its stored
     inputs; a video job from its first frame)."""
+    await refuse_unknown_fields(request, form_fields(submit_job))
     settings = request.app.state.settings
     chain = chain_options = None
     if processors is None and "processors" in await request.form():

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from facecraft.gateway.errors import GatewayError, error_responses
-from facecraft.gateway.forms import portrait_options, refuse_unknown_fields
+from facecraft.gateway.forms import form_fields, portrait_options, refuse_unknown_fields
 from facecraft.gateway.health import UNTRAINED_WARNING
 from facecraft.gateway.schemas import BatchResponse, ProcessResponse
 from facecraft.gateway.security import read_upload_capped, require_api_key, sanitize_filename
@@ -26,8 +26,6 @@ from facecraft.gateway.storage import JobRecord
 from facecraft.gateway.triton import PortraitRequest
 from facecraft.pipeline.decode import SUPPORTED_TYPES
 from facecraft.pipeline.presets import presets_json
-
-QUICK_FIELDS = ("file", "size", "enhance_face")  # the form of POST /api/v1/process/quick
 
 router = APIRouter(prefix="/api/v1", tags=["process"], dependencies=[Depends(require_api_key)])
 
@@ -73,7 +71,9 @@ async def process(
     return_base64: bool = Form(False, description="also return both images base64-encoded"),
 ) -> dict:
     """Returns 200 with ``success=false, error=no_face_detected`` when no face is found (compatible
-    with the original Facecraft); every other failure is an error status with the error shape."""
+    with the original Facecraft); every other failure is an error status with the error shape. A
+    form field this route does not take is 400 ``invalid_option``."""
+    await refuse_unknown_fields(request, form_fields(process))
     settings = request.app.state.settings
     image = await read_upload_capped(file, settings.max_upload_bytes)
     service = request.app.state.service
@@ -130,7 +130,7 @@ async def process_quick(
 ) -> Response:
     """Defaults for every other option; nothing is stored. No face → 400 ``no_face_detected``; any
     other form field (``preset``, ``width``...: use ``/api/v1/process``) → 400 ``invalid_option``."""
-    await refuse_unknown_fields(request, QUICK_FIELDS)
+    await refuse_unknown_fields(request, form_fields(process_quick))
     settings = request.app.state.settings
     if size is not None:
         check_range("size", size, *SIDE_RANGE)  # named as the client sent it, not width/height
@@ -175,7 +175,9 @@ async def process_batch(
     enhance_face: bool | None = Form(None, description="CodeFormer restoration (default true)"),
 ) -> dict:
     """Per-file failures (bad image, no face, Triton errors) are reported in ``results`` and do not
-    fail the batch; each success has a working ``download_url`` (PNG) and ``jpg_url``."""
+    fail the batch; each success has a working ``download_url`` (PNG) and ``jpg_url``. A form
+    field this route does not take is 400 ``invalid_option``."""
+    await refuse_unknown_fields(request, form_fields(process_batch))
     settings = request.app.state.settings
     if len(files) > settings.batch_max_files:
         raise GatewayError(

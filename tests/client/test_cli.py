@@ -40,3 +40,29 @@ def test_a_folder_scan_names_the_videos_it_leaves_out(tmp_path, capsys):
     with pytest.raises(CliError, match="no image files"):  # before any connection to Triton
         run_process(args)
     assert "1 video(s) in the folders left out (clip.mp4)" in capsys.readouterr().err
+
+
+def test_an_output_named_like_an_image_is_refused_for_photos(tmp_path):
+    from facecraft.cli import CliError
+    from facecraft.client.cli import run_process
+
+    photo = tmp_path / "target.jpg"
+    photo.write_bytes(b"\xff\xd8\xff")
+    args = build_parser().parse_args(["process", str(photo), "-o", str(tmp_path / "out.png")])
+    apply_env_defaults(args, {})
+    with pytest.raises(CliError, match="-o names the output folder"):
+        run_process(args)
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_run_that_writes_nothing_leaves_no_output_folder(tmp_path):
+    from facecraft.client.cli import run_process
+
+    photo = tmp_path / "target.jpg"
+    photo.write_bytes(b"\xff\xd8\xff")  # unreachable Triton: the photo fails, nothing is written
+    args = build_parser().parse_args(
+        ["process", str(photo), "-o", str(tmp_path / "out"), "--url", "127.0.0.1:1", "--no-enhance"]
+    )
+    apply_env_defaults(args, {})
+    assert run_process(args) == 1
+    assert not (tmp_path / "out").exists()

@@ -135,6 +135,10 @@ def test_bad_options(client, data, code, status):
         ),
         ("/api/v1/jobs", {"processors": ""}, "processors: empty"),
         ("/api/v1/processors/portrait", {"preset": "us_passport", "layout": "4x6"}, "portrait: "),
+        ("/api/v1/process", {"foo": "bar", "size": "300"}, "foo, size: not a field of /api/v1/process"),
+        ("/api/v1/process", {"processors": "face_enhancer"}, "processors"),
+        ("/api/v1/jobs", {"processors": "face_enhancer", "return_base64": "true"}, "return_base64"),
+        ("/api/v1/jobs", {"foo": "bar"}, "foo"),
     ],
     ids=[
         "quick-preset",
@@ -143,6 +147,10 @@ def test_bad_options(client, data, code, status):
         "chain-preset-touch_up",
         "empty-processors",
         "portrait-layout",
+        "process-unknown",
+        "process-processors",
+        "chain-return_base64",
+        "job-unknown",
     ],
 )
 def test_options_a_route_would_ignore_are_refused(client, path, data, named):
@@ -151,6 +159,14 @@ def test_options_a_route_would_ignore_are_refused(client, path, data, named):
     response = client.post(path, data=data, files={"file": ("a.jpg", small_jpeg(), "image/jpeg")})
     body = assert_error(response, 400, "invalid_option")
     assert body["error_message"].startswith(named), body
+
+
+def test_a_batch_refuses_fields_it_does_not_take(client):
+    files = [("files", ("a.jpg", small_jpeg(), "image/jpeg"))]
+    response = client.post("/api/v1/process/batch", data={"processors": "face_enhancer"}, files=files)
+    assert assert_error(response, 400, "invalid_option")["error_message"].startswith(
+        "processors: not a field"
+    )
 
 
 def test_missing_file_is_invalid_request(client):

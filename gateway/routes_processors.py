@@ -105,7 +105,11 @@ async def read_form(request: Request, name: str) -> tuple[bytes | dict[str, byte
         if key in fields:
             continue
         if not isinstance(value, str):
-            raise GatewayError(400, "invalid_option", f"{name}: option {key} must be a plain form value")
+            takes = ", ".join(f"`{field}`" for field in fields)
+            raise GatewayError(
+                400, "invalid_option", f"{name}: `{key}` is a file, but {name} takes its images as {takes}"
+                if key == "file" else f"{name}: option {key} must be a plain form value"
+            )  # fmt: skip
         values[key] = value
     options = resolve_options(name, values)
     cap = request.app.state.settings.max_upload_bytes

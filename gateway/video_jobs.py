@@ -338,6 +338,6 @@ async def execute_video_job(service: PortraitService, record: JobRecord) -> None
         "fps": float(result.fps),
         "width": result.width,
         "height": result.height,
-        "audio": result.audio,
+        "audio": result.audio or "none",  # always present: "none" for a clip without audio
     }
     record.processing_time_ms = (time.perf_counter() - started) * 1000.0

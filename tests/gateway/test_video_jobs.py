@@ -138,6 +138,15 @@ def test_a_face_analyser_video_job_gives_json_lines(gateway_client, clip):
     assert [line["face_count"] for line in lines] == [1] * 6
 
 
+def test_a_video_job_without_audio_says_so_in_its_result(gateway_client, tmp_path):
+    silent = tmp_path / "silent.mp4"
+    write_clip(silent, frames=3, fps=3, width=64, height=48, audio=None)
+    submitted = _submit(gateway_client, silent, {"processors": "face_analyser"})
+    job = wait_for_job(gateway_client, submitted.json()["job_id"])
+    assert job["status"] == "completed", (job.get("error"), job.get("error_message"))
+    assert (job["result"]["frames"], job["result"]["audio"]) == (3, "none")
+
+
 def test_delete_stops_a_running_video_job_and_leaves_no_output(gateway_client, tmp_path):
     long_clip = tmp_path / "long.mp4"
     write_clip(long_clip, frames=240, fps=24, width=64, height=48, audio=None)

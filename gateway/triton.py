@@ -311,8 +311,9 @@ class TritonGateway:
 
     async def recover_stub(self, instance: str) -> str | None:
         """Reload the model of Python-backend ``instance`` (e.g. ``"decode_0_0"``): unloaded and
-        loaded again (the ensembles using it with it), which starts a new stub in step with Triton; returns the model's name, or None when the reload failed
-        (logged; the model keeps its broken instance and Triton may abort: supervise it)."""
+        loaded again (the ensembles using it with it), which starts a new stub in step with
+        Triton. Returns the model's name, or None when the reload failed (logged; the model keeps
+        its broken instance and Triton may abort: supervise it)."""
         model = re.sub(r"(_\d+){1,2}$", "", instance)
         try:
             names = [entry.get("name", "") for entry in await self.repository_index()]

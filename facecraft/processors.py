@@ -593,7 +593,7 @@ def parse_chain(text: str) -> tuple[str, ...]:
     image except the last). Raises ``KeyError`` for an unknown name, ``ValueError`` otherwise."""
     chain = tuple(part.strip() for part in text.split(",") if part.strip())
     if not chain:
-        raise ValueError("no processor named; give a comma-separated list of processor names")
+        raise ValueError("empty; give a comma-separated list of processor names")
     for index, name in enumerate(chain):
         processor = get(name)
         if processor.output_kind != "image" and index != len(chain) - 1:

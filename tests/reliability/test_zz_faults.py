@@ -34,7 +34,9 @@ RECOVERY_TIMEOUT_S = 240.0
 # operator action; Triton 2.51's Python backend does not restart a killed stub by itself).
 AUTO_RECOVERY_WAIT_S = 20.0
 JOB_WAIT_S = 45.0
-OUTAGE_ERRORS = ("triton_unavailable", "server_busy")
+# The documented 503s of an outage; model_unavailable while the gateway replaces a dead stub's
+# model (its unload and load: facecraft.gateway.triton.TritonGateway.recover_stub).
+OUTAGE_ERRORS = ("triton_unavailable", "server_busy", "model_unavailable")
 
 
 def record_figures(name: str, figures: dict) -> None:

@@ -263,13 +263,7 @@ def build_processor_report(
         "requests_per_scenario": config.requests,
         "concurrency": [s["concurrency"] for s in scenarios],
         "machine": machine,
-        "instance_plan": {**asdict(plan), "description": plan.describe()},
-        "conv_probe": asdict(probe),
-        "conv_probe_series": {
-            **summary([s["gflops"] for s in probe_samples]),
-            "threshold": DISTURBED_SPREAD,
-            "samples": list(probe_samples),
-        },
+        **plan_and_probes(plan, probe, probe_samples),
         "models": models,
         "photos": photos,
         "photo_max_side": config.photo_max_side,
@@ -631,6 +625,20 @@ def measure_video(
     )  # fmt: skip
 
 
+def plan_and_probes(plan, probe, probe_samples) -> dict:
+    """The report fields every processor report shares (image and video): the instance plan, the
+    first conv probe and the probe series with its disturbed threshold."""
+    return {
+        "instance_plan": {**asdict(plan), "description": plan.describe()},
+        "conv_probe": asdict(probe),
+        "conv_probe_series": {
+            **summary([s["gflops"] for s in probe_samples]),
+            "threshold": DISTURBED_SPREAD,
+            "samples": list(probe_samples),
+        },
+    }
+
+
 def build_video_report(
     *, config, processor, started_at, machine, probe, probe_samples, records, clips, runs, plan, short, long
 ) -> dict:
@@ -675,13 +683,7 @@ def build_video_report(
         "preset": config.preset,
         "device": config.device,
         "machine": machine,
-        "instance_plan": {**asdict(plan), "description": plan.describe()},
-        "conv_probe": asdict(probe),
-        "conv_probe_series": {
-            **summary([s["gflops"] for s in probe_samples]),
-            "threshold": DISTURBED_SPREAD,
-            "samples": list(probe_samples),
-        },
+        **plan_and_probes(plan, probe, probe_samples),
         "models": models,
         "clips": {label: {k: v for k, v in clip.items() if k != "path"} for label, clip in clips.items()},
         "runs": runs,

@@ -195,6 +195,24 @@ def test_composite_on_background():
     assert tuple(rgb[0, 0]) == (255, 0, 0) and tuple(rgb[1, 1]) == (10, 20, 30)
 
 
+@pytest.mark.parametrize("background", [(240, 240, 240), (0, 0, 0), (255, 255, 255), (17, 130, 251)])
+def test_composite_on_background_is_the_float32_formula_for_every_alpha_and_value(background):
+    # every (alpha, value) pair, in each channel: the table must give the float formula's pixels
+    alpha, value = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8), indexing="ij")
+    rgba = np.dstack([value, value[::-1], np.roll(value, 7, axis=1), alpha])
+    a = rgba[:, :, 3:4].astype(np.float32) / 255.0
+    bg = np.asarray(background, dtype=np.float32).reshape(1, 1, 3)
+    expected = np.clip(np.rint(rgba[:, :, :3] * a + bg * (1 - a)), 0, 255).astype(np.uint8)
+    assert np.array_equal(composite_on_background(rgba, background), expected)
+
+
+def test_composite_on_background_refuses_what_is_not_uint8_rgba():
+    with pytest.raises(ValueError, match="uint8 RGBA"):
+        composite_on_background(np.zeros((2, 2, 3), np.uint8), (0, 0, 0))
+    with pytest.raises(ValueError, match="uint8 RGBA"):
+        composite_on_background(np.zeros((2, 2, 4), np.float32), (0, 0, 0))
+
+
 def test_jpeg_cap_met_with_falling_quality(astronaut_rgb):
     big, _ = encode_jpeg_capped(astronaut_rgb, 10240)
     capped, met = encode_jpeg_capped(astronaut_rgb, 30)

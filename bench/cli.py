@@ -224,6 +224,15 @@ def _register_bench(subparsers) -> None:
         "NxT, MODEL=NxT[+MODEL=NxT] (e.g. u2net=1x2); the first is the reference of every ratio",
     )
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="paired rounds per mode of the sequential baseline right before Triton gRPC at the top "
+        "concurrency (the headline Triton/sequential ratio is their median; default 2, --quick 0, 0 = off: "
+        "the faster of the start and end passes)",
+    )
+    parser.add_argument(
         "--scenarios", default="sequential,triton,gateway", help="subset to run (comma-separated)"
     )
     from facecraft.runtime.cli import add_instance_plan_arguments
@@ -270,6 +279,7 @@ def run_bench(args: argparse.Namespace) -> int:
         precision=args.precision,
         gpu_accelerator=args.gpu_accelerator,
         plans=tuple(p.strip() for p in args.plans.split(",") if p.strip()) or ("auto",),
+        pairs=args.pairs if args.pairs is not None else (0 if args.quick else 2),
     )
     from facecraft.bench.harness import instance_plan, parse_plan_spec
     from facecraft.cli import CliError
@@ -281,6 +291,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from error
     if args.video and not args.processor:
         raise CliError("--video goes with --processor NAME (a per-frame processor)")
+    if args.pairs is not None and args.pairs < 0:
+        raise CliError("--pairs must be 0 or more")
     if args.photo_max_side is not None and args.photo_max_side < 16:
         raise CliError("--photo-max-side must be at least 16 px")
     if args.video:

@@ -85,6 +85,10 @@ class BenchConfig:
     # instance plans to compare, each with its own Triton (parse_plan_spec); the first is the
     # reference for every ratio, the others only run the Triton scenarios
     plans: tuple[str, ...] = ("auto",)
+    # rounds of the sequential baseline right before Triton gRPC at the top concurrency, per mode,
+    # while the first plan's Triton is up: the headline Triton/sequential ratio is their median
+    # (a machine that drifts over the run's half hour moves both halves of a pair alike)
+    pairs: int = 0
 
 
 def requests_for(config: BenchConfig, enhance: bool) -> int:
@@ -360,6 +364,40 @@ async def measure_served_scenario(
         )
 
 
+async def measure_pairs(
+    sequential,
+    process: Callable[[bytes, str, PortraitOptions], Awaitable[object]],
+    *,
+    config: BenchConfig,
+    photos: list[tuple[str, bytes]],
+    enhance_modes: tuple[bool, ...],
+    stats_url: str,
+    results: list[dict],
+    probes: ProbeLog,
+) -> None:
+    """``config.pairs`` rounds, each enhance mode in turn, of one sequential pass immediately
+    followed by Triton at the top concurrency (``process`` as in :func:`measure_served_scenario`,
+    Triton already warm). Both records of round k carry ``"pair": k`` (the sequential one also
+    ``"pass": "pair k"``) and their probe windows, so each pair's ratio comes from the same minutes."""
+    top = max(config.concurrency)
+    for round_ in range(1, config.pairs + 1):
+        for enhance in enhance_modes:
+            measure_sequential(sequential, config, photos, (enhance,), results, f"pair {round_}", probes)
+            results[-1]["pair"] = round_
+            options = PortraitOptions(enhance=enhance)
+            await measure_concurrencies(
+                "triton_grpc",
+                lambda data, name, o=options: process(data, name, o),
+                samples=photos,
+                requests=requests_for(config, enhance),
+                concurrency=[top],
+                stats_url=stats_url,
+                results=results,
+                probes=probes,
+                fields={"enhance": enhance, "pair": round_},
+            )
+
+
 async def measure_concurrencies(
     scenario: str,
     call: Callable[[object, str], Awaitable[object]],
@@ -434,10 +472,12 @@ def serve_and_measure(
     notes: list[str],
     plan_label: str,
     with_gateway: bool,
+    pair_with=None,
 ) -> dict[str, dict[str, float]]:
     """Start the embedded Triton over ``repo`` (configured for one instance plan), run the Triton
-    scenarios (records carry ``plan``: ``plan_label``) and, ``with_gateway``, the gateway ones;
-    stop it. Returns peak RSS per group (``triton``, ``gateway``)."""
+    scenarios (records carry ``plan``: ``plan_label``), then with ``pair_with`` (the sequential
+    pipeline) the paired rounds of :func:`measure_pairs`, and, ``with_gateway``, the gateway
+    scenarios; stop it. Returns peak RSS per group (``triton``, ``gateway``)."""
     from facecraft.client.async_portrait_client import AsyncPortraitClient
     from facecraft.client.gateway_client import AsyncGatewayClient
 
@@ -459,6 +499,17 @@ def serve_and_measure(
                     results=results,
                     probes=probes,
                 )
+                if pair_with is not None and config.pairs > 0:
+                    await measure_pairs(
+                        pair_with,
+                        lambda data, _name, options: client.process_with(data, options),
+                        config=config,
+                        photos=photos,
+                        enhance_modes=enhance_modes,
+                        stats_url=server.http_url,
+                        results=results,
+                        probes=probes,
+                    )
 
         if "triton" in config.scenarios:
             asyncio.run(triton_scenarios())
@@ -545,6 +596,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
             repo, runtime_dir, config=config, photos=photos, enhance_modes=enhance_modes,
             results=scenario_results, probes=probes, notes=notes, plan_label=label,
             with_gateway=index == 0 and "gateway" in config.scenarios,
+            pair_with=sequential if index == 0 else None,
         )  # fmt: skip
         rss.update(served_rss if index == 0 else {f"triton[{label}]": served_rss["triton"]})
     if len(plans) > 1:
@@ -562,8 +614,15 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
     notes.append(
         "conv probe GFLOP/s at the start, after every scenario and at the end: "
         + ", ".join(f"{s['gflops']:.0f}" for s in probes.samples)
-        + "; the roofline uses the highest"
+        + "; each end_to_end_over_roofline ratio divides by the roofline at the mean of the two probes "
+        "around its scenario (end_to_end_over_max_probe_roofline: at the highest of the run)"
     )
+    if config.pairs and sequential is not None and "triton" in config.scenarios:
+        notes.append(
+            f"triton_c{max(config.concurrency)}_over_sequential: the median of {config.pairs} paired rounds "
+            "(a sequential pass right before Triton at that concurrency, same minutes); the start and end "
+            "passes are kept for the record"
+        )
     report = build_report(
         config=config,
         started_at=started_at,

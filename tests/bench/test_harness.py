@@ -18,7 +18,7 @@ def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, ca
     shutil.copytree(tiny_model_repo, repo)  # reuse the session's tiny exports; the bench refreshes configs
     out = tmp_path / "results"
     code = main(["bench", "--preset", "tiny", "--quick", "--requests", "2", "--concurrency", "1,2",
-                 "--out", str(out), "--repo", str(repo), "--plans", "auto,1"])  # fmt: skip
+                 "--out", str(out), "--repo", str(repo), "--plans", "auto,1", "--pairs", "1"])  # fmt: skip
     assert code == 0
     json_files, md_files = sorted(out.glob("*-tiny-cpu.json")), sorted(out.glob("*-tiny-cpu.md"))
     assert len(json_files) == 1 and len(md_files) == 1
@@ -54,7 +54,17 @@ def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, ca
     assert any("UNTRAINED" in note for note in report["notes"])
     seen = {(s["scenario"], s["enhance"], s["concurrency"]) for s in report["scenarios"]}
     passes = sorted((s["pass"], s["enhance"]) for s in report["scenarios"] if s["scenario"] == "sequential")
-    assert passes == [("end", False), ("end", True), ("start", False), ("start", True)]
+    assert passes == [("end", False), ("end", True), ("pair 1", False), ("pair 1", True), ("start", False),
+                      ("start", True)]  # fmt: skip
+    # one paired round per mode: a sequential pass right before Triton at the top concurrency,
+    # and the headline ratio is that round's
+    for label, enhance in (("enhanced", True), ("basic", False)):
+        (pair,) = report["paired_ratios"][f"triton_c2_over_sequential_{label}"]["rounds"]
+        triton = [s for s in report["scenarios"] if s["scenario"] == "triton_grpc" and s.get("pair") == 1
+                  and s["enhance"] == enhance]  # fmt: skip
+        assert len(triton) == 1 and triton[0]["concurrency"] == 2 and triton[0]["plan"] == "auto"
+        assert report["ratios"][f"triton_c2_over_sequential_{label}"] == pytest.approx(pair["ratio"])
+        assert report["roofline"][label]["best_scenario"]["probe_gflops"] > 0
     for enhance in (True, False):
         assert ("sequential", enhance, 1) in seen
         for concurrency in (1, 2):

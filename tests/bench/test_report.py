@@ -155,3 +155,56 @@ def test_a_second_plan_is_compared_to_the_first_and_kept_out_of_the_ratios():
     assert row["plan"] == "1" and row["over"] == "auto" and row["ratio"] == pytest.approx(2.0)
     markdown = render_markdown(rebuilt)
     assert "## Instance plans side by side" in markdown and "[plan 1]" in markdown
+
+
+def _rebuilt(report, scenarios, probe_samples=None):
+    return build_report(
+        config=BenchConfig(preset="full", device="cpu", concurrency=[1, 4], requests=4, pairs=2),
+        started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), machine=report["machine"],
+        probe=ConvProbe(gflops=100.0, gmac_per_run=1.0, seconds_per_run=0.02, provider="cpu", shape="s"),
+        probe_samples=probe_samples, records={}, macs={"codeformer": 400e9, "u2net": 50e9}, photos=["a.jpg"],
+        scenarios=scenarios, instance_plan=plan_instances("cpu", cores=2), rss={}, notes=[], reference_gmac={},
+    )  # fmt: skip
+
+
+def test_paired_rounds_give_the_headline_ratio_their_median_and_their_worst_spread():
+    # the machine sped up over the run (start pass 0.1, end pass 0.08 is slower here, but the
+    # paired rounds say what Triton gains in the same minutes: 1.2, 1.5, 1.3 → median 1.3)
+    report = make_report()
+    probes = [{"label": str(i), "gflops": g} for i, g in enumerate((100, 100, 100, 100, 80, 100, 100, 100))]
+    rounds = []
+    for k, (triton, sequential, window) in enumerate(
+        ((0.36, 0.3, (0, 1)), (0.45, 0.3, (2, 3)), (0.39, 0.3, (4, 6))), start=1
+    ):
+        rounds += [
+            {**scenario("sequential", True, 1, sequential), "pass": f"pair {k}", "pair": k,
+             "probe_window": (window[0], window[0] + 1)},
+            {**scenario("triton_grpc", True, 4, triton), "pair": k, "probe_window": (window[0] + 1, window[1] + 1)},
+        ]  # fmt: skip
+    rebuilt = _rebuilt(report, [*report["scenarios"], *rounds], probes)
+    assert rebuilt["ratios"]["triton_c4_over_sequential_enhanced"] == pytest.approx(1.3)
+    paired = rebuilt["paired_ratios"]["triton_c4_over_sequential_enhanced"]
+    assert [r["ratio"] for r in paired["rounds"]] == pytest.approx([1.2, 1.5, 1.3])
+    assert (paired["min"], paired["max"]) == (pytest.approx(1.2), pytest.approx(1.5))
+    # the third round spans the 80 GFLOP/s probe: its spread (20 %) is the ratio's
+    assert rebuilt["ratio_probe_spread"]["triton_c4_over_sequential_enhanced"] == pytest.approx(0.2)
+    assert "triton_c4_over_sequential_enhanced" in rebuilt["disturbed_ratios"]
+    # basic has no paired rounds: the faster of the passes, as before
+    assert rebuilt["ratios"]["triton_c4_over_sequential_basic"] == pytest.approx(2.0)
+    markdown = render_markdown(rebuilt)
+    assert "by paired round" in markdown and "| triton_grpc (pair 2) | True | 4 (4) |" in markdown
+
+
+def test_the_roofline_ratio_divides_by_the_probes_around_its_own_scenario():
+    report = make_report()
+    # enhanced: 450 GMAC/image. Triton c4 0.3 img/s ran between probes of 50 and 70 GFLOP/s (the
+    # machine was slow then): roofline at 60 → 60/900 img/s, so 0.3 is 4.5× it; the run's highest
+    # probe (100) would call it 2.7×
+    probes = [{"label": str(i), "gflops": g} for i, g in enumerate((100, 100, 100, 100, 50, 70, 100, 100))]
+    windows = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7)]
+    scenarios = [{**s, "probe_window": w} for s, w in zip(report["scenarios"], windows, strict=True)]
+    rebuilt = _rebuilt(report, scenarios, probes)
+    assert rebuilt["ratios"]["end_to_end_over_roofline_enhanced"] == pytest.approx(0.3 * 900 / 60)
+    assert rebuilt["roofline"]["enhanced"]["best_scenario"]["probe_gflops"] == pytest.approx(60)
+    assert rebuilt["ratios"]["end_to_end_over_max_probe_roofline_enhanced"] == pytest.approx(2.7)
+    assert "the mean of the probes before and after it" in render_markdown(rebuilt)

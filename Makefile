@@ -12,7 +12,8 @@ APT_PACKAGES := prometheus docker-compose libb64-0d redis-server
 PRESET ?= full
 DEVICE ?= cpu
 # Request counts per benchmark scenario: at least 16 so that concurrency 16 is really 16 in flight
-# (full preset on 2 CPU cores: about 20 minutes; an enhanced portrait costs ~6 s of both cores).
+# (full preset on 2 CPU cores: about 26 minutes with the two paired rounds of --pairs' default;
+# an enhanced portrait costs ~6 s of both cores).
 BENCH_ARGS ?= --requests 32 --enhanced-requests 16
 
 .PHONY: help setup system-deps models serve serve-triton test test-fast bench bench-smoke bench-gpu bench-steps lint format perf-analyzer load-test stress clean

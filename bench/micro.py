@@ -276,6 +276,14 @@ def jpeg_linear(rgb: np.ndarray, max_kb: int, counter: list[int]) -> tuple[bytes
     return data, False
 
 
+def composite_before(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """Compositing on the background before issue #12: the float32 formula per pixel (the table
+    of ``facecraft.pipeline.compose.composite_on_background`` gives the same pixels)."""
+    alpha = rgba[:, :, 3:4].astype(np.float32) / 255.0
+    bg = np.asarray(background, dtype=np.float32).reshape(1, 1, 3)
+    return np.clip(np.rint(rgba[:, :, :3] * alpha + bg * (1 - alpha)), 0, 255).astype(np.uint8)
+
+
 # PNG encoders measured against each other: name → HWC uint8 RGBA → bytes
 def _png_candidates() -> dict[str, Callable[[np.ndarray], bytes]]:
     import cv2
@@ -365,6 +373,18 @@ def _measure_photo(path: Path, repeats: int, caps_kb: tuple[int, ...], probes: P
             "before": timing(times["before"]),
             "after": timing(times["after"]),
         }
+    blend = alternate(
+        {
+            "before": lambda: composite_before(rgba, options.background),
+            "after": lambda: compose.composite_on_background(rgba, options.background),
+        },
+        repeats,
+    )
+    composite = {
+        "before": timing(blend["before"]),
+        "after": timing(blend["after"]),
+        "same_pixels": bool(np.array_equal(composite_before(rgba, options.background), flat)),
+    }
     whole = alternate(
         {
             "compose": compose_once,
@@ -378,6 +398,7 @@ def _measure_photo(path: Path, repeats: int, caps_kb: tuple[int, ...], probes: P
         "size": list(rgb.shape[1::-1]),
         "png": png,
         "jpeg": jpeg,
+        "composite": composite,
         "compose_after": timing(whole["compose"]),
         "probe_window": (before, after),
     }
@@ -490,6 +511,19 @@ def render_steps(report: dict) -> str:
                 f"| {r['photo']} | {cap} | {j['encodes_before']} → {j['encodes_after']} | {j['before']['median_ms']:.1f} | "
                 f"{j['after']['median_ms']:.1f} | {j['same_bytes']} |"
             )
+    lines += [
+        "",
+        "## Compositing on the background (the JPEG's input)",
+        "",
+        "| photo | float32 formula (before) ms | table (after) ms | ratio | same pixels |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report["compose"]:
+        c = r["composite"]
+        lines.append(
+            f"| {r['photo']} | {c['before']['median_ms']:.1f} | {c['after']['median_ms']:.1f} | "
+            f"**{c['before']['median_ms'] / c['after']['median_ms']:.2f}×** | {c['same_pixels']} |"
+        )
     lines += [
         "",
         "## Whole steps (after)",

@@ -48,6 +48,8 @@ def test_steps_report_compares_before_and_after_on_a_real_photo(faces_dir, tmp_p
     assert all(candidate["same_pixels"] for candidate in row["png"].values())
     assert {"pillow_6 (before)", "encode_png (after)"} <= set(row["png"])
     assert all(j["same_bytes"] for j in row["jpeg"].values())
+    assert row["composite"]["same_pixels"] and row["composite"]["after"]["median_ms"] > 0
+    assert "## Compositing on the background" in md_path.read_text()
     assert row["jpeg"]["20"]["encodes_before"] > 1 and row["jpeg"]["200"]["encodes_after"] == 1
     assert report["conv_probe_series"]["count"] == 3 and row["probe_window"] == [0, 1]
     assert "## JPEG size cap" in md_path.read_text()

@@ -280,6 +280,7 @@ def run_bench(args: argparse.Namespace) -> int:
         gpu_accelerator=args.gpu_accelerator,
         plans=tuple(p.strip() for p in args.plans.split(",") if p.strip()) or ("auto",),
         pairs=args.pairs if args.pairs is not None else (0 if args.quick else 2),
+        model_bound_runs=1 if args.quick else 2,
     )
     from facecraft.bench.harness import instance_plan, parse_plan_spec
     from facecraft.cli import CliError

@@ -89,6 +89,9 @@ class BenchConfig:
     # while the first plan's Triton is up: the headline Triton/sequential ratio is their median
     # (a machine that drifts over the run's half hour moves both halves of a pair alike)
     pairs: int = 0
+    # timed runs of each ONNX model alone (one session, the plan's threads) for the report's
+    # model_bound, CPU only; 0 = skip
+    model_bound_runs: int = 0
 
 
 def requests_for(config: BenchConfig, enhance: bool) -> int:
@@ -460,6 +463,30 @@ def start_triton(repo: Path, runtime_dir: Path, models: tuple[str, ...] | None =
     return server
 
 
+def measure_model_bound(repo: Path, plan: InstancePlan, runs: int, probes: ProbeLog) -> dict:
+    """Each ONNX model of the portrait alone in one onnxruntime session with the plan's threads per
+    instance (``machine.model_seconds_per_image``, median of ``runs``), then a probe: the bound a
+    serving of ``plan.onnx_instances`` such instances cannot beat on these cores. Returns the
+    report's ``model_bound`` (``threads``, ``instances``, ``seconds_per_image`` per model, ``runs``,
+    ``probe_window``)."""
+    import statistics
+
+    from facecraft.bench.machine import model_seconds_per_image
+
+    threads = plan.onnx_threads or plan.cores
+    before = probes.last
+    seconds = {}
+    for name in ONNX_MODELS:
+        log(f"model bound: {name} alone, {threads} thread(s), {runs} run(s) ...")
+        seconds[name] = statistics.median(
+            model_seconds_per_image(repo / name / "1" / "model.onnx", threads, runs)
+        )
+        log(f"model bound: {name} {seconds[name] * 1000:.0f} ms per image")
+    after = probes.take("after the model bound")
+    return {"threads": threads, "instances": plan.onnx_instances, "seconds_per_image": seconds, "runs": runs,
+            "probe_window": (before, after)}  # fmt: skip
+
+
 def serve_and_measure(
     repo: Path,
     runtime_dir: Path,
@@ -587,6 +614,10 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
             "only); it runs at the start and again at the end, and the ratios use the faster of the two passes"
         )
 
+    model_bound = None
+    if config.device == "cpu" and config.model_bound_runs > 0:
+        model_bound = measure_model_bound(repo, plan, config.model_bound_runs, probes)
+
     runtime_dir = repo.parent / "runtime"
     for index, (label, served_plan) in enumerate(plans):
         if index:
@@ -634,6 +665,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
         photos=[name for name, _ in photos],
         scenarios=scenario_results,
         instance_plan=plan,
+        model_bound=model_bound,
         rss=rss,
         notes=notes,
         reference_gmac=REFERENCE_GMAC,

@@ -119,6 +119,36 @@ def conv_probe(device: str = "cpu", repeats: int = 5, channels: int = 256, size:
     )
 
 
+def model_seconds_per_image(onnx_path: Path, threads: int, runs: int = 2) -> list[float]:
+    """Seconds per image of one onnxruntime CPU session of ``onnx_path`` with ``threads`` intra-op
+    threads, alone: ``runs`` timed runs after one warm-up, at batch 1 (every dynamic dimension 1) on
+    seeded inputs — uniform in [-1, 1] for image tensors (rank ≥ 3), 0.7 for the others (e.g.
+    CodeFormer's fidelity weight ``w`` [1, 1]). A convolutional network's time does not depend on
+    the pixel values (denormals aside, which ``session.set_denormal_as_zero`` showed not to matter
+    for CodeFormer and U²-Net here), so this is the speed the model itself reaches on these cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {}
+    for meta in session.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in meta.shape]
+        feed[meta.name] = (
+            rng.uniform(-1, 1, shape).astype(np.float32)
+            if len(shape) >= 3
+            else np.full(shape, 0.7, np.float32)
+        )
+    session.run(None, feed)  # warm-up
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def count_onnx_macs(onnx_path: Path) -> float:
     """Multiply-accumulates of one sample (batch 1) through the graph: Conv, ConvTranspose, MatMul, Gemm.
 

@@ -70,6 +70,7 @@ def build_report(
     photos: list[str],
     scenarios: list[dict],
     instance_plan,
+    model_bound: dict | None = None,
     rss: dict[str, dict[str, float]],
     notes: list[str],
     reference_gmac: dict[str, float],
@@ -186,6 +187,19 @@ def build_report(
             best["images_per_s"] / bound if best and bound else None
         )
         spans[f"end_to_end_over_max_probe_roofline_{label}"] = (best,)
+    if model_bound:
+        # what the ONNX models reach alone (one session each, the plan's threads), times the plan's
+        # instances: the bound a serving cannot beat whatever its overheads
+        seconds = model_bound["seconds_per_image"]
+        model_bound = {**model_bound, "images_per_s": {}}
+        for enhance, label in ((True, "enhanced"), (False, "basic")):
+            total = seconds.get("u2net", 0.0) + (seconds.get("codeformer", 0.0) if enhance else 0.0)
+            bound_images = model_bound["instances"] / total if total else None
+            model_bound["images_per_s"][label] = bound_images
+            best = _best(scenarios, "triton_grpc", enhance)
+            key = f"end_to_end_over_model_bound_{label}"
+            ratios[key] = best["images_per_s"] / bound_images if best and bound_images else None
+            spans[key] = (best, model_bound)
     ratio_spreads = {
         key: (
             max(
@@ -257,6 +271,7 @@ def build_report(
         "scenarios": all_scenarios,
         "model_throughput": model_throughput,
         "roofline": roofline,
+        "model_bound": model_bound,
         "ratios": ratios,
         "paired_ratios": paired,
         "plans": plan_labels,
@@ -396,6 +411,14 @@ def render_markdown(report: dict) -> str:
         lines.append(
             f"- {label}: {_fmt(bound['gmac_per_image'])} GMAC/image → model-only roofline "
             f"{_fmt(bound['images_per_s'], 3)} images/s at the run's highest probe"
+        )
+    bound = report.get("model_bound")
+    if bound:
+        per = ", ".join(f"{name} {sec * 1000:.0f} ms" for name, sec in bound["seconds_per_image"].items())
+        lines.append(
+            f"- model bound (each ONNX model alone, one session, {bound['threads']} thread(s); "
+            f"{bound['instances']} instance(s)): {per} per image → "
+            + ", ".join(f"{label} {_fmt(v, 3)} images/s" for label, v in bound["images_per_s"].items())
         )
     disturbed = set(report.get("disturbed_ratios", []))
     for key, value in report["ratios"].items():

@@ -36,9 +36,10 @@ def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, ca
     ):
         assert key in report, key
     assert report["conv_probe"]["gflops"] > 0
-    # a probe at the start, after every scenario and at the end; each scenario between two of them
+    # a probe at the start, after the model bound, after every scenario and at the end; each
+    # scenario between two of them
     series = report["conv_probe_series"]
-    assert series["count"] == len(report["scenarios"]) + 2 == len(series["samples"])
+    assert series["count"] == len(report["scenarios"]) + 3 == len(series["samples"])
     assert series["min"] <= series["median"] <= series["max"] == report["conv_probe"]["gflops"]
     assert all(s["probe_window"][1] == s["probe_window"][0] + 1 for s in report["scenarios"])
     assert set(report["ratio_probe_spread"]) == set(report["ratios"])
@@ -65,6 +66,12 @@ def test_quick_tiny_bench_writes_a_complete_report(tmp_path, tiny_model_repo, ca
         assert len(triton) == 1 and triton[0]["concurrency"] == 2 and triton[0]["plan"] == "auto"
         assert report["ratios"][f"triton_c2_over_sequential_{label}"] == pytest.approx(pair["ratio"])
         assert report["roofline"][label]["best_scenario"]["probe_gflops"] > 0
+        assert report["ratios"][f"end_to_end_over_model_bound_{label}"] > 0
+    # each ONNX model timed alone once (--quick) with the plan's threads, between two probes
+    bound = report["model_bound"]
+    assert set(bound["seconds_per_image"]) == {"codeformer", "u2net"} and bound["runs"] == 1
+    assert all(seconds > 0 for seconds in bound["seconds_per_image"].values())
+    assert bound["threads"] == report["instance_plan"]["onnx_threads"]
     for enhance in (True, False):
         assert ("sequential", enhance, 1) in seen
         for concurrency in (1, 2):

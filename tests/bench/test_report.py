@@ -208,3 +208,27 @@ def test_the_roofline_ratio_divides_by_the_probes_around_its_own_scenario():
     assert rebuilt["roofline"]["enhanced"]["best_scenario"]["probe_gflops"] == pytest.approx(60)
     assert rebuilt["ratios"]["end_to_end_over_max_probe_roofline_enhanced"] == pytest.approx(2.7)
     assert "the mean of the probes before and after it" in render_markdown(rebuilt)
+
+
+def test_the_model_bound_is_the_models_alone_times_the_instances():
+    # each model alone: codeformer 8 s, u2net 2 s per image; 2 instances → enhanced 2 / 10 = 0.2
+    # img/s, basic 2 / 2 = 1 img/s; best Triton enhanced 0.3 (c4) → 1.5× the bound, basic 1.0 → 1.0×
+    report = make_report()
+    probes = [{"label": str(i), "gflops": g} for i, g in enumerate((100, 90))]
+    bound = {"threads": 1, "instances": 2, "seconds_per_image": {"codeformer": 8.0, "u2net": 2.0}, "runs": 2,
+             "probe_window": (0, 1)}  # fmt: skip
+    rebuilt = build_report(
+        config=BenchConfig(preset="full", device="cpu", concurrency=[1, 4], requests=4),
+        started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), machine=report["machine"],
+        probe=ConvProbe(gflops=100.0, gmac_per_run=1.0, seconds_per_run=0.02, provider="cpu", shape="s"),
+        probe_samples=probes, records={}, macs={"codeformer": 400e9, "u2net": 50e9}, photos=["a.jpg"],
+        scenarios=report["scenarios"], instance_plan=plan_instances("cpu", cores=2), model_bound=bound, rss={},
+        notes=[], reference_gmac={},
+    )  # fmt: skip
+    assert rebuilt["model_bound"]["images_per_s"] == {
+        "enhanced": pytest.approx(0.2),
+        "basic": pytest.approx(1.0),
+    }
+    assert rebuilt["ratios"]["end_to_end_over_model_bound_enhanced"] == pytest.approx(1.5)
+    assert rebuilt["ratios"]["end_to_end_over_model_bound_basic"] == pytest.approx(1.0)
+    assert "model bound (each ONNX model alone" in render_markdown(rebuilt)

@@ -224,6 +224,14 @@ def _register_bench(subparsers) -> None:
         "NxT, MODEL=NxT[+MODEL=NxT] (e.g. u2net=1x2); the first is the reference of every ratio",
     )
     parser.add_argument(
+        "--rebuild-report",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="recompute the ratios of a saved report (<stem>.json) with the current rules and rewrite "
+        "<stem>.json and <stem>.md; measures nothing",
+    )
+    parser.add_argument(
         "--pairs",
         type=int,
         default=None,
@@ -254,6 +262,17 @@ def _video_size(text: str) -> tuple[int, int]:
 
 def run_bench(args: argparse.Namespace) -> int:
     from facecraft.bench.harness import BenchConfig, run_benchmark
+
+    if args.rebuild_report is not None:
+        from facecraft.bench.report import rebuild
+        from facecraft.cli import CliError
+
+        try:
+            md_path, json_path = rebuild(args.rebuild_report)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CliError(f"cannot rebuild {args.rebuild_report}: {error}") from error
+        print(f"report: {md_path}\n        {json_path}")
+        return 0
 
     default_concurrency = [1, 16] if args.processor else [1, 4, 16]
     concurrency = args.concurrency or ([1, 2] if args.quick else default_concurrency)

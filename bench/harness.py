@@ -34,7 +34,7 @@ from facecraft.bench.machine import (
     peak_rss_of_tree,
 )
 from facecraft.bench.probes import ProbeLog
-from facecraft.bench.report import build_report, render_markdown
+from facecraft.bench.report import PROBE_RULE_NOTE, build_report, render_markdown
 from facecraft.bench.stats import diff_statistics, snapshot
 from facecraft.client.batch import IMAGE_SUFFIXES, write_atomically
 from facecraft.client.errors import FacecraftError, NoFaceDetected
@@ -645,8 +645,7 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
     notes.append(
         "conv probe GFLOP/s at the start, after every scenario and at the end: "
         + ", ".join(f"{s['gflops']:.0f}" for s in probes.samples)
-        + "; each end_to_end_over_roofline ratio divides by the roofline at the mean of the two probes "
-        "around its scenario (end_to_end_over_max_probe_roofline: at the highest of the run)"
+        + PROBE_RULE_NOTE
     )
     if config.pairs and sequential is not None and "triton" in config.scenarios:
         notes.append(

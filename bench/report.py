@@ -5,10 +5,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict
 from datetime import datetime
+from pathlib import Path
 
 from facecraft.bench.probes import DISTURBED_SPREAD, ratio_spread, summary
 
-REPORT_VERSION = 4  # 4: end_to_end_over_roofline against the probes around its scenario; paired ratios
+REPORT_VERSION = (
+    4  # 4: end_to_end_over_roofline against the probes around its scenario; paired ratios; model bound
+)
 MODEL_OF = {"codeformer": "codeformer", "u2net": "u2net"}
 
 
@@ -29,13 +32,21 @@ def _at(scenarios: list[dict], name: str, enhance: bool, concurrency: int) -> di
     return None
 
 
+# the rule of the roofline ratios, as the harness's probe note states it after the probe values
+PROBE_RULE_NOTE = (
+    "; each end_to_end_over_roofline ratio divides by the roofline at the higher of the two probes "
+    "around its scenario (end_to_end_over_max_probe_roofline: at the highest of the run)"
+)
+
+
 def _window_gflops(samples: list[dict], scenario: dict, fallback: float) -> float:
-    """The conv throughput in the minutes of ``scenario``: the mean of the probes before and after
-    it (``probe_window``), ``fallback`` for a record without one."""
+    """The conv throughput in the minutes of ``scenario``: the higher of the probes before and
+    after it (``probe_window``) — it follows the machine's drift over a run, and one low probe (a
+    momentary burst) cannot inflate the ratio it divides; ``fallback`` for a record without one."""
     window = scenario.get("probe_window")
     if not window or not samples:
         return fallback
-    return (samples[window[0]]["gflops"] + samples[window[1]]["gflops"]) / 2
+    return max(samples[window[0]]["gflops"], samples[window[1]]["gflops"])
 
 
 def _pairs(scenarios: list[dict], enhance: bool) -> list[tuple[dict, dict]]:
@@ -288,6 +299,55 @@ def build_report(
     }
 
 
+def rebuild(json_path: Path) -> tuple[Path, Path]:
+    """Recompute the ratios of a saved ``facecraft bench`` report (``<stem>.json``) with this
+    module's rules, from its own scenarios, probes, models and notes, and rewrite ``<stem>.json``
+    and ``<stem>.md`` in place (the measurements are not touched). Returns (md, json) paths."""
+    import json
+    from types import SimpleNamespace
+
+    from facecraft.bench.machine import ConvProbe
+    from facecraft.client.batch import write_atomically
+    from facecraft.runtime.instance_plan import InstancePlan
+
+    old = json.loads(Path(json_path).read_text())
+    plan = old["instance_plan"]
+    config = SimpleNamespace(
+        preset=old["preset"], device=old["device"], quick=old["quick"], requests=old["requests_per_scenario"],
+        enhanced_requests=old["enhanced_requests_per_scenario"], concurrency=old["concurrency"],
+        plans=tuple(old.get("plans") or ("auto",)),
+    )  # fmt: skip
+    models = old["models"]
+    report = build_report(
+        config=config,
+        started_at=datetime.fromisoformat(old["timestamp"]),
+        machine=old["machine"],
+        probe=ConvProbe(**old["conv_probe"]),
+        probe_samples=old["conv_probe_series"]["samples"],
+        records={name: {"trained": m["trained"], "preset": m["preset"], "weights": m["weights"]} for name, m in models.items()},
+        macs={name: m["gmac_per_image"] * 1e9 for name, m in models.items()},
+        photos=old["photos"],
+        scenarios=[{**s, "probe_window": tuple(s["probe_window"])} if s.get("probe_window") else s for s in old["scenarios"]],
+        instance_plan=InstancePlan(
+            **{k: tuple(map(tuple, v)) if k in ("precisions", "overrides") else v
+               for k, v in plan.items() if k != "description"}
+        ),  # fmt: skip
+        model_bound={k: v for k, v in old["model_bound"].items() if k != "images_per_s"} if old.get("model_bound") else None,
+        rss={group: values["processes"] for group, values in old["peak_rss_mib"].items()},
+        notes=[
+            n.split("; ")[0] + PROBE_RULE_NOTE if n.startswith("conv probe GFLOP/s at the start") else n
+            for n in old["notes"]
+            if not n.startswith(("UNTRAINED", "GPU not measured", "roofline and GFLOP/s"))
+        ],
+        reference_gmac={name: m["reference_gmac_full"] for name, m in models.items()},
+    )  # fmt: skip
+    json_path = Path(json_path)
+    md_path = json_path.with_suffix(".md")
+    write_atomically(json_path, json.dumps(report, indent=2).encode())
+    write_atomically(md_path, render_markdown(report).encode())
+    return md_path, json_path
+
+
 def _fmt(value, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -442,7 +502,7 @@ def render_markdown(report: dict) -> str:
             lines.append(
                 f"- `end_to_end_over_roofline_{label}` from Triton gRPC c{best['concurrency']}{pair}: "
                 f"{best['images_per_s']:.3f} img/s against the roofline at {best['probe_gflops']:.0f} GFLOP/s "
-                "(the mean of the probes before and after it)"
+                "(the higher of the probes before and after it)"
             )
     if report.get("plan_comparison"):
         lines += [

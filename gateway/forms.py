@@ -90,7 +90,15 @@ async def refuse_fields(request: Request, fields, reason: str) -> None:
 
 
 async def refuse_unknown_fields(request: Request, known) -> None:
-    """400 ``invalid_option`` for form fields the route does not take (``known``: its fields)."""
+    """400 ``invalid_option`` for form fields the route does not take (``known``: its fields), and
+    for any query parameter (these routes read none: an option in the URL would be ignored)."""
+    if request.query_params:
+        names = ", ".join(dict.fromkeys(request.query_params.keys()))
+        raise GatewayError(
+            400, "invalid_option",
+            f"{names}: {request.url.path} reads no query parameters; send options as form fields "
+            f"({', '.join(known)})",
+        )  # fmt: skip
     form = await request.form()
     names = list(dict.fromkeys(form.keys()))
     await refuse_fields(

@@ -161,6 +161,18 @@ def test_options_a_route_would_ignore_are_refused(client, path, data, named):
     assert body["error_message"].startswith(named), body
 
 
+@pytest.mark.parametrize("path", ["/api/v1/process", "/api/v1/process/quick", "/api/v1/jobs"])
+def test_query_parameters_are_refused_not_ignored(client, path):
+    """An option in the URL would be silently ignored by these form routes: 400 naming it."""
+    response = client.post(
+        f"{path}?enhance_face=false&width=300", files={"file": ("a.jpg", small_jpeg(), "image/jpeg")}
+    )
+    body = assert_error(response, 400, "invalid_option")
+    assert (
+        body["error_message"].startswith("enhance_face, width: ") and "form fields" in body["error_message"]
+    )
+
+
 def test_a_batch_refuses_fields_it_does_not_take(client):
     files = [("files", ("a.jpg", small_jpeg(), "image/jpeg"))]
     response = client.post("/api/v1/process/batch", data={"processors": "face_enhancer"}, files=files)

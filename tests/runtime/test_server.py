@@ -125,7 +125,11 @@ def test_command_sizes_the_python_backend_shared_memory(tmp_path, monkeypatch):
 
     def shm_flags(**kwargs) -> list[str]:
         command = TritonServer(tmp_path, runtime_dir=tmp_path, **kwargs).command()
-        return [arg for arg in command if arg.startswith("--backend-config=python,shm-")]
+        return [
+            arg
+            for arg in command
+            if arg.startswith(("--backend-config=python,shm-default", "--backend-config=python,shm-growth"))
+        ]
 
     assert shm_flags() == [
         f"--backend-config=python,shm-default-byte-size={16 * MIB}",
@@ -318,14 +322,46 @@ def test_sigterm_shutdown_is_clean_and_restart_keeps_ports(tmp_path):
         assert stubs, "the small repository should have one Python stub"
         for stub in stubs:
             os.kill(stub, signal.SIGSTOP)
+        regions = _shm_regions(server)
+        assert len(regions) == 2, "one region per Python-backend instance (add_one, env_probe)"
         server.kill()
         assert not server.is_running() and all(_alive(stub) for stub in stubs)
+        assert _shm_regions(server) == regions, "a SIGKILLed Triton leaves its regions behind"
         server.start()
         assert server.pid != crashed_pid and server.is_ready()
         assert not any(_alive(stub) for stub in stubs)
         assert not _group_alive(crashed_pid)
+        # ... and removes the regions the crash left (only the new server's own remain)
+        assert not regions & _shm_regions(server) and len(_shm_regions(server)) == 2
     finally:
         server.stop()
+    assert _shm_regions(server) == set()
+
+
+def _shm_regions(server: TritonServer) -> set[str]:
+    """Names of the /dev/shm regions carrying ``server``'s own prefix."""
+    return {path.name for path in Path("/dev/shm").glob(f"{server.shm_region_prefix}*")}
+
+
+def test_remove_shm_regions_removes_only_the_prefix(tmp_path):
+    from facecraft.runtime.server import remove_shm_regions
+
+    for name in ("facecraft_triton_1_ab_x", "facecraft_triton_1_ab_y", "facecraft_triton_2_cd_x", "other"):
+        (tmp_path / name).write_bytes(b"")
+    assert remove_shm_regions("facecraft_triton_1_ab_", tmp_path) == [
+        "facecraft_triton_1_ab_x",
+        "facecraft_triton_1_ab_y",
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["facecraft_triton_2_cd_x", "other"]
+    with pytest.raises(ValueError, match="every region"):
+        remove_shm_regions("", tmp_path)
+
+
+def test_every_server_has_its_own_region_prefix(tmp_path):
+    first, second = (TritonServer(tmp_path, runtime_dir=tmp_path) for _ in range(2))
+    assert first.shm_region_prefix != second.shm_region_prefix
+    assert first.shm_region_prefix.startswith(f"facecraft_triton_{os.getpid()}_")
+    assert f"--backend-config=python,shm-region-prefix-name={first.shm_region_prefix}" in first.command()
 
 
 def test_sigint_to_the_process_also_stops_it(tmp_path):

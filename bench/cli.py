@@ -229,7 +229,8 @@ def _register_bench(subparsers) -> None:
         default=None,
         metavar="JSON",
         help="recompute the ratios of a saved report (<stem>.json) with the current rules and rewrite "
-        "<stem>.json and <stem>.md; measures nothing",
+        "<stem>.json and <stem>.md; measures nothing. With --repo, the MACs are counted again from that "
+        "repository's ONNX models (required for a report of version 4 or older)",
     )
     parser.add_argument(
         "--pairs",
@@ -268,7 +269,7 @@ def run_bench(args: argparse.Namespace) -> int:
         from facecraft.cli import CliError
 
         try:
-            md_path, json_path = rebuild(args.rebuild_report)
+            md_path, json_path = rebuild(args.rebuild_report, model_repository=args.repo)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CliError(f"cannot rebuild {args.rebuild_report}: {error}") from error
         print(f"report: {md_path}\n        {json_path}")

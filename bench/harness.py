@@ -34,7 +34,7 @@ from facecraft.bench.machine import (
     peak_rss_of_tree,
 )
 from facecraft.bench.probes import ProbeLog
-from facecraft.bench.report import PROBE_RULE_NOTE, build_report, render_markdown
+from facecraft.bench.report import build_report, render_markdown
 from facecraft.bench.stats import diff_statistics, snapshot
 from facecraft.client.batch import IMAGE_SUFFIXES, write_atomically
 from facecraft.client.errors import FacecraftError, NoFaceDetected
@@ -611,7 +611,8 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
         measure_sequential(sequential, config, photos, enhance_modes, scenario_results, "start", probes)
         notes.append(
             "sequential = one caller in this process running the stages one after the other (concurrency 1 "
-            "only); it runs at the start and again at the end, and the ratios use the faster of the two passes"
+            "only); it runs at the start and again at the end, and a ratio without paired rounds uses the faster "
+            "of the two passes"
         )
 
     model_bound = None
@@ -642,17 +643,6 @@ def run_benchmark(config: BenchConfig) -> tuple[Path, Path]:
     # the best estimate of what the cores can do; the spread says how disturbed the run was
     log(f"probe again: {probes.samples[probes.take('end')]['gflops']:.1f} GFLOP/s")
     probe = replace(first_probe, gflops=max(s["gflops"] for s in probes.samples))
-    notes.append(
-        "conv probe GFLOP/s at the start, after every scenario and at the end: "
-        + ", ".join(f"{s['gflops']:.0f}" for s in probes.samples)
-        + PROBE_RULE_NOTE
-    )
-    if config.pairs and sequential is not None and "triton" in config.scenarios:
-        notes.append(
-            f"triton_c{max(config.concurrency)}_over_sequential: the median of {config.pairs} paired rounds "
-            "(a sequential pass right before Triton at that concurrency, same minutes); the start and end "
-            "passes are kept for the record"
-        )
     report = build_report(
         config=config,
         started_at=started_at,

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,18 @@ class ConvProbe:
     shape: str
 
 
+def _timed_runs(run: Callable[[], object], runs: int) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``run`` (``time.perf_counter``), after one untimed
+    warm-up call."""
+    run()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def conv_probe(device: str = "cpu", repeats: int = 5, channels: int = 256, size: int = 96) -> ConvProbe:
     """Time a big 3×3 convolution ``[1,C,S,S] * [C,C,3,3]`` in onnxruntime; best of ``repeats``."""
     import onnxruntime as ort
@@ -103,12 +116,7 @@ def conv_probe(device: str = "cpu", repeats: int = 5, channels: int = 256, size:
     providers = [p for p in providers if p in ort.get_available_providers()]
     session = ort.InferenceSession(model.SerializeToString(), providers=providers)
     x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
-    session.run(None, {"x": x})  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        session.run(None, {"x": x})
-        best = min(best, time.perf_counter() - started)
+    best = min(_timed_runs(lambda: session.run(None, {"x": x}), repeats))
     gmac = channels * channels * 9 * size * size / 1e9
     return ConvProbe(
         gflops=2 * gmac / best,
@@ -140,13 +148,7 @@ def model_seconds_per_image(onnx_path: Path, threads: int, runs: int = 2) -> lis
             if len(shape) >= 3
             else np.full(shape, 0.7, np.float32)
         )
-    session.run(None, feed)  # warm-up
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - started)
-    return times
+    return _timed_runs(lambda: session.run(None, feed), runs)
 
 
 def count_onnx_macs(onnx_path: Path) -> float:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from facecraft.bench.probes import DISTURBED_SPREAD, ratio_spread, summary
 
-REPORT_VERSION = (
-    4  # 4: end_to_end_over_roofline against the probes around its scenario; paired ratios; model bound
-)
+# 4: end_to_end_over_roofline against the probes around its scenario; paired ratios; model bound.
+# 5: MACs counted with symbolic shape inference (CodeFormer 404.8 GMAC, not 337.1); the harness's
+#    own notes kept apart (measurement_notes) from the ones generated here.
+REPORT_VERSION = 5
 MODEL_OF = {"codeformer": "codeformer", "u2net": "u2net"}
 
 
@@ -32,10 +33,19 @@ def _at(scenarios: list[dict], name: str, enhance: bool, concurrency: int) -> di
     return None
 
 
-# the rule of the roofline ratios, as the harness's probe note states it after the probe values
+# the rule of the roofline ratios, stated in the probe note after the probe values
 PROBE_RULE_NOTE = (
     "; each end_to_end_over_roofline ratio divides by the roofline at the higher of the two probes "
     "around its scenario (end_to_end_over_max_probe_roofline: at the highest of the run)"
+)
+# what build_report writes itself, from the measurements; a report of version 4 or older mixed them
+# with the harness's notes, and rebuild strips them by these beginnings
+GENERATED_NOTE_PREFIXES = (
+    "UNTRAINED",
+    "GPU not measured",
+    "roofline and GFLOP/s",
+    "conv probe GFLOP/s at the start",
+    "triton_c",
 )
 
 
@@ -137,7 +147,7 @@ def build_report(
     # the ratios compare against the first instance plan; the others are in plan_comparison
     scenarios = [s for s in all_scenarios if s.get("plan") in (None, plan_labels[0])]
     samples = probe_samples or [{"label": "run", "gflops": probe.gflops}]
-    ratios, spans, paired = {}, {}, {}
+    ratios, spans, paired, paired_spreads = {}, {}, {}, {}
     top = max(config.concurrency)
     for enhance, label in ((True, "enhanced"), (False, "basic")):
         key = f"triton_c{top}_over_sequential_{label}"
@@ -162,7 +172,8 @@ def build_report(
                 "max": max(values),
             }
             ratios[key] = statistics.median(values)
-            spans[key] = None  # the probe spread of a paired ratio: its worst round's
+            # the probe spread of a paired ratio: its worst round's
+            paired_spreads[key] = max((sp for sp in spreads if sp is not None), default=None)
         else:
             sequential = _best(scenarios, "sequential", enhance)  # the faster pass: the conservative baseline
             triton_top = _at(scenarios, "triton_grpc", enhance, top)
@@ -177,20 +188,21 @@ def build_report(
             spans[f"gateway_over_grpc_c{c}_{label}"] = (gateway, grpc)
         gmac = roofline["enhanced" if enhance else "basic"]["gmac_per_image"]
         # against the roofline of the probes around each Triton scenario (the same minutes)
-        served = [
-            (s["images_per_s"] * 2 * gmac / _window_gflops(samples, s, probe.gflops), s)
-            for s in scenarios
-            if s["scenario"] == "triton_grpc" and s["enhance"] == enhance and s["ok"] > 0
-        ]
+        served = []
+        for s in scenarios:
+            if s["scenario"] == "triton_grpc" and s["enhance"] == enhance and s["ok"] > 0:
+                window = _window_gflops(samples, s, probe.gflops)
+                served.append((s["images_per_s"] * 2 * gmac / window, s, window))
         best_window = max(served, key=lambda item: item[0]) if served and gmac else None
         ratios[f"end_to_end_over_roofline_{label}"] = best_window[0] if best_window else None
         spans[f"end_to_end_over_roofline_{label}"] = (best_window[1],) if best_window else (None,)
         if best_window:
+            _, scenario, window = best_window
             roofline["enhanced" if enhance else "basic"]["best_scenario"] = {
-                "concurrency": best_window[1]["concurrency"],
-                "pair": best_window[1].get("pair"),
-                "images_per_s": best_window[1]["images_per_s"],
-                "probe_gflops": _window_gflops(samples, best_window[1], probe.gflops),
+                "concurrency": scenario["concurrency"],
+                "pair": scenario.get("pair"),
+                "images_per_s": scenario["images_per_s"],
+                "probe_gflops": window,
             }
         best = _best(scenarios, "triton_grpc", enhance)
         bound = roofline["enhanced" if enhance else "basic"]["images_per_s"]
@@ -212,16 +224,11 @@ def build_report(
             ratios[key] = best["images_per_s"] / bound_images if best and bound_images else None
             spans[key] = (best, model_bound)
     ratio_spreads = {
-        key: (
-            max(
-                (r["probe_spread"] for r in paired[key]["rounds"] if r["probe_spread"] is not None),
-                default=None,
-            )
-            if key in paired
-            else ratio_spread(samples, *spans[key])
-        )
-        if value is not None
-        else None
+        key: None
+        if value is None
+        else paired_spreads[key]
+        if key in paired_spreads
+        else ratio_spread(samples, *spans[key])
         for key, value in ratios.items()
     }
     plan_comparison = []
@@ -250,6 +257,19 @@ def build_report(
                 )
     untrained = [name for name, m in models.items() if m["trained"] is not True]
     report_notes = list(notes)
+    if probe_samples:
+        report_notes.append(
+            "conv probe GFLOP/s at the start, after every scenario and at the end: "
+            + ", ".join(f"{s['gflops']:.0f}" for s in probe_samples)
+            + PROBE_RULE_NOTE
+        )
+    if paired:
+        rounds = max(len(entry["rounds"]) for entry in paired.values())
+        report_notes.append(
+            f"triton_c{top}_over_sequential: the median of {rounds} paired rounds "
+            "(a sequential pass right before Triton at that concurrency, same minutes); the start and end "
+            "passes are kept for the record"
+        )
     if untrained:
         report_notes.append(
             f"UNTRAINED weights (seeded random) for: {', '.join(untrained)} — timings are valid, outputs are not real restorations"
@@ -296,28 +316,54 @@ def build_report(
             for group, values in rss.items()
         },
         "notes": report_notes,
+        # the harness's own notes, without the generated ones: what rebuild starts from
+        "measurement_notes": list(notes),
     }
 
 
-def rebuild(json_path: Path) -> tuple[Path, Path]:
+def rebuild(json_path: Path, model_repository: Path | None = None) -> tuple[Path, Path]:
     """Recompute the ratios of a saved ``facecraft bench`` report (``<stem>.json``) with this
     module's rules, from its own scenarios, probes, models and notes, and rewrite ``<stem>.json``
-    and ``<stem>.md`` in place (the measurements are not touched). Returns (md, json) paths."""
+    and ``<stem>.md`` in place (the measurements are not touched). Returns (md, json) paths.
+
+    ``model_repository``: count each ONNX model's MACs again from ``<repo>/<model>/1/model.onnx``
+    (the same export the report timed) instead of taking the report's. Raises ``ValueError`` for a
+    report of version 4 or older without it: those counted CodeFormer at 337.1 of its 404.8 GMAC.
+    """
     import json
     from types import SimpleNamespace
 
-    from facecraft.bench.machine import ConvProbe
+    from facecraft.bench.machine import ConvProbe, count_onnx_macs
     from facecraft.client.batch import write_atomically
     from facecraft.runtime.instance_plan import InstancePlan
 
     old = json.loads(Path(json_path).read_text())
+    models = old["models"]
+    notes = old.get("measurement_notes")
+    if notes is None:  # version 4 or older: strip what build_report writes again
+        notes = [n for n in old["notes"] if not n.startswith(GENERATED_NOTE_PREFIXES)]
+    if model_repository is not None:
+        macs = {name: count_onnx_macs(Path(model_repository) / name / "1" / "model.onnx") for name in models}
+        notes = [n for n in notes if not n.startswith("GMAC recounted")]
+        notes.append(
+            f"GMAC recounted from {model_repository} by facecraft bench --rebuild-report (report version "
+            f"{old.get('report_version')}: " + ", ".join(f"{n} {m['gmac_per_image']:.1f}" for n, m in models.items())
+            + " before)"
+        )  # fmt: skip
+    elif old.get("report_version", 0) < 5:
+        raise ValueError(
+            f"report version {old.get('report_version')} counted MACs with onnx's own shape inference, "
+            "which undercounts CodeFormer (337.1 of 404.8 GMAC): count them again from the repository "
+            "it timed (facecraft bench --rebuild-report JSON --repo DIR)"
+        )
+    else:
+        macs = {name: m["gmac_per_image"] * 1e9 for name, m in models.items()}
     plan = old["instance_plan"]
     config = SimpleNamespace(
         preset=old["preset"], device=old["device"], quick=old["quick"], requests=old["requests_per_scenario"],
         enhanced_requests=old["enhanced_requests_per_scenario"], concurrency=old["concurrency"],
         plans=tuple(old.get("plans") or ("auto",)),
     )  # fmt: skip
-    models = old["models"]
     report = build_report(
         config=config,
         started_at=datetime.fromisoformat(old["timestamp"]),
@@ -325,7 +371,7 @@ def rebuild(json_path: Path) -> tuple[Path, Path]:
         probe=ConvProbe(**old["conv_probe"]),
         probe_samples=old["conv_probe_series"]["samples"],
         records={name: {"trained": m["trained"], "preset": m["preset"], "weights": m["weights"]} for name, m in models.items()},
-        macs={name: m["gmac_per_image"] * 1e9 for name, m in models.items()},
+        macs=macs,
         photos=old["photos"],
         scenarios=[{**s, "probe_window": tuple(s["probe_window"])} if s.get("probe_window") else s for s in old["scenarios"]],
         instance_plan=InstancePlan(
@@ -334,11 +380,7 @@ def rebuild(json_path: Path) -> tuple[Path, Path]:
         ),  # fmt: skip
         model_bound={k: v for k, v in old["model_bound"].items() if k != "images_per_s"} if old.get("model_bound") else None,
         rss={group: values["processes"] for group, values in old["peak_rss_mib"].items()},
-        notes=[
-            n.split("; ")[0] + PROBE_RULE_NOTE if n.startswith("conv probe GFLOP/s at the start") else n
-            for n in old["notes"]
-            if not n.startswith(("UNTRAINED", "GPU not measured", "roofline and GFLOP/s"))
-        ],
+        notes=notes,
         reference_gmac={name: m["reference_gmac_full"] for name, m in models.items()},
     )  # fmt: skip
     json_path = Path(json_path)

@@ -251,3 +251,64 @@ def test_a_saved_report_is_rebuilt_with_the_same_measurements(tmp_path):
     assert rebuilt["scenarios"] == json.loads(json.dumps(report["scenarios"]))
     assert rebuilt["notes"] == report["notes"], "the generated notes are not doubled"
     assert md_path.read_text().startswith("# Facecraft benchmark")
+
+
+def test_generated_notes_are_kept_apart_from_the_harness_notes():
+    probes = [{"label": str(i), "gflops": g} for i, g in enumerate((100, 90))]
+    report = make_report(probe_samples=probes)
+    assert report["measurement_notes"] == []
+    assert any(n.startswith("conv probe GFLOP/s at the start, after every scenario and at the end: 100, 90;")
+               for n in report["notes"])  # fmt: skip
+    assert not any(n.startswith("triton_c4_over_sequential") for n in report["notes"]), "no paired rounds"
+
+
+def _write_onnx_conv(path, out_channels: int) -> None:
+    """A one-Conv graph [N,3,8,8] → [N,out_channels,8,8]: 3·9·64·out_channels MACs per sample."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((out_channels, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[weight],
+    )
+    path.parent.mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_version_4_report_is_rebuilt_only_with_its_macs_counted_again(tmp_path):
+    """Version 4 counted CodeFormer at 337 of 405 GMAC: rebuild refuses to keep that count, and
+    with the model repository counts again, strips the old generated notes and says so."""
+    import json
+
+    from facecraft.bench.report import rebuild
+
+    probes = [{"label": str(i), "gflops": g} for i, g in enumerate((100, 90))]
+    report = make_report(probe_samples=probes)
+    legacy = {k: v for k, v in report.items() if k != "measurement_notes"}
+    legacy["report_version"] = 4
+    legacy["notes"] = [*report["notes"], "gateway scenario not run: test"]
+    path = tmp_path / "20260101T000000Z-full-cpu.json"
+    path.write_text(json.dumps(legacy))
+    with pytest.raises(ValueError, match="--rebuild-report JSON --repo DIR"):
+        rebuild(path)
+    repo = tmp_path / "repo"
+    _write_onnx_conv(repo / "codeformer" / "1" / "model.onnx", 16)
+    _write_onnx_conv(repo / "u2net" / "1" / "model.onnx", 8)
+    rebuild(path, model_repository=repo)
+    rebuilt = json.loads(path.read_text())
+    assert rebuilt["report_version"] >= 5
+    assert rebuilt["models"]["codeformer"]["gmac_per_image"] == pytest.approx(3 * 9 * 64 * 16 / 1e9)
+    assert rebuilt["models"]["u2net"]["gmac_per_image"] == pytest.approx(3 * 9 * 64 * 8 / 1e9)
+    assert rebuilt["measurement_notes"][0] == "gateway scenario not run: test"
+    assert rebuilt["measurement_notes"][1].startswith("GMAC recounted from")
+    assert "codeformer 400.0, u2net 50.0 before" in rebuilt["measurement_notes"][1]
+    probe_notes = [n for n in rebuilt["notes"] if n.startswith("conv probe GFLOP/s")]
+    assert len(probe_notes) == 1, "the generated probe note is not doubled"
+    # the recounted report is version 5: a later rebuild keeps its count
+    rebuild(path)
+    assert json.loads(path.read_text())["models"] == rebuilt["models"]

@@ -77,6 +77,16 @@ def form_fields(endpoint) -> tuple[str, ...]:
     return tuple(names)
 
 
+def list_fields(endpoint) -> tuple[str, ...]:
+    """The fields of :func:`form_fields` a route takes several times (annotated ``list[...]``,
+    e.g. the batch's ``files``); every other field takes one value."""
+    return tuple(
+        parameter.default.alias or parameter.name
+        for parameter in inspect.signature(endpoint).parameters.values()
+        if isinstance(parameter.default, params.Form) and str(parameter.annotation).startswith("list[")
+    )
+
+
 PORTRAIT_FIELDS: tuple[str, ...] = form_fields(portrait_options)
 
 
@@ -89,9 +99,9 @@ async def refuse_fields(request: Request, fields, reason: str) -> None:
         raise GatewayError(400, "invalid_option", f"{', '.join(sent)}: {reason}")
 
 
-async def refuse_unknown_fields(request: Request, known) -> None:
-    """400 ``invalid_option`` for form fields the route does not take (``known``: its fields), and
-    for any query parameter (these routes read none: an option in the URL would be ignored)."""
+def refuse_query_parameters(request: Request, known) -> None:
+    """400 ``invalid_option`` for any query parameter of a form route (``known``: its form fields,
+    named in the message): it reads none, so an option in the URL would be ignored."""
     if request.query_params:
         names = ", ".join(dict.fromkeys(request.query_params.keys()))
         raise GatewayError(
@@ -99,6 +109,28 @@ async def refuse_unknown_fields(request: Request, known) -> None:
             f"{names}: {request.url.path} reads no query parameters; send options as form fields "
             f"({', '.join(known)})",
         )  # fmt: skip
+
+
+def refuse_repeated_fields(form, repeatable=()) -> None:
+    """400 ``invalid_option`` naming every field ``form`` carries more than once, but those of
+    ``repeatable`` (e.g. the batch's ``files``): a second value would otherwise replace or shadow
+    the first without a word."""
+    repeated = [
+        name for name in dict.fromkeys(form.keys()) if name not in repeatable and len(form.getlist(name)) > 1
+    ]
+    if repeated:
+        raise GatewayError(
+            400,
+            "invalid_option",
+            f"{', '.join(repeated)}: sent more than once; each field takes one value",
+        )
+
+
+async def refuse_unknown_fields(request: Request, known, repeatable=()) -> None:
+    """400 ``invalid_option`` for any query parameter (:func:`refuse_query_parameters`), for form
+    fields the route does not take (``known``: its fields) and for a field sent twice but those of
+    ``repeatable`` (:func:`refuse_repeated_fields`)."""
+    refuse_query_parameters(request, known)
     form = await request.form()
     names = list(dict.fromkeys(form.keys()))
     await refuse_fields(
@@ -106,3 +138,4 @@ async def refuse_unknown_fields(request: Request, known) -> None:
         [name for name in names if name not in set(known)],
         f"not a field of {request.url.path} (it takes {', '.join(known)})",
     )
+    refuse_repeated_fields(form, repeatable)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from facecraft.gateway.errors import GatewayError, error_responses
-from facecraft.gateway.forms import form_fields, portrait_options, refuse_unknown_fields
+from facecraft.gateway.forms import form_fields, list_fields, portrait_options, refuse_unknown_fields
 from facecraft.gateway.health import UNTRAINED_WARNING
 from facecraft.gateway.schemas import BatchResponse, ProcessResponse
 from facecraft.gateway.security import read_upload_capped, require_api_key, sanitize_filename
@@ -177,7 +177,7 @@ async def process_batch(
     """Per-file failures (bad image, no face, Triton errors) are reported in ``results`` and do not
     fail the batch; each success has a working ``download_url`` (PNG) and ``jpg_url``. A form
     field this route does not take is 400 ``invalid_option``."""
-    await refuse_unknown_fields(request, form_fields(process_batch))
+    await refuse_unknown_fields(request, form_fields(process_batch), list_fields(process_batch))
     settings = request.app.state.settings
     if len(files) > settings.batch_max_files:
         raise GatewayError(

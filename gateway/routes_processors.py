@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from facecraft import processors as registry
 from facecraft.gateway.errors import GatewayError, error_responses
+from facecraft.gateway.forms import refuse_query_parameters, refuse_repeated_fields
 from facecraft.gateway.health import UNTRAINED_WARNING
 from facecraft.gateway.processors_service import (
     check_enabled,
@@ -86,12 +87,14 @@ async def read_form(request: Request, name: str) -> tuple[bytes | dict[str, byte
     options) from the multipart form; 422 ``invalid_request`` without a ``file`` (face_swapper:
     ``source`` and ``target``), 400 ``invalid_option`` for an unknown option or a bad value."""
     fields = upload_fields(registry.get(name))
+    refuse_query_parameters(request, [*fields, *(option.name for option in registry.get(name).options)])
     try:
         form = await request.form()
     except Exception as error:  # noqa: BLE001 - a body that is not a multipart form
         raise GatewayError(
             422, "invalid_request", f"expected a multipart form with a file: {error}"
         ) from None
+    refuse_repeated_fields(form)
     uploads = {}
     for field, tensor in fields.items():
         upload = form.get(field)

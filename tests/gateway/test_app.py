@@ -173,6 +173,61 @@ def test_query_parameters_are_refused_not_ignored(client, path):
     )
 
 
+@pytest.mark.parametrize(
+    "path, fields, named",
+    [
+        ("/api/v1/process", [("file", "a.jpg"), ("file", "b.jpg")], "file"),
+        ("/api/v1/process", [("file", "a.jpg"), ("width", "300"), ("width", "400")], "width"),
+        ("/api/v1/process/quick", [("file", "a.jpg"), ("file", "b.jpg")], "file"),
+        ("/api/v1/jobs", [("file", "a.jpg"), ("file", "b.jpg")], "file"),
+        ("/api/v1/jobs", [("file", "a.jpg"), ("processors", "face_enhancer"), ("processors", "background_remover")],
+         "processors"),
+        ("/api/v1/process/batch", [("files", "a.jpg"), ("width", "300"), ("width", "400")], "width"),
+        ("/api/v1/processors/face_enhancer", [("file", "a.jpg"), ("file", "b.jpg")], "file"),
+        ("/api/v1/processors/face_enhancer", [("file", "a.jpg"), ("fidelity", "0.2"), ("fidelity", "0.9")],
+         "fidelity"),
+    ],
+    ids=["process-file", "process-width", "quick-file", "job-file", "job-processors", "batch-width",
+         "processor-file", "processor-option"],
+)  # fmt: skip
+def test_a_field_sent_twice_is_refused_not_shadowed(client, path, fields, named):
+    """A second value of a one-value field would replace (or be shadowed by) the first without a
+    word: 400 naming it, before anything runs (no Triton here). The batch's ``files`` repeat."""
+    files = [
+        (name, (value, small_jpeg(), "image/jpeg")) for name, value in fields if name in ("file", "files")
+    ]
+    data: dict[str, list[str]] = {}
+    for name, value in fields:
+        if name not in ("file", "files"):
+            data.setdefault(name, []).append(value)
+    response = client.post(path, data=data, files=files)
+    body = assert_error(response, 400, "invalid_option")
+    assert body["error_message"] == f"{named}: sent more than once; each field takes one value", body
+
+
+def test_the_batch_takes_its_files_field_many_times(client):
+    from facecraft.gateway.forms import list_fields
+    from facecraft.gateway.routes_process import process_batch
+
+    assert list_fields(process_batch) == ("files",)
+    files = [
+        ("files", ("a.jpg", small_jpeg(), "image/jpeg")),
+        ("files", ("b.jpg", small_jpeg(), "image/jpeg")),
+    ]
+    response = client.post("/api/v1/process/batch?width=300", files=files)
+    # the query parameter is what it refuses, not the repeated files
+    assert assert_error(response, 400, "invalid_option")["error_message"].startswith("width: ")
+
+
+def test_a_processor_route_refuses_query_parameters(client):
+    response = client.post(
+        "/api/v1/processors/face_enhancer?fidelity=0.2", files={"file": ("a.jpg", small_jpeg(), "image/jpeg")}
+    )
+    message = assert_error(response, 400, "invalid_option")["error_message"]
+    assert message.startswith("fidelity: /api/v1/processors/face_enhancer reads no query parameters"), message
+    assert "(file, fidelity" in message
+
+
 def test_a_batch_refuses_fields_it_does_not_take(client):
     files = [("files", ("a.jpg", small_jpeg(), "image/jpeg"))]
     response = client.post("/api/v1/process/batch", data={"processors": "face_enhancer"}, files=files)

@@ -223,14 +223,14 @@ def build_report(
             key = f"end_to_end_over_model_bound_{label}"
             ratios[key] = best["images_per_s"] / bound_images if best and bound_images else None
             spans[key] = (best, model_bound)
-    ratio_spreads = {
-        key: None
-        if value is None
-        else paired_spreads[key]
-        if key in paired_spreads
-        else ratio_spread(samples, *spans[key])
-        for key, value in ratios.items()
-    }
+    ratio_spreads: dict[str, float | None] = {}
+    for key, value in ratios.items():
+        if value is None:
+            ratio_spreads[key] = None
+        elif key in paired_spreads:
+            ratio_spreads[key] = paired_spreads[key]
+        else:
+            ratio_spreads[key] = ratio_spread(samples, *spans[key])
     plan_comparison = []
     for label in plan_labels[1:]:
         others = [s for s in all_scenarios if s.get("plan") == label]

@@ -97,6 +97,13 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
 }
 
 
+def pipeline_error(error) -> GatewayError:
+    """The gateway error of a ``facecraft.pipeline.errors.PipelineError`` raised in the gateway
+    itself (a submit-time check of an image or a video): the catalogue's status for its code, the
+    pipeline's ``<code>: <step>: <detail>`` as the message."""
+    return GatewayError(ERROR_CATALOGUE[error.code][0], error.code, str(error))
+
+
 def error_responses(*codes: str) -> dict[int | str, dict]:
     """OpenAPI ``responses=`` for a route: each status with its error codes listed."""
     by_status: dict[int, list[str]] = {}

@@ -30,7 +30,7 @@ from dataclasses import asdict
 from facecraft.gateway.errors import GatewayError
 from facecraft.gateway.metrics import GatewayMetrics
 from facecraft.gateway.runner import PENDING_STATUSES, JobRunner, job_type_of, job_types, retry_delay_s
-from facecraft.gateway.security import validate_image_bytes
+from facecraft.gateway.security import verify_image_bytes
 from facecraft.gateway.service import PortraitService, new_job_id
 from facecraft.gateway.settings import GatewaySettings
 from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage, extra_input_name
@@ -124,7 +124,9 @@ class JobBackend:
         (and their resolved ``processor_options``) the job runs that chain instead of the portrait;
         ``extras``: its other uploads by ensemble input (face_swapper's ``SOURCE``, an image),
         validated like the image and stored beside it (``source.bin``), so a restart re-runs the
-        job with them.
+        job with them. Every image is decoded once before anything is stored
+        (:func:`~facecraft.gateway.security.verify_image_bytes`): a corrupt or truncated one is
+        400 ``invalid_image`` now rather than a queued job that can only fail.
 
         A full queue (``FACECRAFT_MAX_QUEUED_JOBS``) refuses the job with 503 ``server_busy`` rather
         than letting the backlog, and the stored inputs behind it, grow without bound. A job the
@@ -135,11 +137,11 @@ class JobBackend:
         if queued >= self.settings.max_queued_jobs:
             self.metrics.jobs.labels("rejected").inc()
             raise busy_error(queued, self.settings)
-        if video_output is None:
-            validate_image_bytes(image, self.settings.max_image_pixels)
+        # decoded once here, so that a corrupt or truncated image is refused now (400) rather than
+        # queued as a job that can only fail; a video is probed below, while it is stored
         extras = extras or {}
-        for data in extras.values():
-            validate_image_bytes(data, self.settings.max_image_pixels)
+        for data in ([image] if video_output is None else []) + list(extras.values()):
+            await asyncio.to_thread(verify_image_bytes, data, self.settings.max_image_pixels)
         now = time.time()
         record = JobRecord(
             job_id=new_job_id(),

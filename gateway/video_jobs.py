@@ -24,7 +24,7 @@ from facecraft.client.video import (
     output_kind,
     processor_frame_function,
 )
-from facecraft.gateway.errors import ERROR_CATALOGUE, GatewayError
+from facecraft.gateway.errors import GatewayError, pipeline_error
 from facecraft.gateway.processors_service import run_processor, source_identities, step_images
 from facecraft.gateway.service import PortraitService
 from facecraft.gateway.storage import INPUT_NAME, JobGone, JobRecord, JobStorage
@@ -34,12 +34,6 @@ from facecraft.pipeline.errors import PipelineError
 VIDEO_FORMATS = ("mp4", "webm")
 RESULT_MEDIA_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "jsonl": "application/x-ndjson"}
 PROGRESS_WRITE_S = 1.0  # the least time between two progress writes of a job record
-
-
-def video_error(error: PipelineError) -> GatewayError:
-    """The gateway error of a bad video (status by code, gateway/errors.py; the message is the
-    pipeline's ``<code>: <step>: <detail>``)."""
-    return GatewayError(ERROR_CATALOGUE[error.code][0], error.code, str(error))
 
 
 def check_video_chain(chain: tuple[str, ...]) -> None:
@@ -134,13 +128,13 @@ def video_job_output(
 def check_video_upload(path: str | os.PathLike, settings) -> dict:
     """Probe the stored upload of a video job (blocking) against the ``FACECRAFT_VIDEO_*`` limits:
     returns ``frames_total``, ``fps``, ``width``, ``height``, ``duration_s``; raises the video's
-    :class:`GatewayError` (``corrupt_video``, ``video_too_long``, …: :func:`video_error`)."""
+    :class:`GatewayError` (``corrupt_video``, ``video_too_long``, …: :func:`~facecraft.gateway.errors.pipeline_error`)."""
     from facecraft.pipeline.video import probe_video
 
     try:
         info = probe_video(path, settings.video_limits)
     except PipelineError as error:
-        raise video_error(error) from None
+        raise pipeline_error(error) from None
     return {
         "frames_total": info.frames,
         "fps": float(info.fps),
@@ -278,7 +272,7 @@ async def execute_video_job(service: PortraitService, record: JobRecord) -> None
     stops the job before its next frame (:class:`JobGone`; the frames in flight finish in Triton,
     their results dropped). This is how a ``DELETE`` stops a job whose worker the broker could not
     reach; normally the backend cancels the job's task (each Triton call is shielded from it).
-    Raises :class:`GatewayError` (a bad video: :func:`video_error`; :class:`JobGone`)."""
+    Raises :class:`GatewayError` (a bad video: :func:`~facecraft.gateway.errors.pipeline_error`; :class:`JobGone`)."""
     storage = service.storage
     chain = tuple(record.processors or ())
     output = record.video_output or "mp4"
@@ -323,7 +317,7 @@ async def execute_video_job(service: PortraitService, record: JobRecord) -> None
             extras=extras,
         )
     except PipelineError as error:
-        raise video_error(error) from None
+        raise pipeline_error(error) from None
     except FileNotFoundError:  # the job folder went away under the encoder (deleted)
         raise JobGone(record.job_id) from None
     finally:

@@ -8,6 +8,7 @@ become 8-bit RGB, and the result is downscaled so its long side is at most ``MAX
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import warnings
@@ -183,42 +184,15 @@ def open_image(data: bytes, kind: str) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[kind]])
 
 
-def decode_image(
-    data: bytes,
-    background: tuple[int, int, int] = (240, 240, 240),
-    max_bytes: int = MAX_INPUT_BYTES,
-    max_pixels: int = MAX_INPUT_PIXELS,
-    max_side: int = MAX_WORKING_SIDE,
-) -> DecodedImage:
-    """Decode ``data`` (encoded JPEG/PNG/WebP/BMP/HEIF/AVIF) into a :class:`DecodedImage`.
-
-    Raises ``PipelineError`` with ``invalid_image`` (empty, unsupported type, corrupt/truncated)
-    or ``image_too_large`` (byte size above ``max_bytes``, declared pixels above ``max_pixels`` —
-    checked from the header before any pixel is decoded).
-    """
-    if not data:
-        raise PipelineError(INVALID_IMAGE, STEP, "the image is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise PipelineError(IMAGE_TOO_LARGE, STEP, f"{len(data)} bytes is above the {max_bytes}-byte cap")
-    kind = sniff_format(data)
-    if kind is None:
-        raise PipelineError(
-            INVALID_IMAGE, STEP, f"unsupported image type ({_describe(data)}); send {SUPPORTED_TYPES}"
-        )
+@contextlib.contextmanager
+def _decoding(data: bytes, kind: str, max_pixels: int):
+    """Map what Pillow and the HEIF/AVIF decoders raise while decoding ``data`` (of sniffed type
+    ``kind``) to ``PipelineError``: ``image_too_large`` for a bomb, ``invalid_image`` (with the
+    decoder's reason) for anything it cannot parse."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = open_image(data, kind)
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise PipelineError(
-                    INVALID_IMAGE, STEP, f"the {kind} header declares a {width}x{height} image"
-                )
-            if width * height > max_pixels:
-                raise _too_many_pixels(width, height, max_pixels)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image, background)
+            yield
     except PipelineError:
         raise
     except Image.DecompressionBombError as error:
@@ -234,5 +208,64 @@ def decode_image(
         else:
             reason = " ".join(str(error).split())
         raise PipelineError(INVALID_IMAGE, STEP, f"corrupt or truncated {kind} data ({reason})") from None
+
+
+def _checked_open(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, Image.Image]:
+    """(sniffed type, the lazily opened image) after the checks that need no pixel: empty, byte
+    cap, unsupported type, declared size (raises ``PipelineError`` as :func:`decode_image`). Call
+    inside :func:`_decoding`."""
+    if not data:
+        raise PipelineError(INVALID_IMAGE, STEP, "the image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise PipelineError(IMAGE_TOO_LARGE, STEP, f"{len(data)} bytes is above the {max_bytes}-byte cap")
+    kind = sniff_format(data)
+    if kind is None:
+        raise PipelineError(
+            INVALID_IMAGE, STEP, f"unsupported image type ({_describe(data)}); send {SUPPORTED_TYPES}"
+        )
+    image = open_image(data, kind)
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise PipelineError(INVALID_IMAGE, STEP, f"the {kind} header declares a {width}x{height} image")
+    if width * height > max_pixels:
+        raise _too_many_pixels(width, height, max_pixels)
+    return kind, image
+
+
+def verify_image(data: bytes, max_bytes: int = MAX_INPUT_BYTES, max_pixels: int = MAX_INPUT_PIXELS) -> str:
+    """Decode ``data`` once without keeping its pixels, to find a corrupt or truncated upload
+    before it is queued (``POST /api/v1/jobs``); returns its sniffed type. The checks and errors of
+    :func:`decode_image` (``PipelineError``: ``invalid_image``, ``image_too_large``), at a
+    fraction of its cost: a JPEG is decoded at 1/8 scale (libjpeg's DCT scaling through Pillow's
+    ``draft``, which still reads every entropy-coded byte, so truncation shows), the other formats
+    in full; no EXIF rotation, colour conversion or resize."""
+    kind = "image"
+    with _decoding(data, sniff_format(data) or kind, max_pixels):
+        kind, image = _checked_open(data, max_bytes, max_pixels)
+        if kind == "jpeg":
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+    return kind
+
+
+def decode_image(
+    data: bytes,
+    background: tuple[int, int, int] = (240, 240, 240),
+    max_bytes: int = MAX_INPUT_BYTES,
+    max_pixels: int = MAX_INPUT_PIXELS,
+    max_side: int = MAX_WORKING_SIDE,
+) -> DecodedImage:
+    """Decode ``data`` (encoded JPEG/PNG/WebP/BMP/HEIF/AVIF) into a :class:`DecodedImage`.
+
+    Raises ``PipelineError`` with ``invalid_image`` (empty, unsupported type, corrupt/truncated)
+    or ``image_too_large`` (byte size above ``max_bytes``, declared pixels above ``max_pixels`` —
+    checked from the header before any pixel is decoded).
+    """
+    kind = sniff_format(data) if data else None
+    with _decoding(data, kind or "image", max_pixels):
+        kind, image = _checked_open(data, max_bytes, max_pixels)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(image, background)
     original_size = (int(rgb.shape[1]), int(rgb.shape[0]))
     return DecodedImage(rgb=limit_working_size(rgb, max_side), original_size=original_size, format=kind)

@@ -318,6 +318,29 @@ def test_oversize_upload_is_413(tmp_path):
         assert not any((tmp_path / "out" / "jobs").iterdir())
 
 
+@pytest.mark.parametrize("field", ["file", "source"])
+def test_a_truncated_image_is_refused_at_submit_not_queued(tmp_path, field):
+    """An async job's image (and face_swapper's ``source``) is decoded once before it is queued:
+    a truncated JPEG is 400 ``invalid_image`` now, not a 202 for a job that can only fail, and no
+    job folder is left (no Triton here: the refusal comes first)."""
+    truncated = small_jpeg()[:-200]
+    with make_client(tmp_path) as client:
+        files = {"file": ("a.jpg", truncated if field == "file" else small_jpeg(), "image/jpeg")}
+        data = {}
+        if field == "source":
+            files["source"] = ("id.jpg", truncated, "image/jpeg")
+            data["processors"] = "face_swapper"
+        response = client.post("/api/v1/jobs", files=files, data=data)
+        message = assert_error(response, 400, "invalid_image")["error_message"]
+        assert message.startswith("invalid_image: decode: corrupt or truncated jpeg data"), message
+        assert not any((tmp_path / "out" / "jobs").iterdir())
+        # the same photo whole is accepted (queued; no Triton to run it here)
+        files = {"file": ("a.jpg", small_jpeg(), "image/jpeg")}
+        if field == "source":
+            files["source"] = ("id.jpg", small_jpeg(), "image/jpeg")
+        assert client.post("/api/v1/jobs", files=files, data=data).status_code == 202
+
+
 def test_oversize_body_is_rejected_while_streaming(tmp_path):
     with make_client(tmp_path, max_upload_mb=0.05) as client:
         declared = client.post(

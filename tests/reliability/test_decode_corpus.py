@@ -46,3 +46,20 @@ def test_decode_answers_the_documented_code(name, cases, astronaut_rgb):
         decode.decode_image(case.data)
     assert raised.value.code == expected, str(raised.value)
     assert raised.value.step == "decode"
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_the_submit_time_check_answers_as_the_decode_step(name, cases):
+    """``verify_image`` (what ``POST /api/v1/jobs`` runs before queueing) refuses exactly what the
+    decode step refuses, with the same code, and accepts every photo it decodes — a JPEG read at
+    1/8 scale included: a false refusal would turn away a good photo, a miss queue a job that can
+    only fail."""
+    case = cases[name]
+    try:
+        decode.decode_image(case.data)
+    except PipelineError as error:
+        with pytest.raises(PipelineError) as raised:
+            decode.verify_image(case.data)
+        assert (raised.value.code, raised.value.step) == (error.code, "decode"), str(raised.value)
+    else:
+        assert decode.verify_image(case.data) == decode.sniff_format(case.data)

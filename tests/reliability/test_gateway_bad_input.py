@@ -122,7 +122,19 @@ def test_form_option_out_of_range_or_wrong_type_is_refused(case, cases, http, re
     assert http.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("name", ["empty_file", "text_as_jpg", "png_bomb_declared_100k", "too_many_bytes"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty_file",
+        "text_as_jpg",
+        "png_bomb_declared_100k",
+        "too_many_bytes",
+        "truncated_jpeg",
+        "truncated_png",
+        "truncated_heic",
+        "corrupt_avif",
+    ],
+)
 def test_async_job_refuses_bad_uploads_up_front(name, cases, http):
     """Bad uploads are refused at submit time (no job that can only fail is queued)."""
     case = cases[name]

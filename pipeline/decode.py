@@ -185,10 +185,10 @@ def open_image(data: bytes, kind: str) -> Image.Image:
 
 
 @contextlib.contextmanager
-def _decoding(data: bytes, kind: str, max_pixels: int):
-    """Map what Pillow and the HEIF/AVIF decoders raise while decoding ``data`` (of sniffed type
-    ``kind``) to ``PipelineError``: ``image_too_large`` for a bomb, ``invalid_image`` (with the
-    decoder's reason) for anything it cannot parse."""
+def _decoding(data: bytes, max_pixels: int):
+    """Map what Pillow and the HEIF/AVIF decoders raise while decoding ``data`` to
+    ``PipelineError``: ``image_too_large`` for a bomb, ``invalid_image`` (naming the sniffed type
+    and the decoder's reason) for anything it cannot parse."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -200,6 +200,7 @@ def _decoding(data: bytes, kind: str, max_pixels: int):
         raise PipelineError(IMAGE_TOO_LARGE, STEP, f"{error}; the cap is {max_pixels} pixels") from None
     except (OSError, SyntaxError, ValueError, RuntimeError, EOFError) as error:
         # libheif/libavif report bad data as ValueError/RuntimeError too, multi-line at times.
+        kind = sniff_format(data)
         declared = _largest_ispe(data) if kind in ("heif", "avif") else None
         if declared is not None and declared[0] * declared[1] > max_pixels:
             raise _too_many_pixels(*declared, max_pixels) from None
@@ -239,8 +240,7 @@ def verify_image(data: bytes, max_bytes: int = MAX_INPUT_BYTES, max_pixels: int 
     fraction of its cost: a JPEG is decoded at 1/8 scale (libjpeg's DCT scaling through Pillow's
     ``draft``, which still reads every entropy-coded byte, so truncation shows), the other formats
     in full; no EXIF rotation, colour conversion or resize."""
-    kind = "image"
-    with _decoding(data, sniff_format(data) or kind, max_pixels):
+    with _decoding(data, max_pixels):
         kind, image = _checked_open(data, max_bytes, max_pixels)
         if kind == "jpeg":
             image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
@@ -261,8 +261,7 @@ def decode_image(
     or ``image_too_large`` (byte size above ``max_bytes``, declared pixels above ``max_pixels`` —
     checked from the header before any pixel is decoded).
     """
-    kind = sniff_format(data) if data else None
-    with _decoding(data, kind or "image", max_pixels):
+    with _decoding(data, max_pixels):
         kind, image = _checked_open(data, max_bytes, max_pixels)
         image.load()
         image = ImageOps.exif_transpose(image)
